@@ -1,0 +1,34 @@
+"""mixmo-tf: MixMo (Rame, Sun, Cord, ICCV 2021) in Keras 3 / TensorFlow.
+
+MixMo trains M subnetworks inside one network by mixing their inputs' stem features; at test
+time the same image goes to every member and the heads form an ensemble for about the cost
+of one network. Paper: https://arxiv.org/abs/2103.06132.
+"""
+
+from mixmo_tf.config import Config
+from mixmo_tf.experiment import build_model, evaluate, train
+from mixmo_tf.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
+from mixmo_tf.mixing import FeatureMixing
+from mixmo_tf.models import build_mixmo_network, wide_resnet, wrn10_1, wrn16_4, wrn28_10
+from mixmo_tf.schedules import WarmupStepDecay
+from mixmo_tf.training import MixMoModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrierScore",
+    "Config",
+    "ExpectedCalibrationError",
+    "FeatureMixing",
+    "MixMoModel",
+    "NegativeLogLikelihood",
+    "WarmupStepDecay",
+    "build_mixmo_network",
+    "build_model",
+    "evaluate",
+    "train",
+    "wide_resnet",
+    "wrn10_1",
+    "wrn16_4",
+    "wrn28_10",
+]

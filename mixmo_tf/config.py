@@ -1,0 +1,203 @@
+"""The one frozen Config of a run, and every value derived from it.
+
+Flags choose, the Config carries: `mixmo_tf.flags` builds it from absl flags (its field
+names are the flag names), tests and library users build it directly. Every derived number
+(learning rate, steps per epoch, warm-up, decay steps, the mixing method's effective
+parameters) is computed here and only here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from mixmo_tf.data.specs import DATASETS, DatasetSpec, dataset_spec
+from mixmo_tf.input_mixing import MSDA_KINDS
+
+MIXING_METHODS = ("none", "mimo", "linear", "cutmix")
+DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored")
+# Unique images per step that the reference learning rate of 0.1 is quoted for.
+LR_REFERENCE_BATCH = 128
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A MixMo training run. Defaults are the paper's Cut-MixMo WRN-28-10 on CIFAR-100."""
+
+    dataset: str = "cifar100"
+    data_dir: str | None = None
+    model_dir: str = "runs/cifar100_wrn28-10_cutmixmo"
+    depth: int = 28
+    width: int = 10
+    num_members: int = 2
+    mixing: str = "cutmix"
+    mixing_alpha: float = 2.0
+    loss_power: float = 3.0
+    cut_prob: float = 0.5
+    cut_prob_decay_start: float = 11 / 12
+    msda: str = "none"
+    msda_prob: float = 0.5
+    msda_alpha: float = 1.0
+    batch_size: int = 64
+    batch_repetitions: int = 4
+    epochs: int = 300
+    lr: float = 0.1
+    warmup_epochs: float = 1.0
+    lr_decay_epochs: tuple[int, ...] = (101, 201, 226)
+    lr_decay_factor: float = 0.1
+    momentum: float = 0.9
+    l2: float = 3e-4
+    seed: int = 0
+    steps_per_epoch: int = 0
+    eval_batch_size: int = 256
+    eval_steps: int = 0
+    checkpoint_every_steps: int = 0
+    distribution: str = "default"
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ValueError naming the flag for any value the method cannot run with."""
+        _require(
+            self.dataset in DATASETS,
+            f"--dataset must be one of {sorted(DATASETS)}. Received: dataset={self.dataset!r}",
+        )
+        _require(
+            self.mixing in MIXING_METHODS,
+            f"--mixing must be one of {MIXING_METHODS}. Received: mixing={self.mixing!r}",
+        )
+        _require(
+            self.msda in MSDA_KINDS, f"--msda must be one of {MSDA_KINDS}. Received: msda={self.msda!r}"
+        )
+        _require(
+            self.distribution in DISTRIBUTIONS,
+            f"--distribution must be one of {DISTRIBUTIONS}. Received: distribution={self.distribution!r}",
+        )
+        _require(
+            self.num_members >= 1, f"--num_members must be >= 1. Received: num_members={self.num_members}"
+        )
+        _require(
+            (self.num_members == 1) == (self.mixing == "none"),
+            "--num_members=1 is the single network and needs --mixing=none; MixMo and MIMO need "
+            f"--num_members >= 2. Received: num_members={self.num_members}, mixing={self.mixing!r}",
+        )
+        _require(
+            self.depth >= 10 and (self.depth - 4) % 6 == 0,
+            f"--depth must be 6n+4 with n >= 1, e.g. 28. Received: depth={self.depth}",
+        )
+        _require(self.width >= 1, f"--width must be >= 1, e.g. 10. Received: width={self.width}")
+        _require(
+            self.batch_size >= 1, f"--batch_size must be >= 1. Received: batch_size={self.batch_size}"
+        )
+        _require(
+            self.batch_repetitions >= 1 and self.batch_size % self.batch_repetitions == 0,
+            "--batch_size must be a multiple of --batch_repetitions (each unique image fills b "
+            f"slots). Received: batch_size={self.batch_size}, batch_repetitions={self.batch_repetitions}",
+        )
+        _require(self.epochs >= 1, f"--epochs must be >= 1. Received: epochs={self.epochs}")
+        _require(
+            self.mixing not in ("linear", "cutmix") or self.mixing_alpha > 0,
+            f"--mixing_alpha must be > 0 for --mixing={self.mixing}. Received: mixing_alpha={self.mixing_alpha}",
+        )
+        _require(self.loss_power > 0, f"--loss_power must be > 0. Received: loss_power={self.loss_power}")
+        for name in ("cut_prob", "msda_prob"):
+            value = getattr(self, name)
+            _require(0 <= value <= 1, f"--{name} must be in [0, 1]. Received: {name}={value}")
+        _require(
+            0 <= self.cut_prob_decay_start < 1,
+            f"--cut_prob_decay_start must be in [0, 1). Received: cut_prob_decay_start={self.cut_prob_decay_start}",
+        )
+        _require(
+            self.msda == "none" or self.msda_alpha > 0,
+            f"--msda_alpha must be > 0. Received: msda_alpha={self.msda_alpha}",
+        )
+        _require(self.lr > 0, f"--lr must be > 0. Received: lr={self.lr}")
+        _require(
+            self.warmup_epochs >= 0, f"--warmup_epochs must be >= 0. Received: warmup_epochs={self.warmup_epochs}"
+        )
+        _require(
+            list(self.lr_decay_epochs) == sorted(self.lr_decay_epochs)
+            and all(e >= 1 for e in self.lr_decay_epochs),
+            "--lr_decay_epochs must be ascending 1-indexed epochs, e.g. 101,201,226. "
+            f"Received: lr_decay_epochs={','.join(map(str, self.lr_decay_epochs))}",
+        )
+        _require(
+            0 <= self.momentum < 1, f"--momentum must be in [0, 1). Received: momentum={self.momentum}"
+        )
+        _require(self.l2 >= 0, f"--l2 must be >= 0. Received: l2={self.l2}")
+        for name in ("steps_per_epoch", "eval_steps", "checkpoint_every_steps"):
+            value = getattr(self, name)
+            _require(value >= 0, f"--{name} must be >= 0 (0: automatic). Received: {name}={value}")
+        _require(
+            self.eval_batch_size >= 1,
+            f"--eval_batch_size must be >= 1. Received: eval_batch_size={self.eval_batch_size}",
+        )
+        _require(
+            self.batch_size // self.batch_repetitions <= self.spec.num_train,
+            f"--batch_size / --batch_repetitions ({self.batch_size // self.batch_repetitions} unique "
+            f"images per step) exceeds the {self.spec.num_train} training images of {self.dataset}.",
+        )
+
+    # ---- derived values --------------------------------------------------------------------
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return dataset_spec(self.dataset)
+
+    @property
+    def unique_per_step(self) -> int:
+        # Each step holds B / b distinct images, each repeated b times (spec 5).
+        return self.batch_size // self.batch_repetitions
+
+    @property
+    def base_learning_rate(self) -> float:
+        # lr = 0.1 * unique images per step / 128, as in the paper: 0.0125 for B=64, b=4.
+        return self.lr * self.unique_per_step / LR_REFERENCE_BATCH
+
+    @property
+    def derived_steps_per_epoch(self) -> int:
+        # An epoch shows each image b times per member: floor(N * b / B) (3125 on CIFAR).
+        return self.steps_per_epoch or self.spec.num_train * self.batch_repetitions // self.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.derived_steps_per_epoch
+
+    @property
+    def warmup_steps(self) -> int:
+        # One single-network epoch of steps times b: ceil(N / B) * b (782 * b on CIFAR).
+        return round(self.warmup_epochs * math.ceil(self.spec.num_train / self.batch_size) * self.batch_repetitions)
+
+    @property
+    def lr_decay_steps(self) -> tuple[int, ...]:
+        # The decay takes effect at the first step of each listed 1-indexed epoch.
+        return tuple((epoch - 1) * self.derived_steps_per_epoch for epoch in self.lr_decay_epochs)
+
+    @property
+    def effective_mixing_alpha(self) -> float:
+        # MIMO sums the features: equal ratios, which alpha <= 0 stands for.
+        return 0.0 if self.mixing in ("mimo", "none") else self.mixing_alpha
+
+    @property
+    def effective_cut_prob(self) -> float:
+        return self.cut_prob if self.mixing == "cutmix" else 0.0
+
+    @property
+    def effective_loss_power(self) -> float:
+        # MIMO uses r = 1 (with equal ratios every weight is 1 whatever r).
+        return 1.0 if self.mixing in ("mimo", "none") else self.loss_power
+
+    def smoke(self) -> "Config":
+        """This run shrunk to seconds on a CPU: WRN-10-1, 2 epochs of 3 steps, 2 eval batches."""
+        return dataclasses.replace(
+            self, depth=10, width=1, epochs=2, steps_per_epoch=3, eval_steps=2,
+            batch_size=min(self.batch_size, 8 * self.batch_repetitions), eval_batch_size=32,
+        )

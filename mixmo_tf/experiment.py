@@ -1,0 +1,148 @@
+"""A training or evaluation run from a Config: data, model, optimizer, callbacks, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from mixmo_tf import checkpointing, data
+from mixmo_tf.config import Config
+from mixmo_tf.distribute import make_strategy
+from mixmo_tf.models.wide_resnet import wide_resnet
+from mixmo_tf.schedules import WarmupStepDecay
+from mixmo_tf.training import MixMoModel
+
+FINAL_MODEL = "model.keras"
+EVAL_RESULTS = "eval_results.json"
+
+
+def build_model(config: Config) -> MixMoModel:
+    """The compiled MixMo WRN of `config`, with its variables and optimizer state created."""
+    spec = config.spec
+    network = wide_resnet(
+        config.depth, config.width, spec.num_classes, config.num_members, spec.image_shape
+    )
+    model = MixMoModel(
+        network,
+        mixing_alpha=config.effective_mixing_alpha,
+        loss_power=config.effective_loss_power,
+        cut_prob=config.effective_cut_prob,
+        cut_prob_decay_start=config.cut_prob_decay_start,
+        msda=config.msda,
+        msda_prob=config.msda_prob,
+        msda_alpha=config.msda_alpha,
+        l2=config.l2,
+        seed=config.seed,
+        steps_per_epoch=config.derived_steps_per_epoch,
+        epochs=config.epochs,
+    )
+    schedule = WarmupStepDecay(
+        config.base_learning_rate, config.warmup_steps, config.lr_decay_steps, config.lr_decay_factor
+    )
+    optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True)
+    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+    model(np.zeros((1, *spec.image_shape), np.float32))
+    optimizer.build(model.trainable_variables)
+    return model
+
+
+def train_stream(config: Config) -> data.TrainStream:
+    """The training stream's shape from `config`."""
+    return data.TrainStream(
+        batch_size=config.batch_size,
+        batch_repetitions=config.batch_repetitions,
+        num_members=config.num_members,
+        steps_per_epoch=config.derived_steps_per_epoch,
+        with_partners=config.msda != "none",
+        seed=config.seed,
+    )
+
+
+def _segments(start_step: int, config: Config) -> list[tuple[int, int, int]]:
+    """(first epoch, end epoch, steps per epoch) of the fit calls that finish training.
+
+    A run resumed mid-epoch first completes that epoch, then runs whole epochs.
+    """
+    steps_per_epoch = config.derived_steps_per_epoch
+    epoch, done = divmod(start_step, steps_per_epoch)
+    segments = []
+    if done:
+        segments.append((epoch, epoch + 1, steps_per_epoch - done))
+        epoch += 1
+    if epoch < config.epochs:
+        segments.append((epoch, config.epochs, steps_per_epoch))
+    return segments
+
+
+def train(config: Config) -> MixMoModel:
+    """Trains (or resumes) the run in `config.model_dir`; returns the trained model.
+
+    Loads the data first, so a missing dataset fails before anything is built. Evaluates on
+    the test split after every epoch, writes TensorBoard logs and checkpoints under
+    `model_dir`, and the final model as `model_dir/model.keras`.
+    """
+    spec = config.spec
+    train_images, train_labels = data.load_split(spec, "train", config.data_dir)
+    test_images, test_labels = data.load_split(spec, "test", config.data_dir)
+    strategy = make_strategy(config.distribution)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_model(config)
+    manager = checkpointing.checkpoint_manager(model, config.model_dir)
+    start_step = checkpointing.restore_latest(manager)
+    if start_step:
+        print(f"Resuming from step {start_step} of {config.total_steps} ({manager.latest_checkpoint}).")
+    stream = train_stream(config)
+    eval_batches = data.eval_dataset(
+        test_images, test_labels, spec, config.eval_batch_size, config.eval_steps
+    )
+    callbacks = [
+        checkpointing.StopOnNonFiniteLoss(),
+        checkpointing.PeriodicCheckpoint(manager, config.checkpoint_every_steps),
+        keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
+    ]
+    step = start_step
+    for first_epoch, end_epoch, steps_per_epoch in _segments(start_step, config):
+        end_step = step + (end_epoch - first_epoch) * steps_per_epoch
+        model.fit(
+            data.train_dataset(train_images, train_labels, spec, stream, step, end_step),
+            initial_epoch=first_epoch,
+            epochs=end_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=eval_batches,
+            callbacks=callbacks,
+        )
+        step = end_step
+    checkpointing.save_model_atomically(model, os.path.join(config.model_dir, FINAL_MODEL))
+    return model
+
+
+def evaluate(config: Config) -> dict[str, float]:
+    """Evaluates the newest checkpoint of `config.model_dir` on the test split.
+
+    Returns the metrics and writes them to `model_dir/eval_results.json`.
+
+    Raises:
+        FileNotFoundError: `model_dir` has no checkpoint.
+    """
+    spec = config.spec
+    test_images, test_labels = data.load_split(spec, "test", config.data_dir)
+    model = build_model(config)
+    manager = checkpointing.checkpoint_manager(model, config.model_dir)
+    step = checkpointing.restore_latest(manager)
+    if not step:
+        raise FileNotFoundError(
+            f"No checkpoint in {manager.directory}: train first, or point --model_dir at a run."
+        )
+    results = model.evaluate(
+        data.eval_dataset(test_images, test_labels, spec, config.eval_batch_size, config.eval_steps),
+        return_dict=True,
+    )
+    results = {name: float(value) for name, value in results.items()}
+    results["step"] = step
+    with open(os.path.join(config.model_dir, EVAL_RESULTS), "w") as handle:
+        json.dump(results, handle, indent=2)
+    return results

@@ -1,0 +1,81 @@
+"""Streaming evaluation metrics of the ensemble's probabilities (spec section 10).
+
+Each metric takes integer labels `(batch,)` and probabilities `(batch, classes)`, so they
+serve the ensemble and any single member alike.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+NLL_EPSILON = 1e-12
+
+
+@keras.saving.register_keras_serializable(package="mixmo_tf")
+class NegativeLogLikelihood(keras.metrics.Mean):
+    """-mean log(p_y + 1e-12), the paper's NLL."""
+
+    def __init__(self, name: str = "nll", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, labels, probabilities, sample_weight=None):
+        labels = ops.cast(labels, "int32")
+        true_probability = ops.take_along_axis(probabilities, labels[:, None], axis=-1)[:, 0]
+        return super().update_state(-ops.log(true_probability + NLL_EPSILON), sample_weight)
+
+
+@keras.saving.register_keras_serializable(package="mixmo_tf")
+class BrierScore(keras.metrics.Mean):
+    """Sum over classes of the squared error to the one-hot label, divided by the classes."""
+
+    def __init__(self, name: str = "brier", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, labels, probabilities, sample_weight=None):
+        num_classes = ops.shape(probabilities)[-1]
+        one_hot = ops.one_hot(ops.cast(labels, "int32"), num_classes)
+        per_sample = ops.mean(ops.square(probabilities - one_hot), axis=-1)
+        return super().update_state(per_sample, sample_weight)
+
+
+@keras.saving.register_keras_serializable(package="mixmo_tf")
+class ExpectedCalibrationError(keras.metrics.Metric):
+    """ECE with equal-width confidence bins (15 in the paper).
+
+    Accumulates per bin the count, the summed confidence and the number correct, so the
+    result over several batches equals the ECE of their concatenation.
+    """
+
+    def __init__(self, num_bins: int = 15, name: str = "ece", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if num_bins < 1:
+            raise ValueError(f"num_bins must be >= 1. Received: num_bins={num_bins}")
+        self.num_bins = num_bins
+        self.counts = self.add_variable((num_bins,), "zeros", name="counts")
+        self.confidence_sums = self.add_variable((num_bins,), "zeros", name="confidence_sums")
+        self.correct_sums = self.add_variable((num_bins,), "zeros", name="correct_sums")
+
+    def update_state(self, labels, probabilities, sample_weight=None):
+        confidence = ops.max(probabilities, axis=-1)
+        correct = ops.cast(
+            ops.equal(ops.argmax(probabilities, axis=-1), ops.cast(labels, "int64")), "float32"
+        )
+        # Bin (i/n, (i+1)/n]; a confidence of exactly 0 joins the first bin.
+        bins = ops.clip(ops.ceil(confidence * self.num_bins) - 1, 0, self.num_bins - 1)
+        one_hot_bins = ops.one_hot(ops.cast(bins, "int32"), self.num_bins)
+        self.counts.assign_add(ops.sum(one_hot_bins, axis=0))
+        self.confidence_sums.assign_add(ops.sum(one_hot_bins * confidence[:, None], axis=0))
+        self.correct_sums.assign_add(ops.sum(one_hot_bins * correct[:, None], axis=0))
+
+    def result(self):
+        total = ops.maximum(ops.sum(self.counts), 1.0)
+        gaps = ops.abs(self.confidence_sums - self.correct_sums)
+        return ops.sum(gaps) / total
+
+    def reset_state(self):
+        for variable in (self.counts, self.confidence_sums, self.correct_sums):
+            variable.assign(ops.zeros_like(variable))
+
+    def get_config(self):
+        return {**super().get_config(), "num_bins": self.num_bins}

@@ -1,0 +1,271 @@
+"""The MixMo Keras model: one network for training, evaluation and prediction.
+
+`MixMoModel` wraps a network built by `mixmo_tf.models.build_mixmo_network`. Its `call`
+feeds the same image to every member (masks 1/M) and returns the ensemble and member
+probabilities; its `train_step` samples the batch's mixing from a stateless RNG keyed by
+(seed, step), so a resumed run continues the same random stream, and minimises the root-r
+weighted cross-entropy plus the L2 term over all trainable variables (spec sections 3-7).
+Paper: https://arxiv.org/abs/2103.06132.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from mixmo_tf import input_mixing, metrics, mixing
+from mixmo_tf.models.mixmo import network_mask_shape, network_num_members
+
+_BATCH_STREAM, _SAMPLE_STREAM, _INPUT_MIXING_STREAM = 0, 1, 2
+
+
+@keras.saving.register_keras_serializable(package="mixmo_tf")
+class MixMoModel(keras.Model):
+    """A MixMo ensemble of M subnetworks sharing one core.
+
+    Training data: dicts with `images` `(batch, members, H, W, C)` and `labels`
+    `(batch, members)`, plus `partner_images` / `partner_labels` of the same shapes when
+    `msda` is not "none". Evaluation data: `images` `(batch, H, W, C)`, `labels` `(batch,)`.
+
+    Args:
+        network: functional network from `build_mixmo_network` (M image inputs and masks).
+        mixing_alpha: Dirichlet concentration of the mixing ratios; <= 0 gives equal ratios
+            (MIMO). Defaults to 2.0.
+        loss_power: r of the root-r loss weights. Defaults to 3.0.
+        cut_prob: probability of Cut- (vs Linear-) MixMo before the decay. Defaults to 0.5.
+        cut_prob_decay_start: training progress where cut_prob starts its linear decay to 0.
+            Defaults to 11/12.
+        msda: input mixing, one of "none", "mixup", "cutmix". Defaults to "none".
+        msda_prob: probability that a (slot, member) input is mixed. Defaults to 0.5.
+        msda_alpha: Beta concentration of the input-mixing ratio. Defaults to 1.0.
+        l2: coefficient of the sum of squares of all trainable variables. Defaults to 3e-4.
+        seed: seed of the training RNG stream. Defaults to 0.
+        steps_per_epoch: optimizer steps per epoch, for the cut schedule. Defaults to 1.
+        epochs: total epochs, for the cut schedule. Defaults to 1.
+    """
+
+    def __init__(
+        self,
+        network: keras.Model,
+        mixing_alpha: float = 2.0,
+        loss_power: float = 3.0,
+        cut_prob: float = 0.5,
+        cut_prob_decay_start: float = 11 / 12,
+        msda: str = "none",
+        msda_prob: float = 0.5,
+        msda_alpha: float = 1.0,
+        l2: float = 3e-4,
+        seed: int = 0,
+        steps_per_epoch: int = 1,
+        epochs: int = 1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if msda not in input_mixing.MSDA_KINDS:
+            raise ValueError(f"msda must be one of {input_mixing.MSDA_KINDS}. Received: msda={msda!r}")
+        if msda != "none" and msda_alpha <= 0:
+            raise ValueError(f"msda_alpha must be > 0. Received: msda_alpha={msda_alpha}")
+        if loss_power <= 0:
+            raise ValueError(f"loss_power must be > 0. Received: loss_power={loss_power}")
+        if steps_per_epoch < 1 or epochs < 1:
+            raise ValueError(
+                "steps_per_epoch and epochs must be >= 1. "
+                f"Received: steps_per_epoch={steps_per_epoch}, epochs={epochs}"
+            )
+        self.network = network
+        self.mixing_alpha = float(mixing_alpha)
+        self.loss_power = float(loss_power)
+        self.cut_prob = float(cut_prob)
+        self.cut_prob_decay_start = float(cut_prob_decay_start)
+        self.msda = msda
+        self.msda_prob = float(msda_prob)
+        self.msda_alpha = float(msda_alpha)
+        self.l2 = float(l2)
+        self.seed = int(seed)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = int(epochs)
+
+        self.num_members = network_num_members(network)
+        self.mask_shape = network_mask_shape(network)
+        self.num_classes = int(network.outputs[0].shape[-1])
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
+        self.l2_tracker = keras.metrics.Mean(name="l2_loss")
+        # Training accuracy is against each slot's dominant label (after input mixing).
+        self.train_member_accuracies = self._member_accuracies()
+        self.ensemble_metrics = [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+            metrics.NegativeLogLikelihood(name="nll"),
+            metrics.ExpectedCalibrationError(name="ece"),
+            metrics.BrierScore(name="brier"),
+        ]
+        self.member_accuracies = self._member_accuracies()
+
+    def _member_accuracies(self) -> list[keras.metrics.Metric]:
+        return [
+            keras.metrics.SparseCategoricalAccuracy(name=f"member_{i}_accuracy")
+            for i in range(self.num_members)
+        ]
+
+    # ---- inference -------------------------------------------------------------------------
+
+    def member_logits(self, member_images, masks, training: bool = False) -> tf.Tensor:
+        """Logits of each member, `(batch, members, classes)`.
+
+        Args:
+            member_images: list of M image batches `(batch, H, W, C)`.
+            masks: `(batch, h, w, members)` mixing masks.
+            training: BatchNorm mode.
+        """
+        logits = self.network([*member_images, masks], training=training)
+        return tf.stack(logits, axis=1)
+
+    def call(self, images, training: bool = False) -> dict[str, tf.Tensor]:
+        """Ensemble prediction: the same image to every member, features summed.
+
+        Args:
+            images: `(batch, H, W, C)` normalised images.
+
+        Returns:
+            `{"ensemble": (batch, classes), "members": (batch, members, classes)}`
+            probabilities; the ensemble is softmax of the mean logits (spec 7).
+        """
+        masks = mixing.uniform_masks(tf.shape(images)[0], *self.mask_shape, self.num_members)
+        logits = self.member_logits([images] * self.num_members, masks, training=training)
+        return {
+            "ensemble": tf.nn.softmax(tf.reduce_mean(logits, axis=1)),
+            "members": tf.nn.softmax(logits),
+        }
+
+    # ---- training --------------------------------------------------------------------------
+
+    def _step_seeds(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Stateless seeds of this step: per global batch, and per replica for per-sample draws."""
+        step_key = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        replica = tf.distribute.get_replica_context()
+        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
+        batch_seed = tf.random.experimental.stateless_fold_in(step_key, _BATCH_STREAM)
+        replica_key = tf.random.experimental.stateless_fold_in(step_key, 1000 + tf.cast(replica_id, tf.int64))
+        sample_seed = tf.random.experimental.stateless_fold_in(replica_key, _SAMPLE_STREAM)
+        input_mixing_seed = tf.random.experimental.stateless_fold_in(replica_key, _INPUT_MIXING_STREAM)
+        return batch_seed, sample_seed, input_mixing_seed
+
+    def current_cut_probability(self) -> tf.Tensor:
+        """Cut probability at the current epoch (progress = completed epochs / epochs)."""
+        epoch = tf.math.floordiv(tf.cast(self.optimizer.iterations, tf.int64), self.steps_per_epoch)
+        progress = tf.cast(epoch, tf.float32) / self.epochs
+        return mixing.cut_probability(progress, self.cut_prob, self.cut_prob_decay_start)
+
+    def mix_batch(self, data: dict) -> dict[str, tf.Tensor]:
+        """Samples this step's mixing and returns the members' inputs, masks and targets.
+
+        Returns:
+            dict with `images` (list of M `(batch, H, W, C)`), `masks` `(batch, h, w, M)`,
+            `targets` `(batch, M, classes)` soft labels, `hard_labels` `(batch, M)` and
+            `weights` `(batch, M)` root-r loss weights from the masks' actual areas.
+        """
+        images, labels = data["images"], data["labels"]
+        batch_size = tf.shape(images)[0]
+        height, width = self.mask_shape
+        batch_seed, sample_seed, input_mixing_seed = self._step_seeds()
+        params = mixing.sample_mixing_params(
+            batch_seed, sample_seed, batch_size, self.num_members, self.mixing_alpha,
+            self.current_cut_probability(), height, width,
+        )
+        masks = mixing.mixing_masks(params, height, width)
+        if self.msda == "none":
+            targets = tf.one_hot(labels, self.num_classes)
+            hard_labels = labels
+        else:
+            msda_params = input_mixing.sample_input_mixing_params(
+                input_mixing_seed, batch_size, self.num_members, self.msda_prob,
+                self.msda_alpha, images.shape[2], images.shape[3],
+            )
+            own = input_mixing.own_pixel_masks(msda_params, self.msda, images.shape[2], images.shape[3])
+            images = input_mixing.mix_images(images, data["partner_images"], own)
+            own_share = input_mixing.corrected_own_share(own, masks)
+            targets, hard_labels = input_mixing.soft_labels(
+                labels, data["partner_labels"], own_share, self.num_classes
+            )
+        ratios = tf.reduce_mean(masks, axis=[1, 2])
+        return {
+            "images": tf.unstack(images, num=self.num_members, axis=1),
+            "masks": masks,
+            "targets": targets,
+            "hard_labels": hard_labels,
+            "weights": mixing.loss_weights(ratios, self.loss_power),
+        }
+
+    def l2_loss(self) -> tf.Tensor:
+        """Sum of squares of every trainable variable (convs, dense, BN gamma and beta)."""
+        return tf.add_n([tf.reduce_sum(tf.square(v)) for v in self.trainable_variables])
+
+    def weighted_cross_entropy(self, targets, logits, weights) -> tf.Tensor:
+        """Batch mean of sum_i w_i * CE(targets_i, logits_i)."""
+        cross_entropy = keras.losses.categorical_crossentropy(targets, logits, from_logits=True)
+        return tf.reduce_mean(tf.reduce_sum(weights * cross_entropy, axis=-1))
+
+    def train_step(self, data):
+        batch = self.mix_batch(data)
+        with tf.GradientTape() as tape:
+            logits = self.member_logits(batch["images"], batch["masks"], training=True)
+            cross_entropy = self.weighted_cross_entropy(batch["targets"], logits, batch["weights"])
+            l2_loss = self.l2_loss()
+            loss = cross_entropy + self.l2 * l2_loss
+            # fit sums gradients over replicas: each replica contributes its share.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = loss / replicas
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+
+        self.loss_tracker.update_state(loss)
+        self.cross_entropy_tracker.update_state(cross_entropy)
+        self.l2_tracker.update_state(l2_loss)
+        for member, accuracy in enumerate(self.train_member_accuracies):
+            accuracy.update_state(batch["hard_labels"][:, member], logits[:, member])
+        trackers = [self.loss_tracker, self.cross_entropy_tracker, self.l2_tracker]
+        return {m.name: m.result() for m in trackers + self.train_member_accuracies}
+
+    # ---- evaluation ------------------------------------------------------------------------
+
+    def test_step(self, data):
+        labels = data["labels"]
+        outputs = self(data["images"], training=False)
+        for metric in self.ensemble_metrics:
+            metric.update_state(labels, outputs["ensemble"])
+        for member, accuracy in enumerate(self.member_accuracies):
+            accuracy.update_state(labels, outputs["members"][:, member])
+        return {m.name: m.result() for m in self.ensemble_metrics + self.member_accuracies}
+
+    def predict_step(self, data):
+        images = data["images"] if isinstance(data, dict) else data
+        if isinstance(images, (tuple, list)):
+            images = images[0]
+        return self(images, training=False)
+
+    # ---- serialization ---------------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "network": keras.saving.serialize_keras_object(self.network),
+            "mixing_alpha": self.mixing_alpha,
+            "loss_power": self.loss_power,
+            "cut_prob": self.cut_prob,
+            "cut_prob_decay_start": self.cut_prob_decay_start,
+            "msda": self.msda,
+            "msda_prob": self.msda_prob,
+            "msda_alpha": self.msda_alpha,
+            "l2": self.l2,
+            "seed": self.seed,
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs": self.epochs,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        return cls(**config)

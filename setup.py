@@ -1,0 +1,29 @@
+"""mixmo-tf: MixMo (ICCV 2021) in Keras 3 / TensorFlow."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mixmo-tf",
+    version="0.1.0",
+    description="MixMo: Mixing Multiple Inputs for Multiple Outputs via Deep Subnetworks, in Keras 3 / TensorFlow",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["mixmo_tf", "mixmo_tf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # CPU build; GPU users install `tensorflow==2.21.0` instead (same API).
+        "tensorflow-cpu==2.21.0",
+        "keras==3.15.1",
+        "tensorflow-datasets==4.9.10",
+        # tensorflow-datasets 4.9.10 imports it without declaring it.
+        "importlib_resources>=6.0",
+        # tensorflow-cpu 2.21 no longer pulls it in; Keras' TensorBoard callback needs it.
+        "tensorboard==2.21.0",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "scikit-learn>=1.5"],
+    },
+    entry_points={"console_scripts": ["mixmo-tf=mixmo_tf.cli:run"]},
+)
