@@ -31,7 +31,7 @@ class Config:
 
     dataset: str = "cifar100"
     data_dir: str | None = None
-    model_dir: str = "runs/cifar100_wrn28-10_cutmixmo"
+    model_dir: str = ""
     depth: int = 28
     width: int = 10
     num_members: int = 2
@@ -63,6 +63,13 @@ class Config:
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
         self.validate()
+        if not self.model_dir:
+            object.__setattr__(self, "model_dir", self.default_model_dir())
+
+    def default_model_dir(self) -> str:
+        """runs/<dataset>_wrn<depth>-<width>_<mixing>_m<M>[_<msda>], e.g. runs/cifar100_wrn28-10_cutmix_m2."""
+        name = f"{self.dataset}_wrn{self.depth}-{self.width}_{self.mixing}_m{self.num_members}"
+        return f"runs/{name}" + ("" if self.msda == "none" else f"_{self.msda}")
 
     def validate(self) -> None:
         """Raises ValueError naming the flag for any value the method cannot run with."""
@@ -196,8 +203,8 @@ class Config:
         return 1.0 if self.mixing in ("mimo", "none") else self.loss_power
 
     def smoke(self) -> "Config":
-        """This run shrunk to seconds on a CPU: WRN-10-1, 2 epochs of 3 steps, 2 eval batches."""
+        """This run shrunk to seconds on a CPU: WRN-10-1, at most 2 epochs of 3 steps, 2 eval batches."""
         return dataclasses.replace(
-            self, depth=10, width=1, epochs=2, steps_per_epoch=3, eval_steps=2,
+            self, depth=10, width=1, epochs=min(self.epochs, 2), steps_per_epoch=3, eval_steps=2,
             batch_size=min(self.batch_size, 8 * self.batch_repetitions), eval_batch_size=32,
         )

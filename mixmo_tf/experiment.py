@@ -112,6 +112,7 @@ def train(config: Config) -> MixMoModel:
             initial_epoch=first_epoch,
             epochs=end_epoch,
             steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # the stream is already ordered by its seed
             validation_data=eval_batches,
             callbacks=callbacks,
         )

@@ -1,0 +1,38 @@
+"""The command line: `python main.py --flagfile=flags/<experiment>.flags [--mode=...]`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+
+from mixmo_tf import flags as mixmo_flags
+
+mixmo_flags.define_flags()
+
+
+def main(argv: list[str]) -> None:
+    """Runs the mode chosen by --mode with the Config built from the flags."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments (flags start with --): {' '.join(argv[1:])}")
+    try:
+        config = mixmo_flags.config_from_flags(flags.FLAGS)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+
+    from mixmo_tf import data, experiment  # TensorFlow work starts only after the flags are valid.
+
+    try:
+        if flags.FLAGS.mode == "train":
+            experiment.train(config)
+        else:
+            print(json.dumps(experiment.evaluate(config), indent=2))
+    except (data.DataNotFoundError, FileNotFoundError) as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run() -> None:
+    """Console-script entry point (`mixmo-tf`)."""
+    app.run(main)

@@ -1,0 +1,109 @@
+"""absl flags of `main.py`: one flag per Config field, plus --mode and --smoke.
+
+Only the entry point reads FLAGS; it turns them into one Config (`config_from_flags`), whose
+validation rejects bad values, naming the flag, before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import flags
+
+from mixmo_tf.config import DISTRIBUTIONS, MIXING_METHODS, Config
+from mixmo_tf.data.specs import DATASETS
+from mixmo_tf.input_mixing import MSDA_KINDS
+
+MODES = ("train", "evaluate")
+
+_HELP = {
+    "dataset": "Dataset: cifar10 and cifar100 through tensorflow-datasets; digits is "
+    "scikit-learn's bundled 8x8 digits upsampled to 32x32 (no download; for quick checks).",
+    "data_dir": "tfds data folder holding prepared data, or the official archive in its "
+    "downloads/manual/ subfolder. Defaults to $TFDS_DATA_DIR or ~/tensorflow_datasets.",
+    "model_dir": "Folder for checkpoints, TensorBoard logs and the final model.keras (default: "
+    "runs/<dataset>_wrn<depth>-<width>_<mixing>_m<M>[_<msda>]). A rerun "
+    "with the same folder resumes from its newest checkpoint.",
+    "depth": "WRN depth, 6n+4 (28 in the paper).",
+    "width": "WRN widening factor k (10 in the paper).",
+    "num_members": "M, the number of subnetworks (1 = the single network).",
+    "mixing": "Feature mixing: none (single network, M=1), mimo (plain sum, Havasi et al.), "
+    "linear (Linear-MixMo), cutmix (Cut-MixMo with the cut-probability schedule).",
+    "mixing_alpha": "Dirichlet concentration of the mixing ratios (Beta(2,2) for M=2).",
+    "loss_power": "r of the root-r loss reweighting w_i ~ kappa_i^(1/r).",
+    "cut_prob": "Probability of a Cut-MixMo batch (vs Linear) before the decay.",
+    "cut_prob_decay_start": "Training fraction after which cut_prob decays linearly to 0.",
+    "msda": "Input-level mixing applied per member before MixMo: none, mixup or cutmix.",
+    "msda_prob": "Probability that a member's input is mixed with a partner image.",
+    "msda_alpha": "Beta concentration of the input-mixing ratio.",
+    "batch_size": "Slots per batch B (global, over all replicas).",
+    "batch_repetitions": "b: each unique image fills b slots per batch (4 for MixMo, 1 for the "
+    "single network).",
+    "epochs": "Training epochs; one epoch shows every image b times per member.",
+    "lr": "Learning rate for 128 unique images per step; the run uses lr * (B/b) / 128.",
+    "warmup_epochs": "Linear warm-up length in single-network epochs (times b steps).",
+    "lr_decay_epochs": "1-indexed epochs at whose start the learning rate is multiplied by "
+    "lr_decay_factor.",
+    "lr_decay_factor": "Step-decay factor of the learning rate.",
+    "momentum": "SGD Nesterov momentum.",
+    "l2": "Coefficient of the L2 penalty over all trainable variables.",
+    "seed": "Seed of initialisation, data order, augmentation and mixing.",
+    "steps_per_epoch": "Override of the steps per epoch (0: floor(N * b / B)).",
+    "eval_batch_size": "Batch size of the test-split evaluation.",
+    "eval_steps": "Evaluate on only this many test batches (0: the whole test split).",
+    "checkpoint_every_steps": "Also checkpoint every this many steps (0: once per epoch).",
+    "distribution": "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
+    "multi_worker_mirrored (the workers in TF_CONFIG).",
+    "jit_compile": "Compile the train step with XLA.",
+}
+_CHOICES = {
+    "dataset": sorted(DATASETS),
+    "mixing": list(MIXING_METHODS),
+    "msda": list(MSDA_KINDS),
+    "distribution": list(DISTRIBUTIONS),
+}
+
+
+def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines --mode, --smoke and one flag per Config field in `values` (once)."""
+    if "mode" in values:
+        return
+    flags.DEFINE_enum(
+        "mode", "train", MODES, "train: train or resume; evaluate: test the newest checkpoint.",
+        flag_values=values,
+    )
+    flags.DEFINE_bool(
+        "smoke", False, "Shrink the run to seconds on a CPU (WRN-10-1, at most 2 epochs of 3 steps).",
+        flag_values=values,
+    )
+    for field in dataclasses.fields(Config):
+        name, default, help_text = field.name, field.default, _HELP[field.name]
+        if name in _CHOICES:
+            flags.DEFINE_enum(name, default, _CHOICES[name], help_text, flag_values=values)
+        elif field.type == "bool":
+            flags.DEFINE_bool(name, default, help_text, flag_values=values)
+        elif field.type == "int":
+            flags.DEFINE_integer(name, default, help_text, flag_values=values)
+        elif field.type == "float":
+            flags.DEFINE_float(name, default, help_text, flag_values=values)
+        elif field.type.startswith("tuple"):
+            flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=values)
+        else:
+            flags.DEFINE_string(name, default, help_text, flag_values=values)
+
+
+def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
+    """The run's Config from parsed flags; ValueError naming the flag for a bad value."""
+    fields = {}
+    for field in dataclasses.fields(Config):
+        value = values[field.name].value
+        if field.type.startswith("tuple"):
+            try:
+                value = tuple(int(v) for v in value)
+            except ValueError as error:
+                raise ValueError(
+                    f"--{field.name} must be comma-separated integers. Received: {','.join(value)}"
+                ) from error
+        fields[field.name] = value
+    config = Config(**fields)
+    return config.smoke() if values["smoke"].value else config

@@ -1,0 +1,161 @@
+"""The command line: flags, flagfiles, fail-fast errors, and a real main.py run that resumes.
+
+Flag parsing is tested in-process on fresh FlagValues; a few subprocess runs of main.py show
+what a user sees: a bad flag or missing data fails within seconds, and a smoke run of a paper
+flagfile on a tiny CIFAR-100 archive in the official format trains, evaluates and resumes.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from absl import flags
+
+from cifar_archive import write_cifar_archive
+from mixmo_tf import flags as mixmo_flags
+from mixmo_tf.data.tfds_loading import manual_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
+
+
+def parse(*args: str):
+    """Config from command-line args, parsed on fresh FlagValues."""
+    values = flags.FlagValues()
+    mixmo_flags.define_flags(values)
+    values(["main.py", *args])
+    return mixmo_flags.config_from_flags(values)
+
+
+def run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "main.py"), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
+    )
+
+
+def test_default_flags_are_the_papers_cut_mixmo_recipe():
+    config = parse("--dataset=cifar100", "--mixing=cutmix")
+    assert (config.depth, config.width, config.num_members) == (28, 10, 2)
+    assert (config.batch_size, config.batch_repetitions, config.epochs) == (64, 4, 300)
+    assert config.base_learning_rate == pytest.approx(0.0125)
+    assert config.derived_steps_per_epoch == 3125
+    assert config.lr_decay_epochs == (101, 201, 226)
+    assert config.effective_cut_prob == 0.5 and config.mixing_alpha == 2.0
+    assert config.l2 == pytest.approx(3e-4)
+    assert config.model_dir == "runs/cifar100_wrn28-10_cutmix_m2"
+
+
+def test_there_is_a_flagfile_per_paper_row_and_dataset():
+    names = {os.path.basename(path) for path in FLAGFILES}
+    rows = [
+        "vanilla", "vanilla_mixup", "vanilla_cutmix", "mimo", "linear_mixmo", "cut_mixmo",
+        "linear_mixmo_cutmix", "cut_mixmo_cutmix",
+    ]
+    for dataset in ("cifar10", "cifar100"):
+        for row in rows:
+            assert f"{dataset}_wrn28-10_{row}.flags" in names
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+def test_each_flagfile_parses_into_its_rows_method(path):
+    config = parse(f"--flagfile={path}")
+    name = os.path.basename(path)
+    assert config.dataset == name.split("_")[0]
+    assert (config.depth, config.width, config.epochs) == (28, 10, 300)
+    single = "vanilla" in name
+    assert config.num_members == (1 if single else 2)
+    assert config.base_learning_rate == pytest.approx(0.05 if single else 0.0125)
+    expected_mixing = (
+        "none" if single else "mimo" if "mimo" in name and "mixmo" not in name
+        else "cutmix" if "cut_mixmo" in name else "linear"
+    )
+    assert config.mixing == expected_mixing
+    expected_msda = "cutmix" if name.endswith("_cutmix.flags") else "mixup" if "mixup" in name else "none"
+    assert config.msda == expected_msda
+    with open(path) as handle:
+        assert "Published top-1" in handle.read()
+
+
+def test_smoke_shrinks_any_flagfile_to_a_tiny_run():
+    config = parse(f"--flagfile={FLAGFILES[0]}", "--smoke")
+    assert (config.depth, config.width, config.epochs, config.steps_per_epoch) == (10, 1, 2, 3)
+    assert config.batch_size % config.batch_repetitions == 0
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--num_members=0", "--mixing=none"], "--num_members"),
+        (["--num_members=1"], "--num_members=1"),
+        (["--width=0"], "--width"),
+        (["--depth=27"], "--depth"),
+        (["--batch_size=62"], "--batch_size must be a multiple of --batch_repetitions"),
+        (["--cut_prob=1.5"], "--cut_prob"),
+        (["--lr_decay_epochs=201,101"], "--lr_decay_epochs"),
+        (["--lr_decay_epochs=a,b"], "--lr_decay_epochs"),
+        (["--mixing=linear", "--mixing_alpha=0"], "--mixing_alpha"),
+        (["--eval_batch_size=0"], "--eval_batch_size"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_flag(args, flag):
+    with pytest.raises(ValueError, match=flag):
+        parse(*args)
+
+
+def test_unknown_choice_is_rejected_by_the_parser():
+    with pytest.raises(flags.IllegalFlagValueError, match="dataset"):
+        parse("--dataset=imagenet")
+
+
+def test_main_rejects_a_bad_flag_before_building_anything():
+    start = time.monotonic()
+    result = run_main("--batch_size=63")
+    assert result.returncode != 0
+    assert "--batch_size must be a multiple of --batch_repetitions" in result.stderr + result.stdout
+    assert time.monotonic() - start < 60
+
+
+def test_main_without_data_fails_fast_with_instructions(tmp_path):
+    start = time.monotonic()
+    result = run_main("--dataset=cifar100", "--mixing=cutmix", f"--data_dir={tmp_path}")
+    elapsed = time.monotonic() - start
+    assert result.returncode == 2
+    assert "--data_dir" in result.stderr
+    assert os.path.join(manual_dir(str(tmp_path)), "cifar-100-binary.tar.gz") in result.stderr
+    assert elapsed < 60  # seconds, mostly TensorFlow's import; never download retries
+
+
+def test_main_trains_evaluates_and_resumes_a_flagfile_on_a_real_format_archive(tmp_path):
+    data_dir, model_dir = tmp_path / "data", tmp_path / "run"
+    write_cifar_archive(manual_dir(str(data_dir)), "cifar100", num_train=64, num_test=64)
+    flagfile = os.path.join(REPO, "flags", "cifar100_wrn28-10_cut_mixmo_cutmix.flags")
+    common = [f"--flagfile={flagfile}", "--smoke", f"--data_dir={data_dir}", f"--model_dir={model_dir}"]
+
+    first = run_main(*common, "--epochs=1")  # stops after epoch 1, as an interrupted run would
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "val_accuracy" in first.stdout
+    assert "val_member_1_accuracy" in first.stdout and "val_nll" in first.stdout
+    assert os.path.exists(model_dir / "checkpoints" / "ckpt-3.index")
+
+    resumed = run_main(*common)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from step 3 of 6" in resumed.stdout
+    assert "Epoch 2/2" in resumed.stdout and "Epoch 1/2" not in resumed.stdout
+    assert os.path.exists(model_dir / "checkpoints" / "ckpt-6.index")
+    assert os.path.exists(model_dir / "model.keras")
+    assert glob.glob(str(model_dir / "logs" / "**" / "events.out.tfevents.*"), recursive=True)
+
+    evaluated = run_main(*common, "--mode=evaluate")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    results = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
+    assert results["step"] == 6
+    assert 0.0 <= results["accuracy"] <= 1.0 and results["nll"] > 0
+    assert {"member_0_accuracy", "member_1_accuracy", "ece", "brier", "top5"} <= set(results)
