@@ -74,13 +74,16 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops training with the step and learning rate when the loss stops being finite."""
 
+    def on_train_batch_begin(self, batch, logs=None):
+        # The rate this step uses; by its end the optimizer already reports the next step's.
+        self._learning_rate = self.model.optimizer.learning_rate
+
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
         if math.isfinite(loss):
             return
-        optimizer = self.model.optimizer
-        step = int(optimizer.iterations.numpy())
-        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        step = int(self.model.optimizer.iterations.numpy())
+        learning_rate = float(keras.ops.convert_to_numpy(self._learning_rate))
         raise FloatingPointError(
             f"The training loss became {loss} at step {step} (learning rate {learning_rate:.3g}). "
             "The last checkpoint is intact; lower --lr or check the input data, then rerun."

@@ -43,8 +43,8 @@ class BrierScore(keras.metrics.Mean):
 class ExpectedCalibrationError(keras.metrics.Metric):
     """ECE with equal-width confidence bins (15 in the paper).
 
-    Accumulates per bin the count, the summed confidence and the number correct, so the
-    result over several batches equals the ECE of their concatenation.
+    Accumulates per bin the (weighted) count, the summed confidence and the number correct,
+    so the result over several batches equals the ECE of their concatenation.
     """
 
     def __init__(self, num_bins: int = 15, name: str = "ece", **kwargs):
@@ -64,6 +64,8 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         # Bin (i/n, (i+1)/n]; a confidence of exactly 0 joins the first bin.
         bins = ops.clip(ops.ceil(confidence * self.num_bins) - 1, 0, self.num_bins - 1)
         one_hot_bins = ops.one_hot(ops.cast(bins, "int32"), self.num_bins)
+        if sample_weight is not None:
+            one_hot_bins = one_hot_bins * ops.cast(sample_weight, "float32")[:, None]
         self.counts.assign_add(ops.sum(one_hot_bins, axis=0))
         self.confidence_sums.assign_add(ops.sum(one_hot_bins * confidence[:, None], axis=0))
         self.correct_sums.assign_add(ops.sum(one_hot_bins * correct[:, None], axis=0))

@@ -159,7 +159,7 @@ def mixing_masks(params: MixingParams, height: int, width: int) -> tf.Tensor:
         return ones
     linear = ones * ratios[:, tf.newaxis, tf.newaxis, :]
     box = box_masks(ratios[:, 0], params.centers, height, width)[..., tf.newaxis]
-    others = ratios[:, 1:] / tf.reduce_sum(ratios[:, 1:], axis=-1, keepdims=True)
+    others = ratios[:, 1:] / tf.maximum(tf.reduce_sum(ratios[:, 1:], axis=-1, keepdims=True), _TINY)
     cut = tf.concat([box, (1.0 - box) * others[:, tf.newaxis, tf.newaxis, :]], axis=-1)
     cut = tf.gather(cut, params.roles, axis=-1)
     return tf.where(params.use_cut, cut, linear)

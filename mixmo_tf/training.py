@@ -10,6 +10,8 @@ Paper: https://arxiv.org/abs/2103.06132.
 
 from __future__ import annotations
 
+import copy
+
 import keras
 import tensorflow as tf
 
@@ -120,6 +122,9 @@ class MixMoModel(keras.Model):
             training: BatchNorm mode.
         """
         logits = self.network([*member_images, masks], training=training)
+        if not isinstance(logits, (list, tuple)):
+            # A functional model with one output (M = 1) returns the tensor, not a list.
+            logits = [logits]
         return tf.stack(logits, axis=1)
 
     def call(self, images, training: bool = False) -> dict[str, tf.Tensor]:
@@ -208,6 +213,7 @@ class MixMoModel(keras.Model):
         return tf.reduce_mean(tf.reduce_sum(weights * cross_entropy, axis=-1))
 
     def train_step(self, data):
+        data, _, _ = keras.utils.unpack_x_y_sample_weight(data)  # also from train_on_batch(x)
         batch = self.mix_batch(data)
         with tf.GradientTape() as tape:
             logits = self.member_logits(batch["images"], batch["masks"], training=True)
@@ -231,6 +237,7 @@ class MixMoModel(keras.Model):
     # ---- evaluation ------------------------------------------------------------------------
 
     def test_step(self, data):
+        data, _, _ = keras.utils.unpack_x_y_sample_weight(data)  # also from test_on_batch(x)
         labels = data["labels"]
         outputs = self(data["images"], training=False)
         for metric in self.ensemble_metrics:
@@ -240,9 +247,8 @@ class MixMoModel(keras.Model):
         return {m.name: m.result() for m in self.ensemble_metrics + self.member_accuracies}
 
     def predict_step(self, data):
-        images = data["images"] if isinstance(data, dict) else data
-        if isinstance(images, (tuple, list)):
-            images = images[0]
+        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images = inputs["images"] if isinstance(inputs, dict) else inputs
         return self(images, training=False)
 
     # ---- serialization ---------------------------------------------------------------------
@@ -266,6 +272,8 @@ class MixMoModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Deep copy: deserializing a functional network pops entries from its nested config,
+        # which would leave the caller's dict unusable for a second from_config.
+        config = copy.deepcopy(config)
         config["network"] = keras.saving.deserialize_keras_object(config["network"])
         return cls(**config)

@@ -18,19 +18,12 @@ import pytest
 from absl import flags
 
 from cifar_archive import write_cifar_archive
-from mixmo_tf import flags as mixmo_flags
+from flag_helpers import FLAGS_DIR, parse
 from mixmo_tf.data.tfds_loading import manual_dir
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
-
-
-def parse(*args: str):
-    """Config from command-line args, parsed on fresh FlagValues."""
-    values = flags.FlagValues()
-    mixmo_flags.define_flags(values)
-    values(["main.py", *args])
-    return mixmo_flags.config_from_flags(values)
+REPO = os.path.dirname(FLAGS_DIR)
+# The paper's rows; flags/digits_* is a CPU demo, run by tests/test_training.py.
+FLAGFILES = sorted(glob.glob(os.path.join(FLAGS_DIR, "cifar*.flags")))
 
 
 def run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

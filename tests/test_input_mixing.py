@@ -22,6 +22,7 @@ from test_mixing import NUM_STANDARD_ERRORS, assert_moments, reference_box_mask
 
 
 def make_params(apply, own_ratios, centers) -> input_mixing.InputMixingParams:
+    """Hand-written input-mixing parameters."""
     return input_mixing.InputMixingParams(
         apply=tf.constant(apply, tf.bool),
         own_ratios=tf.constant(own_ratios, tf.float32),
@@ -30,11 +31,15 @@ def make_params(apply, own_ratios, centers) -> input_mixing.InputMixingParams:
 
 
 def random_params(rng, batch_size, num_members, height, width) -> input_mixing.InputMixingParams:
+    """Parameters with about 60% of slots mixed, uniform ratios and centres anywhere."""
     return make_params(
         apply=rng.uniform(size=(batch_size, num_members)) < 0.6,
         own_ratios=rng.uniform(size=(batch_size, num_members)),
         centers=np.stack(
-            [rng.integers(0, height, (batch_size, num_members)), rng.integers(0, width, (batch_size, num_members))],
+            [
+                rng.integers(0, height, (batch_size, num_members)),
+                rng.integers(0, width, (batch_size, num_members)),
+            ],
             axis=-1,
         ),
     )
@@ -118,7 +123,8 @@ def test_cutmix_own_masks_are_one_minus_the_partner_box(height, width):
     for b in range(40):
         for m in range(2):
             if apply[b, m]:
-                partner_box = reference_box_mask(float(np.float32(1.0) - ratios[b, m]), tuple(centers[b, m]), height, width)
+                partner_ratio = float(np.float32(1.0) - ratios[b, m])
+                partner_box = reference_box_mask(partner_ratio, tuple(centers[b, m]), height, width)
                 np.testing.assert_array_equal(own[b, m], 1.0 - partner_box)
             else:
                 np.testing.assert_array_equal(own[b, m], 1.0)
@@ -212,10 +218,13 @@ def test_soft_labels_sum_to_one_for_random_shares():
     rng = np.random.default_rng(5)
     labels, partners = rng.integers(0, 10, (2, 64, 3))
     shares = rng.uniform(size=(64, 3)).astype(np.float32)
-    targets, dominant = input_mixing.soft_labels(tf.constant(labels), tf.constant(partners), tf.constant(shares), 10)
+    targets, dominant = input_mixing.soft_labels(
+        tf.constant(labels), tf.constant(partners), tf.constant(shares), 10
+    )
     np.testing.assert_allclose(targets.numpy().sum(axis=-1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(dominant.numpy(), np.where(shares >= 0.5, labels, partners))
-    np.testing.assert_array_equal(np.argmax(targets.numpy(), axis=-1)[labels != partners], dominant.numpy()[labels != partners])
+    differ = labels != partners
+    np.testing.assert_array_equal(np.argmax(targets.numpy(), axis=-1)[differ], dominant.numpy()[differ])
 
 
 # ---- eager and tf.data agree -----------------------------------------------------------------

@@ -10,6 +10,7 @@ retry for minutes on a machine with no network.
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 
 import numpy as np
@@ -80,15 +81,20 @@ def prepare_from_archive(spec: DatasetSpec, archive_path: str, data_dir: str) ->
     """Writes prepared tfds data for `spec` into `data_dir` from the official binary archive."""
     _check_archive(archive_path)
     builder = _archive_builder(spec, archive_path, data_dir)
+    download_dir = os.path.join(data_dir, "downloads", f"{spec.name}_local")
+    # tfds reuses an extraction named after the archive file, so a replaced archive would be
+    # ignored in favour of the previous (e.g. wrong) one's extraction. Once prepared, the
+    # extraction (~180 MB for CIFAR) is no longer needed either.
+    shutil.rmtree(download_dir, ignore_errors=True)
     try:
-        builder.download_and_prepare(
-            download_dir=os.path.join(data_dir, "downloads", f"{spec.name}_local")
-        )
+        builder.download_and_prepare(download_dir=download_dir)
     except Exception as error:  # tfds raises many types; all mean the archive is unusable.
         raise DataNotFoundError(
             f"Could not prepare {spec.name} from {archive_path}: {error}. Is it the official "
             f"binary archive ({spec.archive_name}) from {CIFAR_HOMEPAGE}?"
         ) from error
+    finally:
+        shutil.rmtree(download_dir, ignore_errors=True)
 
 
 def _missing_data_message(spec: DatasetSpec, data_dir: str) -> str:
