@@ -5,7 +5,10 @@ from setuptools import find_packages, setup
 setup(
     name="mixmo-tf",
     version="0.1.0",
-    description="MixMo: Mixing Multiple Inputs for Multiple Outputs via Deep Subnetworks, in Keras 3 / TensorFlow",
+    description=(
+        "MixMo: Mixing Multiple Inputs for Multiple Outputs via Deep Subnetworks, "
+        "in Keras 3 / TensorFlow"
+    ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["mixmo_tf", "mixmo_tf.*"]),
@@ -24,6 +27,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8.0", "scikit-learn>=1.5"],
+        "dev": ["ruff>=0.6"],
     },
     entry_points={"console_scripts": ["mixmo-tf=mixmo_tf.cli:run"]},
 )

@@ -53,10 +53,17 @@ def time_configuration(num_members: int) -> dict:
     single = num_members == 1
     steps = FLAGS.warmup_steps + FLAGS.timed_steps
     config = Config(
-        dataset="cifar100", depth=FLAGS.depth, width=FLAGS.width, num_members=num_members,
-        mixing="none" if single else "cutmix", msda="none" if single else FLAGS.msda,
-        batch_size=FLAGS.batch_size, batch_repetitions=1 if single else FLAGS.batch_repetitions,
-        steps_per_epoch=steps, epochs=1, model_dir="/tmp/unused",
+        dataset="cifar100",
+        depth=FLAGS.depth,
+        width=FLAGS.width,
+        num_members=num_members,
+        mixing="none" if single else "cutmix",
+        msda="none" if single else FLAGS.msda,
+        batch_size=FLAGS.batch_size,
+        batch_repetitions=1 if single else FLAGS.batch_repetitions,
+        steps_per_epoch=steps,
+        epochs=1,
+        model_dir="/tmp/unused",
     )
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (1024, 32, 32, 3), dtype=np.uint8)
@@ -66,7 +73,7 @@ def time_configuration(num_members: int) -> dict:
     batches = data.train_dataset(images, labels, config.spec, train_stream(config), 0, steps)
     timer = StepTimer()
     model.fit(batches, epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0, shuffle=False)
-    median = statistics.median(timer.durations[FLAGS.warmup_steps:])
+    median = statistics.median(timer.durations[FLAGS.warmup_steps :])
     return {
         "bench": "train_step",
         "network": f"WRN-{FLAGS.depth}-{FLAGS.width}",

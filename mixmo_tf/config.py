@@ -67,7 +67,10 @@ class Config:
             object.__setattr__(self, "model_dir", self.default_model_dir())
 
     def default_model_dir(self) -> str:
-        """runs/<dataset>_wrn<depth>-<width>_<mixing>_m<M>[_<msda>], e.g. runs/cifar100_wrn28-10_cutmix_m2."""
+        """runs/<dataset>_wrn<depth>-<width>_<mixing>_m<M>[_<msda>].
+
+        For example runs/cifar100_wrn28-10_cutmix_m2.
+        """
         name = f"{self.dataset}_wrn{self.depth}-{self.width}_{self.mixing}_m{self.num_members}"
         return f"runs/{name}" + ("" if self.msda == "none" else f"_{self.msda}")
 
@@ -82,14 +85,17 @@ class Config:
             f"--mixing must be one of {MIXING_METHODS}. Received: mixing={self.mixing!r}",
         )
         _require(
-            self.msda in MSDA_KINDS, f"--msda must be one of {MSDA_KINDS}. Received: msda={self.msda!r}"
+            self.msda in MSDA_KINDS,
+            f"--msda must be one of {MSDA_KINDS}. Received: msda={self.msda!r}",
         )
         _require(
             self.distribution in DISTRIBUTIONS,
-            f"--distribution must be one of {DISTRIBUTIONS}. Received: distribution={self.distribution!r}",
+            f"--distribution must be one of {DISTRIBUTIONS}. "
+            f"Received: distribution={self.distribution!r}",
         )
         _require(
-            self.num_members >= 1, f"--num_members must be >= 1. Received: num_members={self.num_members}"
+            self.num_members >= 1,
+            f"--num_members must be >= 1. Received: num_members={self.num_members}",
         )
         _require(
             (self.num_members == 1) == (self.mixing == "none"),
@@ -102,25 +108,31 @@ class Config:
         )
         _require(self.width >= 1, f"--width must be >= 1, e.g. 10. Received: width={self.width}")
         _require(
-            self.batch_size >= 1, f"--batch_size must be >= 1. Received: batch_size={self.batch_size}"
+            self.batch_size >= 1,
+            f"--batch_size must be >= 1. Received: batch_size={self.batch_size}",
         )
         _require(
             self.batch_repetitions >= 1 and self.batch_size % self.batch_repetitions == 0,
             "--batch_size must be a multiple of --batch_repetitions (each unique image fills b "
-            f"slots). Received: batch_size={self.batch_size}, batch_repetitions={self.batch_repetitions}",
+            f"slots). Received: batch_size={self.batch_size}, "
+            f"batch_repetitions={self.batch_repetitions}",
         )
         _require(self.epochs >= 1, f"--epochs must be >= 1. Received: epochs={self.epochs}")
         _require(
             self.mixing not in ("linear", "cutmix") or self.mixing_alpha > 0,
-            f"--mixing_alpha must be > 0 for --mixing={self.mixing}. Received: mixing_alpha={self.mixing_alpha}",
+            f"--mixing_alpha must be > 0 for --mixing={self.mixing}. "
+            f"Received: mixing_alpha={self.mixing_alpha}",
         )
-        _require(self.loss_power > 0, f"--loss_power must be > 0. Received: loss_power={self.loss_power}")
+        _require(
+            self.loss_power > 0, f"--loss_power must be > 0. Received: loss_power={self.loss_power}"
+        )
         for name in ("cut_prob", "msda_prob"):
             value = getattr(self, name)
             _require(0 <= value <= 1, f"--{name} must be in [0, 1]. Received: {name}={value}")
         _require(
             0 <= self.cut_prob_decay_start < 1,
-            f"--cut_prob_decay_start must be in [0, 1). Received: cut_prob_decay_start={self.cut_prob_decay_start}",
+            "--cut_prob_decay_start must be in [0, 1). "
+            f"Received: cut_prob_decay_start={self.cut_prob_decay_start}",
         )
         _require(
             self.msda == "none" or self.msda_alpha > 0,
@@ -128,7 +140,8 @@ class Config:
         )
         _require(self.lr > 0, f"--lr must be > 0. Received: lr={self.lr}")
         _require(
-            self.warmup_epochs >= 0, f"--warmup_epochs must be >= 0. Received: warmup_epochs={self.warmup_epochs}"
+            self.warmup_epochs >= 0,
+            f"--warmup_epochs must be >= 0. Received: warmup_epochs={self.warmup_epochs}",
         )
         _require(
             list(self.lr_decay_epochs) == sorted(self.lr_decay_epochs)
@@ -137,7 +150,8 @@ class Config:
             f"Received: lr_decay_epochs={','.join(map(str, self.lr_decay_epochs))}",
         )
         _require(
-            0 <= self.momentum < 1, f"--momentum must be in [0, 1). Received: momentum={self.momentum}"
+            0 <= self.momentum < 1,
+            f"--momentum must be in [0, 1). Received: momentum={self.momentum}",
         )
         _require(self.l2 >= 0, f"--l2 must be >= 0. Received: l2={self.l2}")
         for name in ("steps_per_epoch", "eval_steps", "checkpoint_every_steps"):
@@ -149,8 +163,8 @@ class Config:
         )
         _require(
             self.batch_size // self.batch_repetitions <= self.spec.num_train,
-            f"--batch_size / --batch_repetitions ({self.batch_size // self.batch_repetitions} unique "
-            f"images per step) exceeds the {self.spec.num_train} training images of {self.dataset}.",
+            f"--batch_size / --batch_repetitions ({self.unique_per_step} unique images per "
+            f"step) exceeds the {self.spec.num_train} training images of {self.dataset}.",
         )
 
     # ---- derived values --------------------------------------------------------------------
@@ -172,7 +186,9 @@ class Config:
     @property
     def derived_steps_per_epoch(self) -> int:
         # An epoch shows each image b times per member: floor(N * b / B) (3125 on CIFAR).
-        return self.steps_per_epoch or self.spec.num_train * self.batch_repetitions // self.batch_size
+        return (
+            self.steps_per_epoch or self.spec.num_train * self.batch_repetitions // self.batch_size
+        )
 
     @property
     def total_steps(self) -> int:
@@ -181,7 +197,11 @@ class Config:
     @property
     def warmup_steps(self) -> int:
         # One single-network epoch of steps times b: ceil(N / B) * b (782 * b on CIFAR).
-        return round(self.warmup_epochs * math.ceil(self.spec.num_train / self.batch_size) * self.batch_repetitions)
+        return round(
+            self.warmup_epochs
+            * math.ceil(self.spec.num_train / self.batch_size)
+            * self.batch_repetitions
+        )
 
     @property
     def lr_decay_steps(self) -> tuple[int, ...]:
@@ -202,9 +222,18 @@ class Config:
         # MIMO uses r = 1 (with equal ratios every weight is 1 whatever r).
         return 1.0 if self.mixing in ("mimo", "none") else self.loss_power
 
-    def smoke(self) -> "Config":
-        """This run shrunk to seconds on a CPU: WRN-10-1, at most 2 epochs of 3 steps, 2 eval batches."""
+    def smoke(self) -> Config:
+        """This run shrunk to seconds on a CPU.
+
+        WRN-10-1, at most 2 epochs of 3 steps, 2 test batches; everything else unchanged.
+        """
         return dataclasses.replace(
-            self, depth=10, width=1, epochs=min(self.epochs, 2), steps_per_epoch=3, eval_steps=2,
-            batch_size=min(self.batch_size, 8 * self.batch_repetitions), eval_batch_size=32,
+            self,
+            depth=10,
+            width=1,
+            epochs=min(self.epochs, 2),
+            steps_per_epoch=3,
+            eval_steps=2,
+            batch_size=min(self.batch_size, 8 * self.batch_repetitions),
+            eval_batch_size=32,
         )

@@ -40,7 +40,10 @@ def build_model(config: Config) -> MixMoModel:
         epochs=config.epochs,
     )
     schedule = WarmupStepDecay(
-        config.base_learning_rate, config.warmup_steps, config.lr_decay_steps, config.lr_decay_factor
+        config.base_learning_rate,
+        config.warmup_steps,
+        config.lr_decay_steps,
+        config.lr_decay_factor,
     )
     optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True)
     model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
@@ -94,7 +97,8 @@ def train(config: Config) -> MixMoModel:
     manager = checkpointing.checkpoint_manager(model, config.model_dir)
     start_step = checkpointing.restore_latest(manager)
     if start_step:
-        print(f"Resuming from step {start_step} of {config.total_steps} ({manager.latest_checkpoint}).")
+        latest = manager.latest_checkpoint
+        print(f"Resuming from step {start_step} of {config.total_steps} ({latest}).")
     stream = train_stream(config)
     eval_batches = data.eval_dataset(
         test_images, test_labels, spec, config.eval_batch_size, config.eval_steps
@@ -139,7 +143,9 @@ def evaluate(config: Config) -> dict[str, float]:
             f"No checkpoint in {manager.directory}: train first, or point --model_dir at a run."
         )
     results = model.evaluate(
-        data.eval_dataset(test_images, test_labels, spec, config.eval_batch_size, config.eval_steps),
+        data.eval_dataset(
+            test_images, test_labels, spec, config.eval_batch_size, config.eval_steps
+        ),
         return_dict=True,
     )
     results = {name: float(value) for name, value in results.items()}

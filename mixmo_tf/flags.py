@@ -54,7 +54,8 @@ _HELP = {
     "checkpoint_every_steps": "Also checkpoint every this many steps (0: once per epoch).",
     "distribution": "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
     "multi_worker_mirrored (the workers in TF_CONFIG).",
-    "jit_compile": "Compile the train step with XLA.",
+    "jit_compile": "Compile the train step with XLA. On CPU it needs integer --mixing_alpha and "
+    "--msda_alpha (ratios then come from sums of exponentials; XLA has no CPU Gamma kernel).",
 }
 _CHOICES = {
     "dataset": sorted(DATASETS),
@@ -69,11 +70,16 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
     if "mode" in values:
         return
     flags.DEFINE_enum(
-        "mode", "train", MODES, "train: train or resume; evaluate: test the newest checkpoint.",
+        "mode",
+        "train",
+        MODES,
+        "train: train or resume; evaluate: test the newest checkpoint.",
         flag_values=values,
     )
     flags.DEFINE_bool(
-        "smoke", False, "Shrink the run to seconds on a CPU (WRN-10-1, at most 2 epochs of 3 steps).",
+        "smoke",
+        False,
+        "Shrink the run to seconds on a CPU (WRN-10-1, at most 2 epochs of 3 steps).",
         flag_values=values,
     )
     for field in dataclasses.fields(Config):

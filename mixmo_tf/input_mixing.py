@@ -35,7 +35,13 @@ class InputMixingParams:
 
 
 def sample_input_mixing_params(
-    seed: tf.Tensor, batch_size, num_members: int, prob: float, alpha: float, height: int, width: int
+    seed: tf.Tensor,
+    batch_size,
+    num_members: int,
+    prob: float,
+    alpha: float,
+    height: int,
+    width: int,
 ) -> InputMixingParams:
     """Samples which slots are mixed, their ratios and CutMix box centres."""
     apply_seed, ratio_seed, center_seed = tf.unstack(

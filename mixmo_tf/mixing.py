@@ -26,9 +26,7 @@ def sample_gamma(seed: tf.Tensor, shape, alpha: float) -> tf.Tensor:
         raise ValueError(f"Gamma shape must be > 0. Received: alpha={alpha}")
     shape = list(shape)
     if float(alpha).is_integer():
-        uniforms = tf.random.stateless_uniform(
-            shape + [int(alpha)], seed, minval=_TINY, maxval=1.0
-        )
+        uniforms = tf.random.stateless_uniform(shape + [int(alpha)], seed, minval=_TINY, maxval=1.0)
         return -tf.reduce_sum(tf.math.log(uniforms), axis=-1)
     return tf.random.stateless_gamma(shape, seed, alpha=alpha)
 

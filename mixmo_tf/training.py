@@ -64,7 +64,9 @@ class MixMoModel(keras.Model):
     ):
         super().__init__(**kwargs)
         if msda not in input_mixing.MSDA_KINDS:
-            raise ValueError(f"msda must be one of {input_mixing.MSDA_KINDS}. Received: msda={msda!r}")
+            raise ValueError(
+                f"msda must be one of {input_mixing.MSDA_KINDS}. Received: msda={msda!r}"
+            )
         if msda != "none" and msda_alpha <= 0:
             raise ValueError(f"msda_alpha must be > 0. Received: msda_alpha={msda_alpha}")
         if loss_power <= 0:
@@ -148,13 +150,19 @@ class MixMoModel(keras.Model):
 
     def _step_seeds(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Stateless seeds of this step: per global batch, and per replica for per-sample draws."""
-        step_key = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        step_key = tf.stack(
+            [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
+        )
         replica = tf.distribute.get_replica_context()
         replica_id = 0 if replica is None else replica.replica_id_in_sync_group
         batch_seed = tf.random.experimental.stateless_fold_in(step_key, _BATCH_STREAM)
-        replica_key = tf.random.experimental.stateless_fold_in(step_key, 1000 + tf.cast(replica_id, tf.int64))
+        replica_key = tf.random.experimental.stateless_fold_in(
+            step_key, 1000 + tf.cast(replica_id, tf.int64)
+        )
         sample_seed = tf.random.experimental.stateless_fold_in(replica_key, _SAMPLE_STREAM)
-        input_mixing_seed = tf.random.experimental.stateless_fold_in(replica_key, _INPUT_MIXING_STREAM)
+        input_mixing_seed = tf.random.experimental.stateless_fold_in(
+            replica_key, _INPUT_MIXING_STREAM
+        )
         return batch_seed, sample_seed, input_mixing_seed
 
     def current_cut_probability(self) -> tf.Tensor:
@@ -176,8 +184,14 @@ class MixMoModel(keras.Model):
         height, width = self.mask_shape
         batch_seed, sample_seed, input_mixing_seed = self._step_seeds()
         params = mixing.sample_mixing_params(
-            batch_seed, sample_seed, batch_size, self.num_members, self.mixing_alpha,
-            self.current_cut_probability(), height, width,
+            batch_seed,
+            sample_seed,
+            batch_size,
+            self.num_members,
+            self.mixing_alpha,
+            self.current_cut_probability(),
+            height,
+            width,
         )
         masks = mixing.mixing_masks(params, height, width)
         if self.msda == "none":
@@ -185,10 +199,17 @@ class MixMoModel(keras.Model):
             hard_labels = labels
         else:
             msda_params = input_mixing.sample_input_mixing_params(
-                input_mixing_seed, batch_size, self.num_members, self.msda_prob,
-                self.msda_alpha, images.shape[2], images.shape[3],
+                input_mixing_seed,
+                batch_size,
+                self.num_members,
+                self.msda_prob,
+                self.msda_alpha,
+                images.shape[2],
+                images.shape[3],
             )
-            own = input_mixing.own_pixel_masks(msda_params, self.msda, images.shape[2], images.shape[3])
+            own = input_mixing.own_pixel_masks(
+                msda_params, self.msda, images.shape[2], images.shape[3]
+            )
             images = input_mixing.mix_images(images, data["partner_images"], own)
             own_share = input_mixing.corrected_own_share(own, masks)
             targets, hard_labels = input_mixing.soft_labels(

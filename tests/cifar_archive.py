@@ -25,7 +25,9 @@ _LAYOUTS = {
 }
 
 
-def _records(rng: np.random.Generator, count: int, label_counts: list[int]) -> tuple[bytes, np.ndarray]:
+def _records(
+    rng: np.random.Generator, count: int, label_counts: list[int]
+) -> tuple[bytes, np.ndarray]:
     labels = np.stack([rng.integers(0, n, count) for n in label_counts], axis=1).astype(np.uint8)
     images = rng.integers(0, 256, (count, 3 * 32 * 32)).astype(np.uint8)
     return np.concatenate([labels, images], axis=1).tobytes(), labels[:, -1]

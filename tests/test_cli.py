@@ -16,9 +16,9 @@ import time
 
 import pytest
 from absl import flags
-
 from cifar_archive import write_cifar_archive
 from flag_helpers import FLAGS_DIR, parse
+
 from mixmo_tf.data.tfds_loading import manual_dir
 
 REPO = os.path.dirname(FLAGS_DIR)
@@ -30,7 +30,11 @@ def run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "main.py"), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
     )
 
 
@@ -49,8 +53,14 @@ def test_default_flags_are_the_papers_cut_mixmo_recipe():
 def test_there_is_a_flagfile_per_paper_row_and_dataset():
     names = {os.path.basename(path) for path in FLAGFILES}
     rows = [
-        "vanilla", "vanilla_mixup", "vanilla_cutmix", "mimo", "linear_mixmo", "cut_mixmo",
-        "linear_mixmo_cutmix", "cut_mixmo_cutmix",
+        "vanilla",
+        "vanilla_mixup",
+        "vanilla_cutmix",
+        "mimo",
+        "linear_mixmo",
+        "cut_mixmo",
+        "linear_mixmo_cutmix",
+        "cut_mixmo_cutmix",
     ]
     for dataset in ("cifar10", "cifar100"):
         for row in rows:
@@ -67,11 +77,18 @@ def test_each_flagfile_parses_into_its_rows_method(path):
     assert config.num_members == (1 if single else 2)
     assert config.base_learning_rate == pytest.approx(0.05 if single else 0.0125)
     expected_mixing = (
-        "none" if single else "mimo" if "mimo" in name and "mixmo" not in name
-        else "cutmix" if "cut_mixmo" in name else "linear"
+        "none"
+        if single
+        else "mimo"
+        if "mimo" in name and "mixmo" not in name
+        else "cutmix"
+        if "cut_mixmo" in name
+        else "linear"
     )
     assert config.mixing == expected_mixing
-    expected_msda = "cutmix" if name.endswith("_cutmix.flags") else "mixup" if "mixup" in name else "none"
+    expected_msda = (
+        "cutmix" if name.endswith("_cutmix.flags") else "mixup" if "mixup" in name else "none"
+    )
     assert config.msda == expected_msda
     with open(path) as handle:
         assert "Published top-1" in handle.read()
@@ -130,7 +147,12 @@ def test_main_trains_evaluates_and_resumes_a_flagfile_on_a_real_format_archive(t
     data_dir, model_dir = tmp_path / "data", tmp_path / "run"
     write_cifar_archive(manual_dir(str(data_dir)), "cifar100", num_train=64, num_test=64)
     flagfile = os.path.join(REPO, "flags", "cifar100_wrn28-10_cut_mixmo_cutmix.flags")
-    common = [f"--flagfile={flagfile}", "--smoke", f"--data_dir={data_dir}", f"--model_dir={model_dir}"]
+    common = [
+        f"--flagfile={flagfile}",
+        "--smoke",
+        f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+    ]
 
     first = run_main(*common, "--epochs=1")  # stops after epoch 1, as an interrupted run would
     assert first.returncode == 0, first.stderr[-3000:]
@@ -148,7 +170,7 @@ def test_main_trains_evaluates_and_resumes_a_flagfile_on_a_real_format_archive(t
 
     evaluated = run_main(*common, "--mode=evaluate")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    results = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
+    results = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
     assert results["step"] == 6
     assert 0.0 <= results["accuracy"] <= 1.0 and results["nll"] > 0
     assert {"member_0_accuracy", "member_1_accuracy", "ece", "brier", "top5"} <= set(results)

@@ -40,8 +40,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-
 from cifar_archive import write_cifar_archive
+
 from mixmo_tf import data
 from mixmo_tf.config import Config
 from mixmo_tf.data import pipeline, tfds_loading
@@ -73,7 +73,7 @@ def _denormalize(normalized: np.ndarray) -> np.ndarray:
 
 
 def _crop_params(output: np.ndarray, image: np.ndarray) -> list[tuple[int, int, bool]]:
-    """Every (row offset, column offset, flipped) whose window of the zero-padded image is `output`."""
+    """Every (row offset, column offset, flipped) whose zero-padded window is `output`."""
     padded = np.pad(image, ((PAD, PAD), (PAD, PAD), (0, 0)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, output.shape[:2], axis=(0, 1))
     windows = windows.transpose(0, 1, 3, 4, 2)  # (offset row, offset column, H, W, C)
@@ -153,7 +153,9 @@ def test_missing_data_fails_fast_with_instructions(name, tmp_path, download_atte
     assert download_attempts == []
 
 
-def test_missing_data_without_data_dir_names_the_tfds_default(tmp_path, monkeypatch, download_attempts):
+def test_missing_data_without_data_dir_names_the_tfds_default(
+    tmp_path, monkeypatch, download_attempts
+):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
     with pytest.raises(data.DataNotFoundError, match="--data_dir=") as caught:
         data.load_split(CIFAR_SPEC, "test", None)
@@ -184,7 +186,14 @@ def test_archive_in_manual_folder_is_prepared_and_read_back(name, tmp_path, down
     for split, (images, labels) in loaded.items():
         again = data.load_split(spec, split, data_dir)
         direct = tfds.as_numpy(
-            tfds.load(name, split=split, data_dir=data_dir, download=False, as_supervised=True, batch_size=-1)
+            tfds.load(
+                name,
+                split=split,
+                data_dir=data_dir,
+                download=False,
+                as_supervised=True,
+                batch_size=-1,
+            )
         )
         for reread_images, reread_labels in (again, direct):
             np.testing.assert_array_equal(reread_images, images)
@@ -291,7 +300,10 @@ def test_batch_repetition_and_independent_member_permutations(batch_repetitions,
     stream = _stream(num_examples, batch_repetitions, num_members)
     unique = batch_size // batch_repetitions
     indices = np.stack(
-        [pipeline.train_batch_indices(step, num_examples, stream).numpy() for step in range(num_steps)]
+        [
+            pipeline.train_batch_indices(step, num_examples, stream).numpy()
+            for step in range(num_steps)
+        ]
     )
     assert indices.shape == (num_steps, batch_size, num_members)
 
@@ -320,7 +332,9 @@ def test_batch_repetition_and_independent_member_permutations(batch_repetitions,
     # Independent permutations: a slot holds the same image in two members with chance b / B.
     for first in range(num_members):
         for second in range(first + 1, num_members):
-            assert_rate(indices[:, :, first] == indices[:, :, second], batch_repetitions / batch_size)
+            assert_rate(
+                indices[:, :, first] == indices[:, :, second], batch_repetitions / batch_size
+            )
         # Within a member, neighbouring slots repeat an image with chance (b - 1) / (B - 1).
         column = indices[:, :, first]
         assert_rate(column[:, 1:] == column[:, :-1], (batch_repetitions - 1) / (batch_size - 1))
@@ -334,7 +348,9 @@ def test_same_seed_same_batches_and_resume_matches_a_full_run():
 
     def run(start_step: int, seed: int = 0):
         seeded = dataclasses.replace(stream, seed=seed)
-        return _collect(data.train_dataset(images, labels, CIFAR_SPEC, seeded, start_step, end_step))
+        return _collect(
+            data.train_dataset(images, labels, CIFAR_SPEC, seeded, start_step, end_step)
+        )
 
     full, again, resumed, other = run(0), run(0), run(resume_step), run(0, seed=1)
     assert len(resumed) == end_step - resume_step
@@ -350,7 +366,9 @@ def test_same_seed_same_batches_and_resume_matches_a_full_run():
 
 
 @pytest.mark.parametrize(
-    "spec, flip_rate_range", [(CIFAR_SPEC, (0.4, 0.6)), (DIGITS_SPEC, (0.0, 0.0))], ids=["cifar", "digits"]
+    "spec, flip_rate_range",
+    [(CIFAR_SPEC, (0.4, 0.6)), (DIGITS_SPEC, (0.0, 0.0))],
+    ids=["cifar", "digits"],
 )
 def test_augment_is_a_window_of_the_zero_padded_image(spec, flip_rate_range):
     images = _random_images(400, seed=2)
@@ -423,7 +441,9 @@ def test_partners_have_their_own_labels_and_come_from_the_whole_set():
     for batch in batches:
         assert batch["partner_images"].shape == (64, 2, 32, 32, 3)
         assert batch["partner_images"].dtype == np.float32
-        assert batch["partner_labels"].shape == (64, 2) and batch["partner_labels"].dtype == np.int32
+        assert (
+            batch["partner_labels"].shape == (64, 2) and batch["partner_labels"].dtype == np.int32
+        )
         sources = {}
         for key in ("images", "partner_images"):
             raw = _denormalize(batch[key])
@@ -524,7 +544,9 @@ def test_digits_is_a_fixed_deterministic_partition_of_scikit_learn_digits():
     small = np.round(digits.images / 16.0 * 255.0).astype(np.uint8)
     expected = _loaded_pairs(small, digits.target)
     combined = [
-        pair for images, labels in splits.values() for pair in _loaded_pairs(images[:, ::4, ::4, 0], labels)
+        pair
+        for images, labels in splits.values()
+        for pair in _loaded_pairs(images[:, ::4, ::4, 0], labels)
     ]
     assert sorted(combined) == expected
     with pytest.raises(ValueError, match="split must be 'train' or 'test'"):

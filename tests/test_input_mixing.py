@@ -16,9 +16,9 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_mixing import NUM_STANDARD_ERRORS, assert_moments, reference_box_mask
 
 from mixmo_tf import input_mixing, mixing
-from test_mixing import NUM_STANDARD_ERRORS, assert_moments, reference_box_mask
 
 
 def make_params(apply, own_ratios, centers) -> input_mixing.InputMixingParams:
@@ -50,7 +50,11 @@ def numpy_corrected_share(own, member_masks):
     batch_size, num_members, height, width, _ = own.shape
     grid_h, grid_w = member_masks.shape[1:3]
     pool_h, pool_w = height // grid_h, width // grid_w
-    pooled = own[..., 0].reshape(batch_size, num_members, grid_h, pool_h, grid_w, pool_w).mean(axis=(3, 5))
+    pooled = (
+        own[..., 0]
+        .reshape(batch_size, num_members, grid_h, pool_h, grid_w, pool_w)
+        .mean(axis=(3, 5))
+    )
     shares = np.zeros((batch_size, num_members))
     for b in range(batch_size):
         for m in range(num_members):
@@ -74,7 +78,9 @@ def test_apply_is_independent_per_slot_and_member_with_probability_prob(prob):
     np.testing.assert_allclose(apply.mean(axis=0), prob, atol=tolerance)
     # Independent across members: both mixed with probability prob^2.
     both = np.mean(apply[:, 0] & apply[:, 1])
-    assert abs(both - prob**2) < NUM_STANDARD_ERRORS * math.sqrt(prob**2 * (1 - prob**2) / batch_size)
+    assert abs(both - prob**2) < NUM_STANDARD_ERRORS * math.sqrt(
+        prob**2 * (1 - prob**2) / batch_size
+    )
 
 
 def test_own_ratios_are_beta_one_one_and_centres_on_the_pixel_grid():
@@ -94,7 +100,9 @@ def test_own_ratios_are_beta_one_one_and_centres_on_the_pixel_grid():
 
 def test_sampling_is_deterministic_per_seed():
     def draw(seed):
-        p = input_mixing.sample_input_mixing_params(tf.constant(seed, tf.int64), 32, 2, 0.5, 1.0, 8, 8)
+        p = input_mixing.sample_input_mixing_params(
+            tf.constant(seed, tf.int64), 32, 2, 0.5, 1.0, 8, 8
+        )
         return p.apply.numpy(), p.own_ratios.numpy(), p.centers.numpy()
 
     first, again, other = draw([1, 2]), draw([1, 2]), draw([1, 3])
@@ -111,7 +119,9 @@ def test_mixup_own_masks_are_lambda_where_applied_and_one_elsewhere():
     own = input_mixing.own_pixel_masks(params, "mixup", 4, 6).numpy()
     assert own.shape == (5, 3, 4, 6, 1)
     expected = np.where(params.apply.numpy(), params.own_ratios.numpy(), 1.0)
-    np.testing.assert_allclose(own, np.broadcast_to(expected[:, :, None, None, None], own.shape), rtol=1e-6)
+    np.testing.assert_allclose(
+        own, np.broadcast_to(expected[:, :, None, None, None], own.shape), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("height, width", [(8, 8), (32, 32), (5, 9)])
@@ -142,7 +152,9 @@ def test_mix_images_matches_numpy():
     rng = np.random.default_rng(1)
     images, partners = rng.normal(size=(2, 3, 2, 4, 4, 3)).astype(np.float32)
     own = rng.uniform(size=(3, 2, 4, 4, 1)).astype(np.float32)
-    mixed = input_mixing.mix_images(tf.constant(images), tf.constant(partners), tf.constant(own)).numpy()
+    mixed = input_mixing.mix_images(
+        tf.constant(images), tf.constant(partners), tf.constant(own)
+    ).numpy()
     np.testing.assert_allclose(mixed, own * images + (1 - own) * partners, rtol=1e-5, atol=1e-6)
 
 
@@ -179,7 +191,9 @@ def test_corrected_own_share_average_pools_pixels_to_the_feature_grid():
     member_masks[0, :2, :, 0] = 1.0  # member 0 keeps the top half of the features
     member_masks[0, 2:, :, 1] = 1.0  # member 1 keeps the bottom half...
     member_masks[0, 0, 0, 1], member_masks[0, 0, 0, 0] = 1.0, 0.0  # ...and the top-left cell
-    shares = input_mixing.corrected_own_share(tf.constant(own), tf.constant(member_masks)).numpy()[0]
+    shares = input_mixing.corrected_own_share(tf.constant(own), tf.constant(member_masks)).numpy()[
+        0
+    ]
     # Member 0 keeps 7 cells, 3 of them inside the partner's quadrant.
     assert shares[0] == pytest.approx((7 - 3) / 7, rel=1e-5)
     # Member 1 keeps 9 cells; the top-left cell is 3/4 own.
@@ -224,7 +238,9 @@ def test_soft_labels_sum_to_one_for_random_shares():
     np.testing.assert_allclose(targets.numpy().sum(axis=-1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(dominant.numpy(), np.where(shares >= 0.5, labels, partners))
     differ = labels != partners
-    np.testing.assert_array_equal(np.argmax(targets.numpy(), axis=-1)[differ], dominant.numpy()[differ])
+    np.testing.assert_array_equal(
+        np.argmax(targets.numpy(), axis=-1)[differ], dominant.numpy()[differ]
+    )
 
 
 # ---- eager and tf.data agree -----------------------------------------------------------------

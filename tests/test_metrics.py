@@ -19,7 +19,7 @@ NUM_CLASSES = 10
 
 
 def random_predictions(seed: int, count: int = 300, num_classes: int = NUM_CLASSES):
-    """Labels and probabilities with confidences spread over all bins, right about 60% of the time."""
+    """Labels and probabilities, confidences spread over all bins, right ~60% of the time."""
     rng = np.random.default_rng(seed)
     concentration = rng.choice([0.05, 0.3, 2.0], size=count)[:, None]
     probabilities = np.stack([rng.dirichlet(np.full(num_classes, c)) for c in concentration[:, 0]])
@@ -30,7 +30,9 @@ def random_predictions(seed: int, count: int = 300, num_classes: int = NUM_CLASS
 
 
 def numpy_nll(labels, probabilities):
-    return -np.mean(np.log(probabilities[np.arange(len(labels)), labels].astype(np.float64) + 1e-12))
+    return -np.mean(
+        np.log(probabilities[np.arange(len(labels)), labels].astype(np.float64) + 1e-12)
+    )
 
 
 def numpy_brier(labels, probabilities):
@@ -160,8 +162,11 @@ def test_hand_computed_brier_and_ece():
         (0.0225 + 0.0225 + 0.09) / 3,
         (0.25 + 0.09 + 0.04) / 3,
     ]
-    assert evaluate(BrierScore(), (labels, probabilities)) == pytest.approx(np.mean(per_sample), rel=1e-5)
-    # 15 bins of width 1/15: 0.9 -> (0.8667, 0.9333], 0.7 -> (0.6667, 0.7333], 0.5 -> (0.4667, 0.5333].
+    assert evaluate(BrierScore(), (labels, probabilities)) == pytest.approx(
+        np.mean(per_sample), rel=1e-5
+    )
+    # 15 bins of width 1/15: 0.9 -> (0.8667, 0.9333], 0.7 -> (0.6667, 0.7333],
+    # 0.5 -> (0.4667, 0.5333].
     # Bin of 0.9: one right, one wrong: |0.5 - 0.9| * 2/4.
     # Bin of 0.7: |1 - 0.7| / 4. Bin of 0.5: |1 - 0.5| / 4.
     expected_ece = 0.4 * 2 / 4 + 0.3 / 4 + 0.5 / 4

@@ -32,7 +32,9 @@ NUM_STANDARD_ERRORS = 5.0
 # ---- helpers -------------------------------------------------------------------------------
 
 
-def reference_box_mask(ratio: float, center: tuple[int, int], height: int, width: int) -> np.ndarray:
+def reference_box_mask(
+    ratio: float, center: tuple[int, int], height: int, width: int
+) -> np.ndarray:
     """The reference CutMix box in plain Python: side int(size * sqrt(ratio)), clipped span."""
     mask = np.zeros((height, width), np.float32)
     bounds = []
@@ -65,7 +67,9 @@ def assert_moments(samples: np.ndarray, mean, variance) -> None:
     samples = np.asarray(samples, np.float64)
     se_mean, se_var = standard_errors(samples)
     np.testing.assert_array_less(np.abs(samples.mean(axis=0) - mean), NUM_STANDARD_ERRORS * se_mean)
-    np.testing.assert_array_less(np.abs(samples.var(axis=0) - variance), NUM_STANDARD_ERRORS * se_var)
+    np.testing.assert_array_less(
+        np.abs(samples.var(axis=0) - variance), NUM_STANDARD_ERRORS * se_var
+    )
 
 
 def assert_same_moments(samples: np.ndarray, other: np.ndarray) -> None:
@@ -102,7 +106,14 @@ def make_params(ratios, centers=None, roles=None, use_cut=True) -> mixing.Mixing
 def sampled_masks(batch_seed: int, num_members, alpha, cut_prob, batch_size=8, height=8, width=8):
     """Sampled parameters and their masks, shape (batch, height, width, members)."""
     params = mixing.sample_mixing_params(
-        seed(batch_seed), seed(batch_seed, 1), batch_size, num_members, alpha, cut_prob, height, width
+        seed(batch_seed),
+        seed(batch_seed, 1),
+        batch_size,
+        num_members,
+        alpha,
+        cut_prob,
+        height,
+        width,
     )
     return params, mixing.mixing_masks(params, height, width).numpy()
 
@@ -206,7 +217,9 @@ def test_box_masks_match_reference_on_random_and_border_cases(height, width):
     centers[:40] = [[0, 0], [0, width - 1], [height - 1, 0], [height - 1, width - 1]] * 10
     ratios[:20] = 1.0
     ratios[20:25] = 0.0
-    masks = mixing.box_masks(tf.constant(ratios), tf.constant(centers, tf.int32), height, width).numpy()
+    masks = mixing.box_masks(
+        tf.constant(ratios), tf.constant(centers, tf.int32), height, width
+    ).numpy()
     expected = np.stack(
         [reference_box_mask(float(r), tuple(c), height, width) for r, c in zip(ratios, centers)]
     )
@@ -252,13 +265,17 @@ def test_sampled_masks_sum_to_one_at_every_pixel(num_members, cut_prob):
 def test_linear_masks_are_constant_kappa(num_members):
     params, masks = sampled_masks(4, num_members, alpha=2.0, cut_prob=0.0)
     ratios = params.ratios.numpy()
-    np.testing.assert_allclose(masks, np.broadcast_to(ratios[:, None, None, :], masks.shape), rtol=1e-6)
+    np.testing.assert_allclose(
+        masks, np.broadcast_to(ratios[:, None, None, :], masks.shape), rtol=1e-6
+    )
     assert np.ptp(ratios[:, 0]) > 0, "ratios are drawn per sample"
 
 
 @pytest.mark.parametrize("num_members", [2, 3, 4])
 def test_mimo_masks_are_one_over_m_and_mixing_is_the_plain_sum(num_members):
-    params, masks = sampled_masks(6, num_members, alpha=0.0, cut_prob=0.0, batch_size=3, height=4, width=4)
+    params, masks = sampled_masks(
+        6, num_members, alpha=0.0, cut_prob=0.0, batch_size=3, height=4, width=4
+    )
     np.testing.assert_allclose(masks, 1.0 / num_members, rtol=1e-6)
     np.testing.assert_allclose(masks, mixing.uniform_masks(3, 4, 4, num_members).numpy(), rtol=1e-6)
     rng = np.random.default_rng(num_members)
@@ -300,7 +317,9 @@ def test_many_member_cut_masks_share_the_rest_in_proportion_to_kappa(roles):
         box = reference_box_mask(float(kappa[0]), (8, 8), 16, 16)
         role_masks = [box] + [(1 - box) * k / kappa[1:].sum() for k in kappa[1:]]
         for member, role in enumerate(roles):
-            np.testing.assert_allclose(masks[sample, ..., member], role_masks[role], rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(
+                masks[sample, ..., member], role_masks[role], rtol=1e-5, atol=1e-7
+            )
         box_member = roles.index(0)
         # The box covers about kappa_0: an even side 2 * (int(16 sqrt(kappa_0)) // 2), which
         # loses under 2 pixels of side to the reference's rounding.
@@ -352,7 +371,8 @@ def _batch_choices(batch_seeds, cut_prob, num_members):
 def test_cut_is_chosen_per_batch_with_probability_cut_prob(cut_prob):
     num_batches = 4000
     batch_seeds = tf.stack(
-        [tf.range(num_batches, dtype=tf.int64), tf.fill([num_batches], tf.constant(3, tf.int64))], axis=1
+        [tf.range(num_batches, dtype=tf.int64), tf.fill([num_batches], tf.constant(3, tf.int64))],
+        axis=1,
     )
     use_cut, roles = _batch_choices(batch_seeds, tf.constant(cut_prob), 3)
     frequency = use_cut.numpy().mean()
@@ -395,7 +415,9 @@ def test_cut_probability_schedule(progress, expected):
 @pytest.mark.parametrize("num_members", [2, 3, 4])
 @pytest.mark.parametrize("power", [1.0, 3.0])
 def test_loss_weights_match_numpy(num_members, power):
-    ratios = np.random.default_rng(num_members).dirichlet([2.0] * num_members, 32).astype(np.float32)
+    ratios = (
+        np.random.default_rng(num_members).dirichlet([2.0] * num_members, 32).astype(np.float32)
+    )
     rooted = ratios.astype(np.float64) ** (1.0 / power)
     expected = num_members * rooted / rooted.sum(axis=1, keepdims=True)
     weights = mixing.loss_weights(tf.constant(ratios), power).numpy()
@@ -467,7 +489,7 @@ def test_feature_mixing_config_round_trip_gives_same_outputs():
 @pytest.mark.parametrize("given", [1, 3])
 def test_feature_mixing_rejects_wrong_number_of_inputs(given):
     features, masks = random_features_and_masks(given)
-    with pytest.raises(ValueError, match=r"expects 2 feature maps.*Received: %d" % given):
+    with pytest.raises(ValueError, match=rf"expects 2 feature maps.*Received: {given}"):
         mixing.FeatureMixing(2)(features + [masks])
 
 
@@ -505,5 +527,7 @@ def test_box_masks_identical_eager_and_dataset_map():
     centers = rng.integers(0, 9, (12, 2)).astype(np.int32)
     eager = mixing.box_masks(tf.constant(ratios), tf.constant(centers), 9, 9).numpy()
     dataset = tf.data.Dataset.from_tensor_slices((ratios, centers)).batch(4)
-    mapped = np.concatenate([m.numpy() for m in dataset.map(lambda r, c: mixing.box_masks(r, c, 9, 9))])
+    mapped = np.concatenate(
+        [m.numpy() for m in dataset.map(lambda r, c: mixing.box_masks(r, c, 9, 9))]
+    )
     np.testing.assert_array_equal(eager, mapped)

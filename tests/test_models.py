@@ -24,10 +24,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from mixmo_tf.models import build_mixmo_network, wide_resnet, wrn28_10
-from mixmo_tf.schedules import WarmupStepDecay
-from mixmo_tf.training import MixMoModel
 from model_helpers import (
     IMAGE_SHAPE,
     NUM_CLASSES,
@@ -39,6 +35,10 @@ from model_helpers import (
     tiny_mixmo_model,
     uniform_masks,
 )
+
+from mixmo_tf.models import build_mixmo_network, wide_resnet, wrn28_10
+from mixmo_tf.schedules import WarmupStepDecay
+from mixmo_tf.training import MixMoModel
 
 GRID = IMAGE_SHAPE[:2]
 
@@ -69,7 +69,9 @@ def test_output_shapes_per_member(depth, width, num_members):
     assert tuple(network.inputs[-1].shape[1:]) == (*GRID, num_members)
     images = random_images(3, seed=0)
     # keras.tree.flatten: a one-output functional model returns its tensor, not a list.
-    logits = keras.tree.flatten(network([images] * num_members + [uniform_masks(3, GRID, num_members)]))
+    logits = keras.tree.flatten(
+        network([images] * num_members + [uniform_masks(3, GRID, num_members)])
+    )
     assert [tuple(x.shape) for x in logits] == [(3, NUM_CLASSES)] * num_members
     outputs = model(images)
     assert tuple(outputs["ensemble"].shape) == (3, NUM_CLASSES)
@@ -91,7 +93,9 @@ def test_single_member_network_is_a_plain_wrn():
     masks = np.ones((4, *GRID, 1), np.float32)
     for training in (False, True):
         mixmo_logits = network([images, masks], training=training)
-        np.testing.assert_allclose(mixmo_logits, plain(images, training=training), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            mixmo_logits, plain(images, training=training), rtol=1e-5, atol=1e-5
+        )
     outputs = model(images)
     plain_probabilities = softmax(np.asarray(plain(images)))
     np.testing.assert_allclose(outputs["ensemble"], plain_probabilities, rtol=1e-5, atol=1e-6)
@@ -136,7 +140,9 @@ def test_call_is_the_mean_logit_ensemble_with_masks_one_over_m(inference_model):
     )
     outputs = inference_model(images)
     np.testing.assert_allclose(outputs["members"], softmax(logits), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(outputs["ensemble"], softmax(logits.mean(axis=1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        outputs["ensemble"], softmax(logits.mean(axis=1)), rtol=1e-5, atol=1e-6
+    )
     # The ensemble is not an average of member probabilities, and members differ.
     assert not np.allclose(outputs["ensemble"], np.mean(outputs["members"], axis=1), atol=1e-4)
     assert not np.allclose(logits[:, 0], logits[:, 1], atol=1e-3)
@@ -150,7 +156,9 @@ def test_inference_runs_the_sum_of_stem_features_through_the_core(inference_mode
     stem_outputs = [network.get_layer(f"stem_{i}")(images) for i in range(3)]
     pooled = _core(network)(tf.add_n(stem_outputs), training=False)
     logits = np.stack([network.get_layer(f"head_{i}")(pooled) for i in range(3)], axis=1)
-    np.testing.assert_allclose(inference_model(images)["members"], softmax(logits), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        inference_model(images)["members"], softmax(logits), rtol=1e-4, atol=1e-6
+    )
     # Guard: the stems differ, so summing is not the same as using one stem M times.
     pooled_one_stem = _core(network)(3 * stem_outputs[0], training=False)
     assert not np.allclose(pooled, pooled_one_stem, atol=1e-3)
@@ -224,7 +232,7 @@ def test_keras_file_reload_of_bare_network(trained_custom_model, tmp_path):
         np.testing.assert_array_equal(expected, actual)
 
 
-# ---- a foreign backbone ---------------------------------------------------------------------------
+# ---- a foreign backbone --------------------------------------------------------------------------
 
 _TINY_SHAPE = (16, 16, 3)
 
@@ -235,10 +243,15 @@ def _strided_stem(member: int) -> keras.layers.Layer:
 
 def test_build_mixmo_network_wraps_another_backbone():
     core = keras.Sequential(
-        [keras.layers.Conv2D(12, 3, padding="same", activation="relu"), keras.layers.GlobalAveragePooling2D()],
+        [
+            keras.layers.Conv2D(12, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+        ],
         name="tiny_core",
     )
-    network = build_mixmo_network(_strided_stem, core, num_classes=5, num_members=2, input_shape=_TINY_SHAPE)
+    network = build_mixmo_network(
+        _strided_stem, core, num_classes=5, num_members=2, input_shape=_TINY_SHAPE
+    )
     model = MixMoModel(network, steps_per_epoch=2, epochs=1)
     # The strided stem halves the grid: masks are sampled at 8x8, not at the image size.
     assert model.mask_shape == (8, 8)
@@ -260,7 +273,7 @@ def test_build_mixmo_network_wraps_another_backbone():
     assert predicted["members"].shape == (3, 2, 5)
 
 
-# ---- block details --------------------------------------------------------------------------------
+# ---- block details -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -286,8 +299,15 @@ def test_block_wiring_and_strides(wrn16_2_core, block, stride, channels, project
     layer = lambda suffix: core.get_layer(f"{block}_{suffix}")  # noqa: E731
     block_input = core.inputs[0] if input_layer is None else core.get_layer(input_layer).output
     # BN-ReLU-conv(1)-BN-ReLU-conv(stride), in this order.
-    chain = [block_input, layer("pre_bn"), layer("pre_relu"), layer("conv1"), layer("mid_bn"),
-             layer("mid_relu"), layer("conv2")]
+    chain = [
+        block_input,
+        layer("pre_bn"),
+        layer("pre_relu"),
+        layer("conv1"),
+        layer("mid_bn"),
+        layer("mid_relu"),
+        layer("conv2"),
+    ]
     for previous, current in zip(chain[:-1], chain[1:]):
         expected = previous if isinstance(previous, keras.KerasTensor) else previous.output
         assert current.input is expected, current.name

@@ -25,7 +25,10 @@ VANILLA_BASE_LR = 0.1 * 64 / 128  # 0.05
 
 def schedule_of(config: Config) -> WarmupStepDecay:
     return WarmupStepDecay(
-        config.base_learning_rate, config.warmup_steps, config.lr_decay_steps, config.lr_decay_factor
+        config.base_learning_rate,
+        config.warmup_steps,
+        config.lr_decay_steps,
+        config.lr_decay_factor,
     )
 
 

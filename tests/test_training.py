@@ -33,11 +33,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from flag_helpers import FLAGS_DIR, parse
+from model_helpers import all_layers, perturb_batchnorm, random_train_batch, tiny_mixmo_model
 
 from mixmo_tf import checkpointing, data, experiment
 from mixmo_tf.config import Config
-from flag_helpers import FLAGS_DIR, parse
-from model_helpers import all_layers, perturb_batchnorm, random_train_batch, tiny_mixmo_model
 
 # Two epochs of three steps on digits, a checkpoint every two steps: 2, 3 (epoch end), 4, 6.
 SMOKE = Config(dataset="digits", checkpoint_every_steps=2).smoke()
@@ -58,7 +58,7 @@ def _assert_identical(state_a, state_b):
         np.testing.assert_array_equal(a, b)
 
 
-# ---- one training step ----------------------------------------------------------------------------
+# ---- one training step ---------------------------------------------------------------------------
 
 
 def _cut_step(model, batch) -> int:
@@ -100,9 +100,13 @@ def test_train_step_loss_and_update_follow_the_spec():
     expected_variables = [
         getattr(layer, name)
         for layer in layers
-        for name, kind in (("kernel", keras.layers.Conv2D), ("kernel", keras.layers.Dense),
-                           ("bias", keras.layers.Dense), ("gamma", keras.layers.BatchNormalization),
-                           ("beta", keras.layers.BatchNormalization))
+        for name, kind in (
+            ("kernel", keras.layers.Conv2D),
+            ("kernel", keras.layers.Dense),
+            ("bias", keras.layers.Dense),
+            ("gamma", keras.layers.BatchNormalization),
+            ("beta", keras.layers.BatchNormalization),
+        )
         if isinstance(layer, kind)
     ]
     assert len(variables) == len(expected_variables) == 10 + 2 * 7 + 2 * 2
@@ -127,20 +131,28 @@ def test_train_step_loss_and_update_follow_the_spec():
     # The comparison can fail: the l2 sum without BN parameters and dense biases, or root-1
     # weights, give other numbers than the ones train_step reported.
     kernels_only = [v for v in variables if v.path.endswith("kernel")]
-    assert not math.isclose(float(logs["l2_loss"]), float(_expected_loss(
-        logits, labels, masks, 3e-4, kernels_only, 3.0)[1]), rel_tol=1e-4)
-    assert not math.isclose(float(logs["cross_entropy"]), float(_expected_loss(
-        logits, labels, masks, 3e-4, variables, 1.0)[0]), rel_tol=1e-4)
+    assert not math.isclose(
+        float(logs["l2_loss"]),
+        float(_expected_loss(logits, labels, masks, 3e-4, kernels_only, 3.0)[1]),
+        rel_tol=1e-4,
+    )
+    assert not math.isclose(
+        float(logs["cross_entropy"]),
+        float(_expected_loss(logits, labels, masks, 3e-4, variables, 1.0)[0]),
+        rel_tol=1e-4,
+    )
     # First Nesterov step from zero momentum: delta = -lr * (1 + momentum) * gradient.
     for variable, initial, gradient in zip(variables, before, gradients):
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(variable) - initial,
             -learning_rate * 1.9 * keras.ops.convert_to_numpy(gradient),
-            rtol=1e-3, atol=1e-7, err_msg=variable.path,
+            rtol=1e-3,
+            atol=1e-7,
+            err_msg=variable.path,
         )
 
 
-# ---- learning-rate schedule -----------------------------------------------------------------------
+# ---- learning-rate schedule ----------------------------------------------------------------------
 
 # (Config overrides, base lr, warm-up steps, steps per epoch) from the spec's CIFAR numbers.
 _SCHEDULES = [
@@ -150,7 +162,9 @@ _SCHEDULES = [
 
 
 @pytest.mark.parametrize("overrides, base, warmup, steps_per_epoch", _SCHEDULES)
-def test_build_model_uses_the_paper_optimizer_and_schedule(overrides, base, warmup, steps_per_epoch):
+def test_build_model_uses_the_paper_optimizer_and_schedule(
+    overrides, base, warmup, steps_per_epoch
+):
     # The architecture does not change the schedule: WRN-10-1 keeps the test fast.
     model = experiment.build_model(Config(dataset="cifar100", depth=10, width=1, **overrides))
     optimizer = model.optimizer
@@ -182,7 +196,7 @@ def test_build_model_uses_the_paper_optimizer_and_schedule(overrides, base, warm
         assert rate_at(step) == pytest.approx(rate, rel=1e-5), step
 
 
-# ---- whole runs: determinism and resume -----------------------------------------------------------
+# ---- whole runs: determinism and resume ----------------------------------------------------------
 
 
 class _SimulatedCrash(Exception):
@@ -282,7 +296,20 @@ def test_every_method_trains_and_predicts_end_to_end(tmp_path, method):
     np.testing.assert_allclose(outputs["ensemble"].sum(axis=-1), 1.0, rtol=1e-5)
 
 
-# ---- non-finite loss -------------------------------------------------------------------------------
+def test_xla_compiled_runs_train_and_are_deterministic(tmp_path):
+    """jit_compile=True trains; the same seed gives the same compiled run.
+
+    XLA's CPU Philox kernel yields other numbers than TensorFlow's for the same stateless
+    seed, so a compiled run is its own reproducible stream, not the eager run's.
+    """
+    runs = [experiment.train(_smoke(tmp_path / name, jit_compile=True)) for name in "ab"]
+    assert all(int(model.optimizer.iterations.numpy()) == 6 for model in runs)
+    first, second = (_state(model) for model in runs)
+    assert all(np.all(np.isfinite(v)) for v in first)
+    _assert_identical(first, second)
+
+
+# ---- non-finite loss -----------------------------------------------------------------------------
 
 
 def test_non_finite_loss_stops_with_step_and_learning_rate(tmp_path):
@@ -304,7 +331,7 @@ def test_non_finite_loss_stops_with_step_and_learning_rate(tmp_path):
     assert all(np.all(np.isfinite(v)) for v in _state(restored))
 
 
-# ---- learning and evaluation ----------------------------------------------------------------------
+# ---- learning and evaluation ---------------------------------------------------------------------
 
 # The digits demo flagfile: 600 steps of WRN-10-1, M=2. Measured on a shared 2-core CPU:
 # ensemble test accuracy 0.933, members 0.844 / 0.933 (MIMO reaches 0.978 with this budget,
@@ -331,7 +358,16 @@ def test_evaluate_writes_results_of_the_last_checkpoint(reference_run):
     with open(os.path.join(config.model_dir, experiment.EVAL_RESULTS)) as handle:
         written = json.load(handle)
     assert written == results
-    expected_keys = {"accuracy", "top5", "nll", "ece", "brier", "member_0_accuracy", "member_1_accuracy", "step"}
+    expected_keys = {
+        "accuracy",
+        "top5",
+        "nll",
+        "ece",
+        "brier",
+        "member_0_accuracy",
+        "member_1_accuracy",
+        "step",
+    }
     assert set(written) == expected_keys
     assert written["step"] == 6
 
@@ -339,7 +375,9 @@ def test_evaluate_writes_results_of_the_last_checkpoint(reference_run):
     model = keras.saving.load_model(os.path.join(config.model_dir, experiment.FINAL_MODEL))
     images, labels = data.load_split(config.spec, "test")
     count = config.eval_steps * config.eval_batch_size
-    batches = data.eval_dataset(images, labels, config.spec, config.eval_batch_size, config.eval_steps)
+    batches = data.eval_dataset(
+        images, labels, config.spec, config.eval_batch_size, config.eval_steps
+    )
     predicted = model.predict(batches, verbose=0)
     ensemble, members = predicted["ensemble"], predicted["members"]
     labels = labels[:count]

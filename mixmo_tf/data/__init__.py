@@ -10,7 +10,9 @@ from mixmo_tf.data.specs import DATASETS, DatasetSpec, dataset_spec
 from mixmo_tf.data.tfds_loading import DataNotFoundError, ensure_prepared, load_tfds_split
 
 
-def load_split(spec: DatasetSpec, split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    spec: DatasetSpec, split: str, data_dir: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Images `(N, H, W, C)` uint8 and labels `(N,)` of a dataset split, in memory."""
     if spec.name == "digits":
         return load_digits_split(split, spec.num_train)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from mixmo_tf.data.specs import DatasetSpec
 
-_ORDER_STREAM, _MEMBER_STREAM, _AUGMENT_STREAM, _PARTNER_STREAM = 0, 1, 2, 3
+_ORDER_STREAM, _MEMBER_STREAM, _AUGMENT_STREAM = 0, 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +125,8 @@ def train_dataset(
     if num_examples < stream.unique_per_batch:
         raise ValueError(
             f"The training set has {num_examples} examples, fewer than the "
-            f"{stream.unique_per_batch} unique images a batch needs (batch_size / batch_repetitions)."
+            f"{stream.unique_per_batch} unique images a batch needs "
+            "(batch_size / batch_repetitions)."
         )
     all_images = tf.constant(images)
     all_labels = tf.constant(labels, tf.int32)
@@ -167,7 +168,9 @@ def eval_dataset(
     Args:
         num_batches: keep only the first batches (smoke runs); 0 keeps the whole split.
     """
-    dataset = tf.data.Dataset.from_tensor_slices({"images": images, "labels": labels.astype(np.int32)})
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {"images": images, "labels": labels.astype(np.int32)}
+    )
     dataset = dataset.batch(batch_size)
     if num_batches:
         dataset = dataset.take(num_batches)

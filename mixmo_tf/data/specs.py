@@ -38,17 +38,36 @@ _CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
 DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(
-        "cifar10", 10, 50_000, 10_000, (32, 32, 3), _CIFAR_MEAN, _CIFAR_STD,
+        "cifar10",
+        10,
+        50_000,
+        10_000,
+        (32, 32, 3),
+        _CIFAR_MEAN,
+        _CIFAR_STD,
         archive_name="cifar-10-binary.tar.gz",
     ),
     "cifar100": DatasetSpec(
-        "cifar100", 100, 50_000, 10_000, (32, 32, 3), _CIFAR_MEAN, _CIFAR_STD,
+        "cifar100",
+        100,
+        50_000,
+        10_000,
+        (32, 32, 3),
+        _CIFAR_MEAN,
+        _CIFAR_STD,
         archive_name="cifar-100-binary.tar.gz",
     ),
     # scikit-learn's bundled 8x8 digits, upsampled to 32x32: a real learning signal that
     # needs no download. Flips would turn digits into other symbols, so none.
     "digits": DatasetSpec(
-        "digits", 10, 1_437, 360, (32, 32, 3), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), flip=False,
+        "digits",
+        10,
+        1_437,
+        360,
+        (32, 32, 3),
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        flip=False,
     ),
 }
 

@@ -126,15 +126,21 @@ def ensure_prepared(spec: DatasetSpec, data_dir: str | None) -> str:
     return data_dir
 
 
-def load_tfds_split(spec: DatasetSpec, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+def load_tfds_split(
+    spec: DatasetSpec, split: str, data_dir: str | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Images `(N, H, W, C)` uint8 and labels `(N,)` int64 of a prepared tfds split, in memory."""
     import tensorflow_datasets as tfds
 
     data_dir = ensure_prepared(spec, data_dir)
     try:
         dataset = tfds.load(
-            spec.name, split=split, data_dir=data_dir, download=False,
-            as_supervised=True, batch_size=-1,
+            spec.name,
+            split=split,
+            data_dir=data_dir,
+            download=False,
+            as_supervised=True,
+            batch_size=-1,
         )
     except Exception as error:  # tfds raises many types; all mean the data is unreadable.
         raise DataNotFoundError(

@@ -8,7 +8,7 @@ member. The same network serves training (sampled masks), evaluation and predict
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 

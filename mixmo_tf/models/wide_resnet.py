@@ -7,7 +7,7 @@ average pooling. Spec section 2; reference WRN: https://arxiv.org/abs/1605.07146
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -29,8 +29,13 @@ def _check_depth_width(depth: int, width: int) -> None:
 
 def _conv(filters: int, kernel: int, stride: int, name: str) -> keras.layers.Conv2D:
     return keras.layers.Conv2D(
-        filters, kernel, strides=stride, padding="same", use_bias=False,
-        kernel_initializer=_CONV_INIT, name=name,
+        filters,
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=_CONV_INIT,
+        name=name,
     )
 
 
