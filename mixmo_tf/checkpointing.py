@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import tempfile
@@ -10,7 +12,19 @@ import keras
 import tensorflow as tf
 
 CHECKPOINT_SUBDIR = "checkpoints"
+RUN_CONFIG = "run_config.json"
 _KEEP = 3
+# Settings a resumed run may change: they neither alter the weights' meaning nor the method.
+_CHANGEABLE_ON_RESUME = {
+    "epochs",
+    "data_dir",
+    "model_dir",
+    "eval_batch_size",
+    "eval_steps",
+    "checkpoint_every_steps",
+    "distribution",
+    "jit_compile",
+}
 
 
 def checkpoint_manager(model: keras.Model, model_dir: str) -> tf.train.CheckpointManager:
@@ -25,25 +39,63 @@ def checkpoint_manager(model: keras.Model, model_dir: str) -> tf.train.Checkpoin
     )
 
 
+class CheckpointMismatchError(ValueError):
+    """The newest checkpoint of model_dir was written for another model."""
+
+
 def restore_latest(manager: tf.train.CheckpointManager) -> int:
     """Restores the newest checkpoint, if any; returns the optimizer step it was taken at.
 
     Raises:
-        ValueError: the checkpoint does not match the model (another architecture or flags).
+        CheckpointMismatchError: the checkpoint is of another architecture or dataset.
     """
     latest = manager.latest_checkpoint
     if latest is None:
         return 0
-    status = manager.checkpoint.restore(latest)
     try:
-        status.assert_existing_objects_matched()
-    except AssertionError as error:
-        raise ValueError(
+        manager.checkpoint.restore(latest).assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        raise CheckpointMismatchError(
             f"The checkpoint {latest} does not match this model ({error}). It was written by "
             "a run with other --depth/--width/--num_members/--dataset flags: use those flags "
             "or another --model_dir."
         ) from error
     return int(manager.checkpoint.optimizer.iterations.numpy())
+
+
+def _write_atomically(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory)
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temporary, path)
+
+
+def record_run_config(config) -> None:
+    """Writes `config` to `<model_dir>/run_config.json`, refusing to mix two runs in one folder.
+
+    Raises:
+        CheckpointMismatchError: the folder holds a run whose method or model settings differ
+            (only `epochs` and evaluation, data-location and execution settings may change).
+    """
+    path = os.path.join(config.model_dir, RUN_CONFIG)
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    if os.path.exists(path):
+        with open(path) as stream:
+            recorded = json.load(stream)
+        changed = sorted(
+            name
+            for name in current.keys() - _CHANGEABLE_ON_RESUME
+            if recorded.get(name) != current[name]
+        )
+        if changed:
+            details = ", ".join(f"--{n}: {recorded.get(n)!r} -> {current[n]!r}" for n in changed)
+            raise CheckpointMismatchError(
+                f"{config.model_dir} holds a run with other settings ({details}). Use the "
+                "recorded values to resume it, or another --model_dir for a new run."
+            )
+    _write_atomically(path, json.dumps(current, indent=2, sort_keys=True))
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from mixmo_tf import flags as mixmo_flags
 
@@ -21,14 +21,20 @@ def main(argv: list[str]) -> None:
     except ValueError as error:
         raise app.UsageError(str(error)) from error
 
-    from mixmo_tf import data, experiment  # TensorFlow work starts only after the flags are valid.
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # tfds and checkpoint INFO lines drown the bars
+
+    # TensorFlow work starts only after the flags are valid.
+    from mixmo_tf import checkpointing, experiment
 
     try:
         if flags.FLAGS.mode == "train":
             experiment.train(config)
         else:
             print(json.dumps(experiment.evaluate(config), indent=2))
-    except (data.DataNotFoundError, FileNotFoundError) as error:
+    except (FileNotFoundError, checkpointing.CheckpointMismatchError, FloatingPointError) as error:
+        # Missing or corrupt data (DataNotFoundError), no checkpoint, another run's
+        # checkpoint, a diverged loss: the message says what to do, a traceback would not.
         print(f"ERROR: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -88,10 +88,12 @@ def train(config: Config) -> MixMoModel:
     `model_dir`, and the final model as `model_dir/model.keras`.
     """
     spec = config.spec
+    # Multi-worker strategies must exist before other TensorFlow work, data loading included.
+    strategy = make_strategy(config.distribution)
     train_images, train_labels = data.load_split(spec, "train", config.data_dir)
     test_images, test_labels = data.load_split(spec, "test", config.data_dir)
-    strategy = make_strategy(config.distribution)
     keras.utils.set_random_seed(config.seed)
+    checkpointing.record_run_config(config)
     with strategy.scope():
         model = build_model(config)
     manager = checkpointing.checkpoint_manager(model, config.model_dir)

@@ -309,6 +309,18 @@ def test_xla_compiled_runs_train_and_are_deterministic(tmp_path):
     _assert_identical(first, second)
 
 
+def test_a_folder_holding_another_run_is_refused_not_mixed(tmp_path):
+    experiment.train(_smoke(tmp_path, epochs=1))
+    with pytest.raises(
+        checkpointing.CheckpointMismatchError, match="--mixing: 'cutmix' -> 'linear'"
+    ):
+        experiment.train(_smoke(tmp_path, mixing="linear"))
+    # Without the recorded settings, the checkpoint itself does not fit another architecture.
+    os.remove(tmp_path / checkpointing.RUN_CONFIG)
+    with pytest.raises(checkpointing.CheckpointMismatchError, match="does not match this model"):
+        experiment.train(_smoke(tmp_path, width=2))
+
+
 # ---- non-finite loss -----------------------------------------------------------------------------
 
 
