@@ -14,9 +14,16 @@ import tensorflow as tf
 CHECKPOINT_SUBDIR = "checkpoints"
 RUN_CONFIG = "run_config.json"
 _KEEP = 3
-# Settings a resumed run may change: they neither alter the weights' meaning nor the method.
+# Settings a resumed run may change: the optimisation schedule and how and where it runs.
+# Everything else defines the model, the method or the data stream, and must stay.
 _CHANGEABLE_ON_RESUME = {
     "epochs",
+    "lr",
+    "warmup_epochs",
+    "lr_decay_epochs",
+    "lr_decay_factor",
+    "momentum",
+    "l2",
     "data_dir",
     "model_dir",
     "eval_batch_size",
@@ -76,25 +83,27 @@ def record_run_config(config) -> None:
     """Writes `config` to `<model_dir>/run_config.json`, refusing to mix two runs in one folder.
 
     Raises:
-        CheckpointMismatchError: the folder holds a run whose method or model settings differ
-            (only `epochs` and evaluation, data-location and execution settings may change).
+        CheckpointMismatchError: the folder holds a run whose model, method or data-stream
+            settings differ (the optimisation schedule and execution settings may change).
     """
     path = os.path.join(config.model_dir, RUN_CONFIG)
     current = json.loads(json.dumps(dataclasses.asdict(config)))
     if os.path.exists(path):
         with open(path) as stream:
             recorded = json.load(stream)
-        changed = sorted(
-            name
-            for name in current.keys() - _CHANGEABLE_ON_RESUME
-            if recorded.get(name) != current[name]
-        )
-        if changed:
-            details = ", ".join(f"--{n}: {recorded.get(n)!r} -> {current[n]!r}" for n in changed)
+        changed = sorted(name for name in current if recorded.get(name) != current[name])
+
+        def describe(names):
+            return ", ".join(f"--{n}: {recorded.get(n)!r} -> {current[n]!r}" for n in names)
+
+        refused = [name for name in changed if name not in _CHANGEABLE_ON_RESUME]
+        if refused:
             raise CheckpointMismatchError(
-                f"{config.model_dir} holds a run with other settings ({details}). Use the "
-                "recorded values to resume it, or another --model_dir for a new run."
+                f"{config.model_dir} holds a run with other settings ({describe(refused)}). "
+                "Use the recorded values to resume it, or another --model_dir for a new run."
             )
+        if changed:
+            print(f"Resuming {config.model_dir} with changed settings: {describe(changed)}.")
     _write_atomically(path, json.dumps(current, indent=2, sort_keys=True))
 
 
