@@ -70,7 +70,8 @@ def restore_latest(manager: tf.train.CheckpointManager) -> int:
     return int(manager.checkpoint.optimizer.iterations.numpy())
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_text_atomically(path: str, text: str) -> None:
+    """Writes `text` under a temporary name, then renames it into place."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=directory)
@@ -104,7 +105,7 @@ def record_run_config(config) -> None:
             )
         if changed:
             print(f"Resuming {config.model_dir} with changed settings: {describe(changed)}.")
-    _write_atomically(path, json.dumps(current, indent=2, sort_keys=True))
+    write_text_atomically(path, json.dumps(current, indent=2, sort_keys=True))
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):

@@ -152,6 +152,7 @@ def evaluate(config: Config) -> dict[str, float]:
     )
     results = {name: float(value) for name, value in results.items()}
     results["step"] = step
-    with open(os.path.join(config.model_dir, EVAL_RESULTS), "w") as handle:
-        json.dump(results, handle, indent=2)
+    checkpointing.write_text_atomically(
+        os.path.join(config.model_dir, EVAL_RESULTS), json.dumps(results, indent=2)
+    )
     return results

@@ -18,7 +18,7 @@ import tensorflow as tf
 from mixmo_tf import input_mixing, metrics, mixing
 from mixmo_tf.models.mixmo import network_mask_shape, network_num_members
 
-_BATCH_STREAM, _SAMPLE_STREAM, _INPUT_MIXING_STREAM = 0, 1, 2
+_BATCH_STREAM, _REPLICA_STREAM, _SAMPLE_STREAM, _INPUT_MIXING_STREAM = 0, 1, 2, 3
 
 
 @keras.saving.register_keras_serializable(package="mixmo_tf")
@@ -157,7 +157,7 @@ class MixMoModel(keras.Model):
         replica_id = 0 if replica is None else replica.replica_id_in_sync_group
         batch_seed = tf.random.experimental.stateless_fold_in(step_key, _BATCH_STREAM)
         replica_key = tf.random.experimental.stateless_fold_in(
-            step_key, 1000 + tf.cast(replica_id, tf.int64)
+            tf.random.experimental.stateless_fold_in(step_key, _REPLICA_STREAM), replica_id
         )
         sample_seed = tf.random.experimental.stateless_fold_in(replica_key, _SAMPLE_STREAM)
         input_mixing_seed = tf.random.experimental.stateless_fold_in(
