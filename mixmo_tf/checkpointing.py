@@ -7,6 +7,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -134,18 +135,24 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training with the step and learning rate when the loss stops being finite."""
+    """Stops training with the step and learning rate when the loss stops being finite.
 
-    def on_train_batch_begin(self, batch, logs=None):
-        # The rate this step uses; by its end the optimizer already reports the next step's.
-        self._learning_rate = self.model.optimizer.learning_rate
+    Args:
+        learning_rate_at: the optimizer's schedule, step -> rate; read only on failure, so
+            the training loop pays nothing for the report.
+    """
+
+    def __init__(self, learning_rate_at: Callable[[int], float]):
+        super().__init__()
+        self.learning_rate_at = learning_rate_at
 
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
         if math.isfinite(loss):
             return
         step = int(self.model.optimizer.iterations.numpy())
-        learning_rate = float(keras.ops.convert_to_numpy(self._learning_rate))
+        # The optimizer has already counted this step: its rate is the schedule's at step - 1.
+        learning_rate = float(keras.ops.convert_to_numpy(self.learning_rate_at(step - 1)))
         raise FloatingPointError(
             f"The training loss became {loss} at step {step} (learning rate {learning_rate:.3g}). "
             "The last checkpoint is intact; lower --lr or check the input data, then rerun."

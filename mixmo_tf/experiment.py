@@ -19,6 +19,16 @@ FINAL_MODEL = "model.keras"
 EVAL_RESULTS = "eval_results.json"
 
 
+def learning_rate_schedule(config: Config) -> WarmupStepDecay:
+    """The paper's per-step warm-up and step decay, with the numbers derived by `config`."""
+    return WarmupStepDecay(
+        config.base_learning_rate,
+        config.warmup_steps,
+        config.lr_decay_steps,
+        config.lr_decay_factor,
+    )
+
+
 def build_model(config: Config) -> MixMoModel:
     """The compiled MixMo WRN of `config`, with its variables and optimizer state created."""
     spec = config.spec
@@ -39,13 +49,9 @@ def build_model(config: Config) -> MixMoModel:
         steps_per_epoch=config.derived_steps_per_epoch,
         epochs=config.epochs,
     )
-    schedule = WarmupStepDecay(
-        config.base_learning_rate,
-        config.warmup_steps,
-        config.lr_decay_steps,
-        config.lr_decay_factor,
+    optimizer = keras.optimizers.SGD(
+        learning_rate_schedule(config), momentum=config.momentum, nesterov=True
     )
-    optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True)
     model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
     model(np.zeros((1, *spec.image_shape), np.float32))
     optimizer.build(model.trainable_variables)
@@ -106,7 +112,7 @@ def train(config: Config) -> MixMoModel:
         test_images, test_labels, spec, config.eval_batch_size, config.eval_steps
     )
     callbacks = [
-        checkpointing.StopOnNonFiniteLoss(),
+        checkpointing.StopOnNonFiniteLoss(learning_rate_schedule(config)),
         checkpointing.PeriodicCheckpoint(manager, config.checkpoint_every_steps),
         keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
     ]
