@@ -225,10 +225,12 @@ class Config:
     def smoke(self) -> Config:
         """This run shrunk to seconds on a CPU.
 
-        WRN-10-1, at most 2 epochs of 3 steps, 2 test batches; everything else unchanged.
+        WRN-10-1, at most 2 epochs of 3 steps, 2 test batches, in `<model_dir>_smoke` so that
+        it never lands in (or is refused by) the real run's folder; everything else unchanged.
         """
         return dataclasses.replace(
             self,
+            model_dir=f"{self.model_dir}_smoke",
             depth=10,
             width=1,
             epochs=min(self.epochs, 2),

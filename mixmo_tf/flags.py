@@ -79,7 +79,8 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_bool(
         "smoke",
         False,
-        "Shrink the run to seconds on a CPU (WRN-10-1, at most 2 epochs of 3 steps).",
+        "Shrink the run to seconds on a CPU (WRN-10-1, at most 2 epochs of 3 steps), "
+        "in <model_dir>_smoke.",
         flag_values=values,
     )
     for field in dataclasses.fields(Config):

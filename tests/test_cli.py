@@ -98,6 +98,7 @@ def test_smoke_shrinks_any_flagfile_to_a_tiny_run():
     config = parse(f"--flagfile={FLAGFILES[0]}", "--smoke")
     assert (config.depth, config.width, config.epochs, config.steps_per_epoch) == (10, 1, 2, 3)
     assert config.batch_size % config.batch_repetitions == 0
+    assert config.model_dir == parse(f"--flagfile={FLAGFILES[0]}").model_dir + "_smoke"
 
 
 @pytest.mark.parametrize(
@@ -145,6 +146,7 @@ def test_main_without_data_fails_fast_with_instructions(tmp_path):
 
 def test_main_trains_evaluates_and_resumes_a_flagfile_on_a_real_format_archive(tmp_path):
     data_dir, model_dir = tmp_path / "data", tmp_path / "run"
+    smoke_dir = tmp_path / "run_smoke"  # --smoke keeps its runs apart from the real one
     write_cifar_archive(manual_dir(str(data_dir)), "cifar100", num_train=64, num_test=64)
     flagfile = os.path.join(REPO, "flags", "cifar100_wrn28-10_cut_mixmo_cutmix.flags")
     common = [
@@ -158,15 +160,15 @@ def test_main_trains_evaluates_and_resumes_a_flagfile_on_a_real_format_archive(t
     assert first.returncode == 0, first.stderr[-3000:]
     assert "val_accuracy" in first.stdout
     assert "val_member_1_accuracy" in first.stdout and "val_nll" in first.stdout
-    assert os.path.exists(model_dir / "checkpoints" / "ckpt-3.index")
+    assert os.path.exists(smoke_dir / "checkpoints" / "ckpt-3.index")
 
     resumed = run_main(*common)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from step 3 of 6" in resumed.stdout
     assert "Epoch 2/2" in resumed.stdout and "Epoch 1/2" not in resumed.stdout
-    assert os.path.exists(model_dir / "checkpoints" / "ckpt-6.index")
-    assert os.path.exists(model_dir / "model.keras")
-    assert glob.glob(str(model_dir / "logs" / "**" / "events.out.tfevents.*"), recursive=True)
+    assert os.path.exists(smoke_dir / "checkpoints" / "ckpt-6.index")
+    assert os.path.exists(smoke_dir / "model.keras")
+    assert glob.glob(str(smoke_dir / "logs" / "**" / "events.out.tfevents.*"), recursive=True)
 
     evaluated = run_main(*common, "--mode=evaluate")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

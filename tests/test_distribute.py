@@ -15,7 +15,7 @@ import textwrap
 
 SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import dataclasses, json, sys
     import numpy as np
     import tensorflow as tf
 
@@ -25,7 +25,8 @@ SCRIPT = textwrap.dedent(
     from mixmo_tf import experiment
     from mixmo_tf.config import Config
 
-    config = Config(dataset="digits", model_dir=sys.argv[1], distribution="mirrored").smoke()
+    smoke = Config(dataset="digits", distribution="mirrored").smoke()
+    config = dataclasses.replace(smoke, model_dir=sys.argv[1])
     model = experiment.train(config)
     strategy = model.distribute_strategy
     seeds = strategy.run(model._step_seeds)
