@@ -16,20 +16,12 @@ import pytest
 import tensorflow as tf
 
 from mixmo_tf.config import Config
+from mixmo_tf.experiment import learning_rate_schedule
 from mixmo_tf.schedules import WarmupStepDecay
 
 CIFAR_TRAIN = 50_000
 PAPER_BASE_LR = 0.1 * (64 / 4) / 128  # 0.0125
 VANILLA_BASE_LR = 0.1 * 64 / 128  # 0.05
-
-
-def schedule_of(config: Config) -> WarmupStepDecay:
-    return WarmupStepDecay(
-        config.base_learning_rate,
-        config.warmup_steps,
-        config.lr_decay_steps,
-        config.lr_decay_factor,
-    )
 
 
 def learning_rate(schedule, step: int) -> float:
@@ -79,7 +71,9 @@ def test_explicit_steps_per_epoch_moves_the_decay_steps():
     ],
 )
 def test_paper_schedule_values(step, expected):
-    assert learning_rate(schedule_of(Config()), step) == pytest.approx(expected, rel=1e-5)
+    assert learning_rate(learning_rate_schedule(Config()), step) == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -92,7 +86,7 @@ def test_paper_schedule_values(step, expected):
     ],
 )
 def test_vanilla_schedule_values(step, expected):
-    schedule = schedule_of(Config(num_members=1, mixing="none", batch_repetitions=1))
+    schedule = learning_rate_schedule(Config(num_members=1, mixing="none", batch_repetitions=1))
     assert learning_rate(schedule, step) == pytest.approx(expected, rel=1e-5)
 
 
@@ -119,7 +113,7 @@ def test_schedule_is_monotone_in_warmup_and_flat_between_boundaries():
 
 
 def test_schedule_in_tf_function_with_an_iterations_variable():
-    schedule = schedule_of(Config())
+    schedule = learning_rate_schedule(Config())
     step = tf.Variable(0, dtype=tf.int64)
     compiled = tf.function(lambda: schedule(step))
     for value in (0, 3127, 100 * 3125):
@@ -128,7 +122,7 @@ def test_schedule_in_tf_function_with_an_iterations_variable():
 
 
 def test_schedule_config_round_trip():
-    schedule = schedule_of(Config())
+    schedule = learning_rate_schedule(Config())
     config = schedule.get_config()
     assert config == {
         "base_lr": pytest.approx(0.0125),
