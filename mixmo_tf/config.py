@@ -13,6 +13,7 @@ import math
 
 from mixmo_tf.data.specs import DATASETS, DatasetSpec, dataset_spec
 from mixmo_tf.input_mixing import MSDA_KINDS
+from mixmo_tf.precision import PRECISIONS
 
 MIXING_METHODS = ("none", "mimo", "linear", "cutmix")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored")
@@ -59,6 +60,7 @@ class Config:
     checkpoint_every_steps: int = 0
     distribution: str = "default"
     jit_compile: bool = False
+    precision: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
@@ -92,6 +94,10 @@ class Config:
             self.distribution in DISTRIBUTIONS,
             f"--distribution must be one of {DISTRIBUTIONS}. "
             f"Received: distribution={self.distribution!r}",
+        )
+        _require(
+            self.precision in PRECISIONS,
+            f"--precision must be one of {PRECISIONS}. Received: precision={self.precision!r}",
         )
         _require(
             self.num_members >= 1,

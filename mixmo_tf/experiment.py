@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import keras
 import numpy as np
 
-from mixmo_tf import checkpointing, data
+from mixmo_tf import checkpointing, data, precision
 from mixmo_tf.config import Config
 from mixmo_tf.distribute import make_strategy
 from mixmo_tf.models.wide_resnet import wide_resnet
@@ -29,32 +30,47 @@ def learning_rate_schedule(config: Config) -> WarmupStepDecay:
     )
 
 
+def resolve_device_defaults(config: Config) -> Config:
+    """`config` with `precision="auto"` replaced by this machine's choice.
+
+    The resolved value is what `run_config.json` records, so a resume on a machine that
+    would choose differently is refused instead of silently changing the numerics.
+    """
+    return dataclasses.replace(config, precision=precision.resolve_precision(config.precision))
+
+
 def build_model(config: Config) -> MixMoModel:
-    """The compiled MixMo WRN of `config`, with its variables and optimizer state created."""
+    """The compiled MixMo WRN of `config`, with its variables and optimizer state created.
+
+    Layers compute in `config.precision` (resolved for this machine if "auto"); variables,
+    logits and the loss stay float32.
+    """
     spec = config.spec
-    network = wide_resnet(
-        config.depth, config.width, spec.num_classes, config.num_members, spec.image_shape
-    )
-    model = MixMoModel(
-        network,
-        mixing_alpha=config.effective_mixing_alpha,
-        loss_power=config.effective_loss_power,
-        cut_prob=config.effective_cut_prob,
-        cut_prob_decay_start=config.cut_prob_decay_start,
-        msda=config.msda,
-        msda_prob=config.msda_prob,
-        msda_alpha=config.msda_alpha,
-        l2=config.l2,
-        seed=config.seed,
-        steps_per_epoch=config.derived_steps_per_epoch,
-        epochs=config.epochs,
-    )
+    with precision.dtype_policy(config.precision):
+        network = wide_resnet(
+            config.depth, config.width, spec.num_classes, config.num_members, spec.image_shape
+        )
+        model = MixMoModel(
+            network,
+            mixing_alpha=config.effective_mixing_alpha,
+            loss_power=config.effective_loss_power,
+            cut_prob=config.effective_cut_prob,
+            cut_prob_decay_start=config.cut_prob_decay_start,
+            msda=config.msda,
+            msda_prob=config.msda_prob,
+            msda_alpha=config.msda_alpha,
+            l2=config.l2,
+            seed=config.seed,
+            steps_per_epoch=config.derived_steps_per_epoch,
+            epochs=config.epochs,
+        )
     optimizer = keras.optimizers.SGD(
         learning_rate_schedule(config), momentum=config.momentum, nesterov=True
     )
+    # Under mixed_float16, compile wraps the optimizer in a LossScaleOptimizer.
     model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
     model(np.zeros((1, *spec.image_shape), np.float32))
-    optimizer.build(model.trainable_variables)
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -93,9 +109,11 @@ def train(config: Config) -> MixMoModel:
     the test split after every epoch, writes TensorBoard logs and checkpoints under
     `model_dir`, and the final model as `model_dir/model.keras`.
     """
-    spec = config.spec
     # Multi-worker strategies must exist before other TensorFlow work, data loading included.
     strategy = make_strategy(config.distribution)
+    config = resolve_device_defaults(config)
+    print(f"Precision: {config.precision}.")
+    spec = config.spec
     train_images, train_labels = data.load_split(spec, "train", config.data_dir)
     test_images, test_labels = data.load_split(spec, "test", config.data_dir)
     keras.utils.set_random_seed(config.seed)
@@ -141,6 +159,7 @@ def evaluate(config: Config) -> dict[str, float]:
     Raises:
         FileNotFoundError: `model_dir` has no checkpoint.
     """
+    config = resolve_device_defaults(config)
     spec = config.spec
     test_images, test_labels = data.load_split(spec, "test", config.data_dir)
     model = build_model(config)

@@ -13,6 +13,7 @@ from absl import flags
 from mixmo_tf.config import DISTRIBUTIONS, MIXING_METHODS, Config
 from mixmo_tf.data.specs import DATASETS
 from mixmo_tf.input_mixing import MSDA_KINDS
+from mixmo_tf.precision import PRECISIONS
 
 MODES = ("train", "evaluate")
 
@@ -54,14 +55,19 @@ _HELP = {
     "checkpoint_every_steps": "Also checkpoint every this many steps (0: once per epoch).",
     "distribution": "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
     "multi_worker_mirrored (the workers in TF_CONFIG).",
-    "jit_compile": "Compile the train step with XLA. On CPU it needs integer --mixing_alpha and "
-    "--msda_alpha (ratios then come from sums of exponentials; XLA has no CPU Gamma kernel).",
+    "jit_compile": "Compile the train step with XLA. Off by default: on CPU it measured 1.5-2.3x "
+    "slower (bench/README.md). On CPU it needs integer --mixing_alpha and --msda_alpha (ratios "
+    "then come from sums of exponentials; XLA has no CPU Gamma kernel).",
+    "precision": "Compute precision of the layers (variables and loss stay float32): float32, "
+    "mixed_bfloat16, mixed_float16, or auto: mixed_bfloat16 on CPUs with AMX-BF16, "
+    "mixed_float16 on GPUs with tensor cores, float32 elsewhere (bench/README.md).",
 }
 _CHOICES = {
     "dataset": sorted(DATASETS),
     "mixing": list(MIXING_METHODS),
     "msda": list(MSDA_KINDS),
     "distribution": list(DISTRIBUTIONS),
+    "precision": list(PRECISIONS),
 }
 
 

@@ -127,7 +127,8 @@ class MixMoModel(keras.Model):
         if not isinstance(logits, (list, tuple)):
             # A functional model with one output (M = 1) returns the tensor, not a list.
             logits = [logits]
-        return tf.stack(logits, axis=1)
+        # Losses and probabilities in float32 whatever the compute precision of the network.
+        return tf.cast(tf.stack(logits, axis=1), tf.float32)
 
     def call(self, images, training: bool = False) -> dict[str, tf.Tensor]:
         """Ensemble prediction: the same image to every member, features summed.
@@ -241,9 +242,11 @@ class MixMoModel(keras.Model):
             cross_entropy = self.weighted_cross_entropy(batch["targets"], logits, batch["weights"])
             l2_loss = self.l2_loss()
             loss = cross_entropy + self.l2 * l2_loss
-            # fit sums gradients over replicas: each replica contributes its share.
+            # fit sums gradients over replicas: each replica contributes its share. Under
+            # mixed_float16 the optimizer is a LossScaleOptimizer: it scales the loss here
+            # and unscales (or skips non-finite) gradients in apply.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = loss / replicas
+            scaled_loss = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
 

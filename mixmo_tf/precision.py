@@ -1,0 +1,67 @@
+"""Compute precision: the `--precision` choices, the per-device default, the Keras policy.
+
+Variables stay float32 in every mode (Keras mixed policies); only the compute dtype of the
+layers changes, and `MixMoModel` casts the logits back to float32 before the loss, the
+probabilities and the metrics. The "auto" default follows what was measured
+(`bench/README.md`): on a CPU with AMX-BF16 tiles, mixed_bfloat16 makes the WRN training step
+~1.7-2x faster; on CPUs without them bfloat16 is emulated and float32 is the faster choice;
+float16 on a CPU has no fast kernels at all. On GPUs of compute capability >= 7.0 (tensor
+cores) "auto" picks mixed_float16, TensorFlow's recommendation; no GPU was available to
+measure it here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import keras
+import tensorflow as tf
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+_TENSOR_CORE_CAPABILITY = (7, 0)
+_CPU_INFO = "/proc/cpuinfo"
+
+
+def cpu_has_amx_bf16(cpu_info_path: str = _CPU_INFO) -> bool:
+    """Whether this CPU advertises AMX-BF16 tiles (Linux /proc/cpuinfo; False elsewhere)."""
+    try:
+        with open(cpu_info_path) as stream:
+            for line in stream:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def default_precision() -> str:
+    """The faster precision for this machine's training device (see the module docstring)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        has_tensor_cores = capability is not None and tuple(capability) >= _TENSOR_CORE_CAPABILITY
+        return "mixed_float16" if has_tensor_cores else "float32"
+    return "mixed_bfloat16" if cpu_has_amx_bf16() else "float32"
+
+
+def resolve_precision(precision: str) -> str:
+    """`precision` itself, or this machine's default for "auto"."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {PRECISIONS}. Received: {precision!r}")
+    return default_precision() if precision == "auto" else precision
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Layers and models created inside use the Keras dtype policy `precision`.
+
+    The global policy is restored on exit, so building one mixed-precision model leaves
+    later models (and other tests in the process) in float32.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(resolve_precision(precision))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

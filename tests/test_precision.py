@@ -1,0 +1,143 @@
+"""--precision: the per-device default, the Keras policy scope, and short runs in each mode.
+
+- "auto" resolves from the device: AMX-BF16 CPUs read from /proc/cpuinfo-style files.
+- Building a model in one precision leaves the process's global policy untouched.
+- Every precision, with and without XLA, trains a smoke run end to end on CPU: layers
+  compute in the chosen dtype, variables and outputs stay float32, the saved model reloads
+  with its policy, and run_config.json records the resolved precision.
+- mixed_float16's loss scaling: one step's update matches the float32 step's update.
+- A run is not resumed in another precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from model_helpers import random_train_batch
+
+from mixmo_tf import checkpointing, experiment, precision
+from mixmo_tf.config import Config
+
+SMOKE = Config(dataset="digits", epochs=1).smoke()
+_COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+
+
+def _smoke(model_dir, **overrides) -> Config:
+    return dataclasses.replace(SMOKE, model_dir=str(model_dir), **overrides)
+
+
+def _write_cpu_info(path, flags: str) -> str:
+    path.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\n")
+    return str(path)
+
+
+def test_amx_bf16_is_read_from_the_cpu_flags(tmp_path):
+    with_amx = _write_cpu_info(tmp_path / "amx", "fpu avx512f amx_bf16 amx_tile")
+    without = _write_cpu_info(tmp_path / "plain", "fpu avx2 avx512f avx512_bf16")
+    assert precision.cpu_has_amx_bf16(with_amx)
+    assert not precision.cpu_has_amx_bf16(without)
+    assert not precision.cpu_has_amx_bf16(str(tmp_path / "missing"))
+
+
+def test_auto_resolves_to_this_machines_default_and_names_pass_through():
+    assert precision.resolve_precision("auto") == precision.default_precision()
+    on_this_cpu = "mixed_bfloat16" if precision.cpu_has_amx_bf16() else "float32"
+    assert precision.default_precision() == on_this_cpu  # no GPU on the test machines
+    for name in ("float32", "mixed_float16", "mixed_bfloat16"):
+        assert precision.resolve_precision(name) == name
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        precision.resolve_precision("bfloat16")
+
+
+def test_a_bad_precision_is_rejected_by_the_config():
+    with pytest.raises(ValueError, match="--precision must be one of .* precision='fp8'"):
+        Config(precision="fp8")
+
+
+def test_the_policy_scope_restores_the_global_policy_even_on_error():
+    before = keras.config.dtype_policy().name
+    with pytest.raises(RuntimeError):
+        with precision.dtype_policy("mixed_bfloat16"):
+            assert keras.config.dtype_policy().name == "mixed_bfloat16"
+            assert keras.layers.Dense(2).compute_dtype == "bfloat16"
+            raise RuntimeError
+    assert keras.config.dtype_policy().name == before
+
+
+@pytest.mark.parametrize(
+    "name, jit_compile",
+    [
+        ("float32", False),
+        ("mixed_bfloat16", False),
+        ("mixed_float16", False),
+        ("mixed_bfloat16", True),
+        ("mixed_float16", True),
+    ],
+)
+def test_each_precision_trains_saves_and_reloads(tmp_path, name, jit_compile):
+    config = _smoke(tmp_path, precision=name, jit_compile=jit_compile)
+    model = experiment.train(config)
+
+    assert int(model.optimizer.iterations.numpy()) == config.total_steps
+    assert np.isfinite(model.history.history["loss"]).all()
+    stem = model.network.get_layer("stem_0")
+    assert stem.compute_dtype == _COMPUTE_DTYPES[name]
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (
+        name == "mixed_float16"
+    )
+    images = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
+    outputs = model.predict(images, verbose=0)
+    assert outputs["ensemble"].dtype == np.float32
+    np.testing.assert_allclose(outputs["ensemble"].sum(axis=-1), 1.0, rtol=1e-5)
+
+    reloaded = keras.saving.load_model(os.path.join(config.model_dir, experiment.FINAL_MODEL))
+    assert reloaded.network.get_layer("stem_0").compute_dtype == _COMPUTE_DTYPES[name]
+    np.testing.assert_allclose(
+        reloaded.predict(images, verbose=0)["ensemble"], outputs["ensemble"], atol=1e-6
+    )
+    with open(os.path.join(config.model_dir, checkpointing.RUN_CONFIG)) as stream:
+        assert json.load(stream)["precision"] == name
+
+
+def test_auto_is_recorded_resolved_and_another_precision_is_not_resumed(tmp_path):
+    experiment.train(_smoke(tmp_path, precision="auto"))
+    with open(os.path.join(tmp_path, checkpointing.RUN_CONFIG)) as stream:
+        recorded = json.load(stream)["precision"]
+    assert recorded == precision.resolve_precision("auto")
+
+    other = "float32" if recorded != "float32" else "mixed_bfloat16"
+    with pytest.raises(checkpointing.CheckpointMismatchError, match="--precision"):
+        experiment.train(_smoke(tmp_path, precision=other, epochs=2))
+
+
+def _one_step_update(name: str, batch) -> list[np.ndarray]:
+    """Weight changes of one training step of a fixed-seed smoke model in `name`."""
+    keras.utils.set_random_seed(0)
+    model = experiment.build_model(_smoke("/tmp/unused", precision=name, l2=0.0))
+    before = [v.numpy() for v in model.trainable_variables]
+    model.train_on_batch(batch)
+    return [v.numpy() - b for v, b in zip(model.trainable_variables, before)]
+
+
+def test_mixed_float16_loss_scaling_gives_the_float32_update():
+    """The loss is scaled before the gradient and the gradients unscaled before SGD.
+
+    A missing unscale would make the float16 update 32768 times too large; a scale applied
+    twice or never (with gradients underflowing in float16) would shrink it. Both would
+    break the match with the float32 step, which only float16 rounding separates.
+    """
+    batch = random_train_batch(16, 2, seed=3)
+    batch = {key: tf.constant(value) for key, value in batch.items() if "partner" not in key}
+    reference = _one_step_update("float32", batch)
+    scaled = _one_step_update("mixed_float16", batch)
+    reference_norm = np.sqrt(sum(np.sum(d**2) for d in reference))
+    difference = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(reference, scaled)))
+    assert reference_norm > 0
+    assert difference < 0.05 * reference_norm
