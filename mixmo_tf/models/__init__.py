@@ -1,5 +1,6 @@
 """Network builders: the MixMo wrapper and the backbones it wraps."""
 
+from mixmo_tf.models.batch_norm import FusedBatchNormalization
 from mixmo_tf.models.mixmo import build_mixmo_network, member_input_name
 from mixmo_tf.models.wide_resnet import (
     PRESETS,
@@ -12,6 +13,7 @@ from mixmo_tf.models.wide_resnet import (
 )
 
 __all__ = [
+    "FusedBatchNormalization",
     "PRESETS",
     "build_mixmo_network",
     "member_input_name",

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import keras
 
+from mixmo_tf.models.batch_norm import FusedBatchNormalization
 from mixmo_tf.models.mixmo import build_mixmo_network
 
 STEM_CHANNELS = 16
@@ -40,9 +41,7 @@ def _conv(filters: int, kernel: int, stride: int, name: str) -> keras.layers.Con
 
 
 def _bn_relu(x, name: str):
-    x = keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn"
-    )(x)
+    x = FusedBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
