@@ -9,7 +9,14 @@ from mixmo_tf.config import Config
 from mixmo_tf.experiment import build_model, evaluate, train
 from mixmo_tf.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
 from mixmo_tf.mixing import FeatureMixing
-from mixmo_tf.models import build_mixmo_network, wide_resnet, wrn10_1, wrn16_4, wrn28_10
+from mixmo_tf.models import (
+    FusedBatchNormalization,
+    build_mixmo_network,
+    wide_resnet,
+    wrn10_1,
+    wrn16_4,
+    wrn28_10,
+)
 from mixmo_tf.schedules import WarmupStepDecay
 from mixmo_tf.training import MixMoModel
 
@@ -20,6 +27,7 @@ __all__ = [
     "Config",
     "ExpectedCalibrationError",
     "FeatureMixing",
+    "FusedBatchNormalization",
     "MixMoModel",
     "NegativeLogLikelihood",
     "WarmupStepDecay",

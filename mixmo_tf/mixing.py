@@ -190,9 +190,9 @@ class FeatureMixing(keras.layers.Layer):
                 f"FeatureMixing expects {self.num_members} feature maps and the masks. "
                 f"Received: {len(features)} feature maps"
             )
-        masks = keras.ops.cast(masks, features[0].dtype)
-        mixed = sum(masks[..., i : i + 1] * feature for i, feature in enumerate(features))
-        return self.num_members * mixed
+        # M * m_i on the small masks, not M * (sum) on the full-size features: one fewer pass.
+        weights = keras.ops.cast(masks * self.num_members, features[0].dtype)
+        return sum(weights[..., i : i + 1] * feature for i, feature in enumerate(features))
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]

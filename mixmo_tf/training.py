@@ -16,9 +16,17 @@ import keras
 import tensorflow as tf
 
 from mixmo_tf import input_mixing, metrics, mixing
-from mixmo_tf.models.mixmo import network_mask_shape, network_num_members
+from mixmo_tf.models.mixmo import ensemble_logits, network_mask_shape, network_num_members
 
 _BATCH_STREAM, _REPLICA_STREAM, _SAMPLE_STREAM, _INPUT_MIXING_STREAM = 0, 1, 2, 3
+
+
+def _stack_float32(logits: list[tf.Tensor]) -> tf.Tensor:
+    """M logits `(batch, classes)` -> `(batch, M, classes)` float32.
+
+    Losses and probabilities are computed in float32 whatever the network's compute precision.
+    """
+    return tf.cast(tf.stack(logits, axis=1), tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="mixmo_tf")
@@ -127,8 +135,7 @@ class MixMoModel(keras.Model):
         if not isinstance(logits, (list, tuple)):
             # A functional model with one output (M = 1) returns the tensor, not a list.
             logits = [logits]
-        # Losses and probabilities in float32 whatever the compute precision of the network.
-        return tf.cast(tf.stack(logits, axis=1), tf.float32)
+        return _stack_float32(logits)
 
     def call(self, images, training: bool = False) -> dict[str, tf.Tensor]:
         """Ensemble prediction: the same image to every member, features summed.
@@ -140,8 +147,8 @@ class MixMoModel(keras.Model):
             `{"ensemble": (batch, classes), "members": (batch, members, classes)}`
             probabilities; the ensemble is softmax of the mean logits (spec 7).
         """
-        masks = mixing.uniform_masks(tf.shape(images)[0], *self.mask_shape, self.num_members)
-        logits = self.member_logits([images] * self.num_members, masks, training=training)
+        # The network with masks 1/M, computed as the plain sum of the stem features.
+        logits = _stack_float32(ensemble_logits(self.network, images, training=training))
         return {
             "ensemble": tf.nn.softmax(tf.reduce_mean(logits, axis=1)),
             "members": tf.nn.softmax(logits),

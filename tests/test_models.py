@@ -37,6 +37,7 @@ from model_helpers import (
 )
 
 from mixmo_tf.models import build_mixmo_network, wide_resnet, wrn28_10
+from mixmo_tf.models.mixmo import ensemble_logits
 from mixmo_tf.schedules import WarmupStepDecay
 from mixmo_tf.training import MixMoModel
 
@@ -271,6 +272,43 @@ def test_build_mixmo_network_wraps_another_backbone():
     predicted = model.predict(rng.standard_normal((3, *_TINY_SHAPE)).astype(np.float32), verbose=0)
     assert predicted["ensemble"].shape == (3, 5)
     assert predicted["members"].shape == (3, 2, 5)
+
+
+def _sequential_stem(member: int) -> keras.layers.Layer:
+    """A stem that is itself a model (conv, BN, ReLU), as users' backbones often have."""
+    return keras.Sequential(
+        [
+            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+        ],
+        name=f"seq_stem_{member}",
+    )
+
+
+@pytest.mark.parametrize("num_members", [1, 2, 3])
+def test_ensemble_logits_are_the_network_with_masks_one_over_m(num_members):
+    """The prediction path (stem features summed) equals the network fed masks 1/M.
+
+    With nested-model stems and core, whose own `input` names their inner tensors.
+    """
+    core = keras.Sequential(
+        [keras.layers.Conv2D(6, 3, padding="same"), keras.layers.GlobalAveragePooling2D()]
+    )
+    network = build_mixmo_network(
+        _sequential_stem, core, num_classes=5, num_members=num_members, input_shape=_TINY_SHAPE
+    )
+    perturb_batchnorm(network, seed=4)
+    images = np.random.default_rng(5).standard_normal((3, *_TINY_SHAPE)).astype(np.float32)
+    expected = network(
+        [images] * num_members + [uniform_masks(3, _TINY_SHAPE[:2], num_members)], training=False
+    )
+    expected = expected if isinstance(expected, list) else [expected]
+    for _ in range(2):  # calling it leaves the network's graph as it was
+        logits = ensemble_logits(network, images)
+        assert len(logits) == num_members
+        for got, want in zip(logits, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 # ---- block details -------------------------------------------------------------------------------

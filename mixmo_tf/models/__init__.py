@@ -1,7 +1,7 @@
 """Network builders: the MixMo wrapper and the backbones it wraps."""
 
 from mixmo_tf.models.batch_norm import FusedBatchNormalization
-from mixmo_tf.models.mixmo import build_mixmo_network, member_input_name
+from mixmo_tf.models.mixmo import build_mixmo_network, ensemble_logits, member_input_name
 from mixmo_tf.models.wide_resnet import (
     PRESETS,
     wide_resnet,
@@ -16,6 +16,7 @@ __all__ = [
     "FusedBatchNormalization",
     "PRESETS",
     "build_mixmo_network",
+    "ensemble_logits",
     "member_input_name",
     "wide_resnet",
     "wide_resnet_core",
