@@ -1,102 +1,145 @@
-"""Times the full MixMo training step (mixing, loss, L2, SGD update) of a WRN on this machine.
+"""Times the full MixMo training step against the plain network's, interleaved.
 
-Prints one JSON line per configuration: the median seconds per step over the timed steps
-after warm-up, images/s (counting the B slots of a batch), versions, threads and cores.
-Example: python bench/train_step.py --depth=28 --width=10 --members=2,1
+The step is `MixMoModel.train_step` (mask sampling, input MSDA, weighted loss, L2, SGD
+update) compiled by Keras, on batches of the real input pipeline generated into memory
+beforehand, so the timing excludes the pipeline (bench/input_pipeline.py times it). Each
+step gets its own batch and advances the optimizer, as in training. Prints one JSON line per
+(network, M) and one MixMo / plain step-time ratio line per network.
+
+Example: python bench/train_step.py --networks=28-10 --members=2,1 --precision=auto
 """
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import sys
-import time
+from collections.abc import Callable
+from typing import Any
 
+import harness
 import keras
-import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from mixmo_tf import data
 from mixmo_tf.config import Config
 from mixmo_tf.experiment import build_model, train_stream
+from mixmo_tf.input_mixing import MSDA_KINDS
+from mixmo_tf.precision import resolve_precision
+from mixmo_tf.training import MixMoModel
 
-flags.DEFINE_integer("depth", 28, "WRN depth.")
-flags.DEFINE_integer("width", 10, "WRN width.")
-flags.DEFINE_list("members", ["2", "1"], "Values of M to time (1 = plain network, b=1, no mixing).")
-flags.DEFINE_integer("batch_size", 64, "Slots per batch B.")
-flags.DEFINE_integer("batch_repetitions", 4, "b for M > 1.")
-flags.DEFINE_enum("msda", "none", ["none", "mixup", "cutmix"], "Input mixing for M > 1.")
-flags.DEFINE_integer("warmup_steps", 2, "Untimed steps (tracing, allocation).")
-flags.DEFINE_integer("timed_steps", 5, "Timed steps; the median is reported.")
-FLAGS = flags.FLAGS
+# Enough distinct images for the batches of a short timing run.
+NUM_EXAMPLES = 1024
 
 
-class StepTimer(keras.callbacks.Callback):
-    """Records the wall time of each training batch."""
-
-    def __init__(self):
-        super().__init__()
-        self.durations: list[float] = []
-        self._start = 0.0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.durations.append(time.perf_counter() - self._start)
-
-
-def time_configuration(num_members: int) -> dict:
-    """Median step time of M = `num_members` (M = 1: the plain network, b = 1, no mixing)."""
-    single = num_members == 1
-    steps = FLAGS.warmup_steps + FLAGS.timed_steps
-    config = Config(
-        dataset="cifar100",
-        depth=FLAGS.depth,
-        width=FLAGS.width,
-        num_members=num_members,
-        mixing="none" if single else "cutmix",
-        msda="none" if single else FLAGS.msda,
-        batch_size=FLAGS.batch_size,
-        batch_repetitions=1 if single else FLAGS.batch_repetitions,
-        steps_per_epoch=steps,
-        epochs=1,
-        model_dir="/tmp/unused",
+def define_run_flags(values: flags.FlagValues) -> None:
+    """Defines the flags shaping the timed runs on `values` (bench/peak_memory.py's too)."""
+    harness.define_model_flags(values, batch_size=64)
+    flags.DEFINE_integer("batch_repetitions", 4, "b for M > 1.", flag_values=values)
+    flags.DEFINE_enum(
+        "msda", "none", list(MSDA_KINDS), "Input mixing for M > 1.", flag_values=values
     )
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (1024, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 100, 1024)
-    keras.utils.set_random_seed(0)
-    model = build_model(config)
-    batches = data.train_dataset(images, labels, config.spec, train_stream(config), 0, steps)
-    timer = StepTimer()
-    model.fit(batches, epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0, shuffle=False)
-    median = statistics.median(timer.durations[FLAGS.warmup_steps :])
+
+
+def define_flags(values: flags.FlagValues) -> None:
+    """Defines this script's flags on `values`: the runs', and the matmul ceiling's."""
+    define_run_flags(values)
+    flags.DEFINE_list(
+        "ceiling_networks",
+        ["28-10"],
+        "Networks whose lines also get this machine's matmul ceiling in the compute dtype, "
+        "measured in the same run (empty: none).",
+        flag_values=values,
+    )
+    flags.DEFINE_integer(
+        "ceiling_size", 4096, "Side of the square matmul of the ceiling.", flag_values=values
+    )
+
+
+def step_config(network: str, members: int, values: flags.FlagValues) -> Config:
+    """The Config of M = `members` of `network`, one epoch of just the benchmark's steps."""
+    return harness.bench_config(
+        network,
+        members,
+        batch_size=values.batch_size,
+        batch_repetitions=values.batch_repetitions,
+        msda=values.msda,
+        precision=values.precision,
+        jit_compile=values.jit_compile,
+        steps_per_epoch=values.warmup_steps + values.timed_steps,
+        epochs=1,
+    )
+
+
+def pipeline_batches(config: Config) -> list[dict[str, tf.Tensor]]:
+    """One epoch of the real training pipeline's batches on synthetic data, in memory."""
+    images, labels = harness.synthetic_cifar(NUM_EXAMPLES, config.spec.num_classes, seed=0)
+    stream = train_stream(config)
+    dataset = data.train_dataset(images, labels, config.spec, stream, 0, stream.steps_per_epoch)
+    return list(dataset)
+
+
+def step_function(model: MixMoModel, batches: list[dict[str, tf.Tensor]]) -> Callable[[], None]:
+    """One compiled training step per call, each on the next batch; waits for the loss."""
+    model.make_train_function()
+    remaining = iter(batches)
+
+    def step() -> None:
+        logs = model.train_function(iter([next(remaining)]))
+        float(logs["loss"])
+
+    return step
+
+
+def add_ceiling(records: list[dict[str, Any]], precision: str, size: int) -> None:
+    """Adds this machine's matmul ceiling in the compute dtype, and each record's share of it.
+
+    Measured after the steps, in the same process, so it describes the same machine state.
+    """
+    dtype = harness.compute_dtype(precision)
+    ceiling = harness.matmul_ceiling_gflops(dtype, size)
+    for record in records:
+        record.update(
+            ceiling_dtype=dtype,
+            matmul_ceiling_gflops=ceiling,
+            fraction_of_ceiling=record["achieved_gflops"] / ceiling,
+        )
+
+
+def step_record(network: str, config: Config, timing: dict, flops: float) -> dict[str, Any]:
+    """The JSON record of one (network, M) from its timing and FLOPs per step."""
+    median = timing["median_s"]
     return {
-        "bench": "train_step",
-        "network": f"WRN-{FLAGS.depth}-{FLAGS.width}",
-        "members": num_members,
-        "batch_size": config.batch_size,
+        **harness.run_record("train_step", network, config),
         "batch_repetitions": config.batch_repetitions,
         "msda": config.msda,
-        "median_step_s": round(median, 4),
-        "images_per_s": round(config.batch_size / median, 2),
-        "timed_steps": FLAGS.timed_steps,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "cores": os.cpu_count(),
-        "command": " ".join(["python", *sys.argv]),
+        "median_step_s": median,
+        **harness.throughput(median, config.batch_size, flops),
+        "timed_steps": len(timing["durations_s"]),
+        "step_durations": timing["durations_s"],
+        "training_gflop_per_step": flops / harness.GIGA,
     }
 
 
-def main(argv):
-    del argv
-    for members in FLAGS.members:
-        print(json.dumps(time_configuration(int(members))), flush=True)
+def time_network(network: str, values: flags.FlagValues) -> list[dict[str, Any]]:
+    """Records of every M of `network`, timed interleaved, and the ratio records."""
+    configs = {m: step_config(network, m, values) for m in harness.member_counts(values)}
+    steps, flops = {}, {}
+    for members, config in configs.items():
+        keras.utils.set_random_seed(0)
+        model = build_model(config)
+        flops[members] = harness.training_flops(model.network, config.batch_size)
+        steps[members] = step_function(model, pipeline_batches(config))
+    timings = harness.interleaved_medians(steps, values.warmup_steps, values.timed_steps)
+    records = [step_record(network, config, timings[m], flops[m]) for m, config in configs.items()]
+    if network in values.ceiling_networks:
+        add_ceiling(records, resolve_precision(values.precision), values.ceiling_size)
+    medians = {m: timing["median_s"] for m, timing in timings.items()}
+    return records + harness.ratio_records("train_step_ratio", network, "median_step_s", medians)
+
+
+def run(values: flags.FlagValues) -> None:
+    """Times each network of --networks and prints its JSON lines."""
+    harness.emit_networks(values, time_network)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    harness.run_script(define_flags, run)

@@ -2,12 +2,13 @@
 
 Variables stay float32 in every mode (Keras mixed policies); only the compute dtype of the
 layers changes, and `MixMoModel` casts the logits back to float32 before the loss, the
-probabilities and the metrics. The "auto" default follows what was measured
-(`bench/README.md`): on a CPU with AMX-BF16 tiles, mixed_bfloat16 makes the WRN training step
-~1.7-2x faster; on CPUs without them bfloat16 is emulated and float32 is the faster choice;
-float16 on a CPU has no fast kernels at all. On GPUs of compute capability >= 7.0 (tensor
-cores) "auto" picks mixed_float16, TensorFlow's recommendation; no GPU was available to
-measure it here.
+probabilities and the metrics. The "auto" default follows what `bench/precision.py`
+measured on a 2-core Sapphire Rapids CPU (bench/README.md): with AMX-BF16 tiles,
+mixed_bfloat16 made the MixMo WRN-28-10 training step 3.5x faster than float32; with
+oneDNN limited to the instructions of CPUs without AMX it made the WRN-16-4 step 1.5x
+(Cooper Lake) to 4x (Skylake) slower; float16 has no fast CPU kernels (123x slower on
+WRN-10-1). On GPUs of compute capability >= 7.0 (tensor cores) "auto" picks mixed_float16,
+TensorFlow's recommendation; no GPU was available to measure it here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,405 @@
+"""Measurement helpers shared by the bench/ scripts: environment, timing, memory, FLOPs, flags.
+
+Every script prints one JSON line per measurement through `emit`, which adds the environment
+(versions, threads, cores, CPU model, oneDNN, the command), so each line stands on its own.
+Timings interleave the compared variants (`interleaved_medians`) so that a shared machine's
+slow drifts hit all of them alike, and report medians over timed rounds after warm-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from mixmo_tf.config import Config
+from mixmo_tf.experiment import resolve_device_defaults
+from mixmo_tf.precision import PRECISIONS
+
+PLAIN = 1  # M of the plain single network, the baseline of every ratio.
+GIGA = 1e9  # FLOPs per GFLOP
+_CPU_INFO = "/proc/cpuinfo"
+_PROCESS_STATUS = "/proc/self/status"
+_X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+_NETWORK = re.compile(r"\d+-\d+")  # a WRN as depth-width
+
+_Key = TypeVar("_Key")
+
+
+# ---- environment and output ------------------------------------------------------------------
+
+
+def _proc_field(path: str, key: str) -> str | None:
+    """Value after the colon of the first `key` line of a /proc-style file, or None."""
+    try:
+        with open(path) as stream:
+            for line in stream:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; `platform.processor()` elsewhere)."""
+    return _proc_field(_CPU_INFO, "model name") or platform.processor()
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow's oneDNN optimisations are on.
+
+    TF_ENABLE_ONEDNN_OPTS decides when set; otherwise TF 2.21 turns them on for x86 CPUs.
+    """
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if setting is None:
+        return platform.machine().lower() in _X86_MACHINES
+    return setting.strip().lower() in ("1", "true")
+
+
+def environment() -> dict[str, Any]:
+    """What a measurement depends on besides its own settings, and the command that made it.
+
+    Thread settings of 0 mean TensorFlow's default (one thread per core).
+    """
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "onednn": onednn_enabled(),
+        # Set to emulate an older CPU: oneDNN then leaves out the newer instructions.
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "all"),
+        "command": "python " + " ".join(sys.argv),
+    }
+
+
+def emit(record: dict[str, Any]) -> None:
+    """Prints `record` plus `environment()` as one JSON line, flushed at once."""
+    print(json.dumps({**record, **environment()}), flush=True)
+
+
+# ---- timing ----------------------------------------------------------------------------------
+
+
+def interleaved_medians(
+    functions: Mapping[_Key, Callable[[], None]], warmup: int, timed: int
+) -> dict[_Key, dict[str, Any]]:
+    """Times the functions in alternating rounds (A, B, A, B, ...) and takes medians.
+
+    Interleaving makes slow drifts of a shared machine (other jobs, thermal state) hit every
+    function alike, so their ratio stays meaningful. Each function must synchronise itself
+    (return only once its work is done).
+
+    Args:
+        functions: what to time, by name.
+        warmup: untimed rounds first (tracing, compilation, allocation).
+        timed: timed rounds, >= 1.
+
+    Returns:
+        Per name `{"median_s": median seconds, "durations_s": every timed duration}`.
+    """
+    if timed < 1:
+        raise ValueError(f"timed must be >= 1. Received: timed={timed}")
+    durations: dict[_Key, list[float]] = {name: [] for name in functions}
+    for round_index in range(warmup + timed):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            elapsed = time.perf_counter() - start
+            if round_index >= warmup:
+                durations[name].append(elapsed)
+    return {
+        name: {"median_s": statistics.median(times), "durations_s": times}
+        for name, times in durations.items()
+    }
+
+
+def run_record(bench: str, network: str, config: Config) -> dict[str, Any]:
+    """The fields naming what was measured: bench, network, M, batch, precision, XLA."""
+    return {
+        "bench": bench,
+        "network": network_name(network),
+        "members": config.num_members,
+        "batch_size": config.batch_size,
+        "precision": config.precision,
+        "jit_compile": config.jit_compile,
+    }
+
+
+def throughput(median_s: float, images: int, flops: float) -> dict[str, float]:
+    """Images per second and achieved GFLOP/s of work taking `median_s` seconds."""
+    return {"images_per_s": images / median_s, "achieved_gflops": flops / GIGA / median_s}
+
+
+def ratio_records(
+    bench: str, network: str, quantity: str, by_members: Mapping[int, float]
+) -> list[dict[str, Any]]:
+    """One record per MixMo M of `network`: its `quantity` over the plain network's (M = 1).
+
+    Empty when the plain network was not measured.
+    """
+    if PLAIN not in by_members:
+        return []
+    return [
+        {
+            "bench": bench,
+            "network": network_name(network),
+            "members": members,
+            "quantity": quantity,
+            "mixmo_over_plain": value / by_members[PLAIN],
+        }
+        for members, value in by_members.items()
+        if members != PLAIN
+    ]
+
+
+def emit_networks(
+    values: flags.FlagValues,
+    time_network: Callable[[str, flags.FlagValues], list[dict[str, Any]]],
+) -> None:
+    """Measures each network of --networks with `time_network` and emits its records.
+
+    Each record gets this process's peak resident memory so far (which covers every
+    configuration measured in the process until then).
+    """
+    for network in values.networks:
+        for record in time_network(network, values):
+            emit({**record, "peak_rss_mib": peak_rss_mib()})
+
+
+# ---- data and memory -------------------------------------------------------------------------
+
+
+def synthetic_cifar(
+    num_examples: int, num_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random data shaped like tfds CIFAR in memory: uint8 `(N, 32, 32, 3)`, int64 `(N,)`.
+
+    Benchmarks need the shapes and dtypes of the real data, not its content, and no download.
+    """
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (num_examples, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, num_classes, num_examples, dtype=np.int64)
+    return images, labels
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB so far.
+
+    VmHWM of /proc/self/status (Linux), else `getrusage` ru_maxrss (KiB on Linux).
+    """
+    high_water = _proc_field(_PROCESS_STATUS, "VmHWM")  # e.g. "654321 kB"
+    if high_water:
+        return int(high_water.split()[0]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- compute ---------------------------------------------------------------------------------
+
+
+def matmul_ceiling_gflops(dtype: str, size: int = 4096, repeats: int = 5) -> float:
+    """This machine's achieved GFLOP/s on a square `size` matmul in `dtype`.
+
+    The practical ceiling a convolution network's training can approach: 2 * size^3 FLOPs
+    per product, median of `repeats` timed products after one warm-up. The product is
+    summed inside the function (size^2 adds, negligible) so that reading one scalar
+    synchronises without copying the matrix out.
+
+    Args:
+        dtype: "float32", "bfloat16" or "float16".
+        size: matrix side.
+        repeats: timed products.
+    """
+    left = tf.cast(tf.random.stateless_uniform((size, size), seed=(0, 0)), dtype)
+    right = tf.cast(tf.random.stateless_uniform((size, size), seed=(0, 1)), dtype)
+    product_sum = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
+    timing = interleaved_medians(
+        {"matmul": lambda: float(product_sum(left, right))}, warmup=1, timed=repeats
+    )
+    return 2 * size**3 / GIGA / timing["matmul"]["median_s"]
+
+
+def compute_dtype(precision: str) -> str:
+    """The dtype layers compute in under the Keras policy `precision` (resolved)."""
+    return keras.DTypePolicy(precision).compute_dtype
+
+
+def _reads_any(layer: keras.layers.Layer, tensor_ids: set[int]) -> bool:
+    return any(id(tensor) in tensor_ids for tensor in keras.tree.flatten(layer.input))
+
+
+def _layer_costs(model: keras.Model, data_ids: set[int]) -> Iterator[tuple[float, bool]]:
+    """(forward FLOPs per image, reads the network's data) of each Conv2D / Dense layer.
+
+    Descends into nested models; a nested model's layers read the data only if they read
+    one of its inputs and the nested model itself reads the data.
+    """
+    for layer in model.layers:
+        reads_data = _reads_any(layer, data_ids)
+        if isinstance(layer, keras.Model):
+            nested_data = {id(tensor) for tensor in layer.inputs} if reads_data else set()
+            yield from _layer_costs(layer, nested_data)
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            positions = math.prod(layer.output.shape[1:-1])
+            yield 2.0 * positions * math.prod(layer.kernel.shape), reads_data
+
+
+def _costs(network: keras.Model) -> list[tuple[float, bool]]:
+    return list(_layer_costs(network, {id(tensor) for tensor in network.inputs}))
+
+
+def inference_flops(network: keras.Model, batch_size: int) -> float:
+    """Forward FLOPs of the Conv2D and Dense layers of `network` for `batch_size` inputs.
+
+    A layer's forward pass costs 2 * output positions * kernel size: for a convolution
+    2 * H_out * W_out * k_h * k_w * C_in * C_out, for a dense layer 2 * in * out (one
+    multiply and one add per weight and position). Biases, batch norm, activations, pooling
+    and the mixing are not counted: they are a small fraction of a WRN's work. For a MixMo
+    network every member's stem and head counts, as the ensemble prediction runs them all.
+    Each layer is assumed to be called once (true of `build_mixmo_network`'s networks).
+    """
+    return batch_size * sum(forward for forward, _ in _costs(network))
+
+
+def training_flops(network: keras.Model, batch_size: int) -> float:
+    """Conv2D and Dense FLOPs of one training step of `network` on `batch_size` inputs.
+
+    Counting rule: forward FLOPs as in `inference_flops`; the backward pass costs a weight
+    gradient and an input gradient of the same size as the forward pass, so a layer costs
+    3x its forward FLOPs, except layers reading an input of `network` (the stems): nothing
+    upstream needs their input gradient, so they cost 2x. Nested models (the WRN core) are
+    counted layer by layer; a nested layer is a stem only if the nested model is itself fed
+    an input of `network` (the WRN core is fed the mixed stem features: no stems there).
+    """
+    per_input = sum(forward * (2 if stem else 3) for forward, stem in _costs(network))
+    return batch_size * per_input
+
+
+# ---- configurations and flags ----------------------------------------------------------------
+
+
+def parse_network(network: str) -> tuple[int, int]:
+    """(depth, width) of a WRN written "depth-width", e.g. "28-10"."""
+    if not _NETWORK.fullmatch(network):
+        raise ValueError(f"A network is depth-width, e.g. 28-10. Received: {network!r}")
+    depth, width = network.split("-")
+    return int(depth), int(width)
+
+
+def network_name(network: str) -> str:
+    """ "28-10" -> "WRN-28-10"."""
+    depth, width = parse_network(network)
+    return f"WRN-{depth}-{width}"
+
+
+def bench_config(network: str, members: int, **fields: Any) -> Config:
+    """The Config of one benchmarked run on CIFAR-100, precision resolved for this machine.
+
+    M > 1 is Cut-MixMo; M = 1 is the plain network: no mixing, b = 1 and no input mixing,
+    whatever `fields` say, so one set of flags describes both sides of a comparison.
+
+    Args:
+        network: WRN "depth-width".
+        members: M.
+        **fields: other Config fields (batch_size, precision, ...).
+    """
+    depth, width = parse_network(network)
+    if members == PLAIN:
+        fields.update(batch_repetitions=1, msda="none")
+    config = Config(
+        dataset="cifar100",
+        model_dir="/tmp/unused",
+        depth=depth,
+        width=width,
+        num_members=members,
+        mixing="none" if members == PLAIN else "cutmix",
+        **fields,
+    )
+    return resolve_device_defaults(config)
+
+
+def member_counts(values: flags.FlagValues) -> list[int]:
+    """The --members flag as integers."""
+    return [int(members) for members in values.members]
+
+
+def define_model_flags(values: flags.FlagValues, batch_size: int) -> None:
+    """Defines the flags of the scripts that time networks, on `values`."""
+    flags.DEFINE_list(
+        "networks", ["28-10", "16-4", "10-1"], "WRNs as depth-width.", flag_values=values
+    )
+    flags.DEFINE_list(
+        "members",
+        ["2", "1"],
+        "Values of M to compare (1 = the plain network: no mixing, b = 1, no MSDA).",
+        flag_values=values,
+    )
+    # Rejected at parse time rather than after the first networks' timings.
+    flags.register_validator(
+        "networks",
+        lambda networks: all(_NETWORK.fullmatch(network) for network in networks),
+        "--networks must be WRNs written depth-width, e.g. 28-10,16-4.",
+        flag_values=values,
+    )
+    flags.register_validator(
+        "members",
+        lambda members: all(m.isdigit() and int(m) >= 1 for m in members),
+        "--members must be positive integers, e.g. 2,1.",
+        flag_values=values,
+    )
+    flags.DEFINE_integer("batch_size", batch_size, "Images (slots) per batch.", flag_values=values)
+    flags.DEFINE_enum(
+        "precision",
+        "auto",
+        list(PRECISIONS),
+        "Compute precision; auto is resolved for this machine and recorded.",
+        flag_values=values,
+    )
+    flags.DEFINE_bool("jit_compile", False, "Compile with XLA.", flag_values=values)
+    flags.DEFINE_integer(
+        "warmup_steps", 2, "Untimed rounds (tracing, allocation).", flag_values=values
+    )
+    flags.DEFINE_integer(
+        "timed_steps", 5, "Timed rounds; the median is reported.", flag_values=values
+    )
+
+
+def run_script(
+    define_flags: Callable[[flags.FlagValues], None],
+    run: Callable[[flags.FlagValues], None],
+) -> None:
+    """Entry point of a bench script: its flags on absl's global FLAGS, then `run(FLAGS)`.
+
+    Only the script run as __main__ touches the global FLAGS; tests call `define_flags` and
+    `run` on fresh FlagValues, so scripts imported together never clash.
+    """
+    defined_before = set(flags.FLAGS)
+    define_flags(flags.FLAGS)
+    # absl lists in --help the flags of the module that defined them; the shared ones come
+    # from this module, so declare every new flag a key flag of the script (absl's name for
+    # the main module is sys.argv[0]).
+    for name in sorted(set(flags.FLAGS) - defined_before):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+        run(flags.FLAGS)
+
+    app.run(main)

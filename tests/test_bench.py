@@ -1,0 +1,262 @@
+"""The bench/ scripts measure what they say: FLOP counting, interleaving, memory, JSON lines.
+
+The helpers are checked against hand computations; each script runs in-process on WRN-10-1
+with tiny batches and few steps (its flags parsed on fresh FlagValues, so the scripts never
+share absl's global FLAGS), and peak_memory.py runs its two real child processes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from types import ModuleType
+
+import harness
+import inference
+import input_pipeline
+import keras
+import numpy as np
+import peak_memory
+import precision
+import profile_step
+import pytest
+import train_step
+from absl import flags
+
+ENVIRONMENT_KEYS = {"tensorflow", "keras", "intra_op_threads", "cores", "cpu_model", "command"}
+TINY_RUN = ("--networks=10-1", "--batch_size=8", "--warmup_steps=1")
+
+
+def run_script(module: ModuleType, capsys, *args: str) -> list[dict]:
+    """Runs a bench script's `run` on fresh flags; returns its JSON lines, checked."""
+    values = flags.FlagValues()
+    module.define_flags(values)
+    values(["bench", *args])
+    module.run(values)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines
+    for line in lines:
+        assert ENVIRONMENT_KEYS <= line.keys()
+        assert line["cores"] >= 1 and line["command"].startswith("python ")
+    return lines
+
+
+def by_bench(lines: list[dict], bench: str) -> dict[int, dict]:
+    """The lines of `bench`, by M."""
+    return {line["members"]: line for line in lines if line["bench"] == bench}
+
+
+def assert_timed(line: dict, median_key: str, durations_key: str, timed: int) -> None:
+    assert len(line[durations_key]) == line["timed_steps"] == timed
+    assert line[median_key] > 0 and min(line[durations_key]) > 0
+    assert line["images_per_s"] == pytest.approx(line["batch_size"] / line[median_key])
+    assert line["achieved_gflops"] > 0 and line["peak_rss_mib"] > 0
+
+
+def assert_ratio(lines: list[dict], bench: str, quantity: str, values: dict[int, float]) -> None:
+    (ratio,) = [line for line in lines if line["bench"] == bench]
+    assert (ratio["members"], ratio["quantity"]) == (2, quantity)
+    assert ratio["mixmo_over_plain"] == pytest.approx(values[2] / values[1])
+
+
+# ---- harness ---------------------------------------------------------------------------------
+
+
+def tiny_network() -> keras.Model:
+    """Stem conv 3->4 on 8x8, a nested model with a stride-2 conv 4->5, a dense 5->6."""
+    core_input = keras.Input((8, 8, 4))
+    core_output = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(5, 3, strides=2, padding="same", use_bias=False)(core_input)
+    )
+    core = keras.Model(core_input, core_output)
+    images = keras.Input((8, 8, 3))
+    stem = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(images)
+    return keras.Model(images, keras.layers.Dense(6)(core(stem)))
+
+
+def test_flop_counts_match_a_hand_computation_with_the_stem_rule():
+    stem = 2 * (8 * 8) * (3 * 3 * 3 * 4)  # reads the network's input: forward + weight grad
+    nested_conv = 2 * (4 * 4) * (3 * 3 * 4 * 5)  # reads the nested input, not the data
+    dense = 2 * 5 * 6
+    network = tiny_network()
+    assert harness.inference_flops(network, 3) == 3 * (stem + nested_conv + dense)
+    assert harness.training_flops(network, 3) == 3 * (2 * stem + 3 * nested_conv + 3 * dense)
+
+
+def test_interleaved_medians_alternate_and_keep_only_timed_rounds():
+    calls = []
+
+    def slow_first_call() -> None:
+        calls.append("slow")
+        time.sleep(0.05 if len(calls) == 1 else 0.001)
+
+    timings = harness.interleaved_medians(
+        {"slow": slow_first_call, "fast": lambda: calls.append("fast")}, warmup=1, timed=3
+    )
+    assert calls == ["slow", "fast"] * 4
+    assert len(timings["slow"]["durations_s"]) == len(timings["fast"]["durations_s"]) == 3
+    assert max(timings["slow"]["durations_s"]) < 0.05
+    assert timings["slow"]["median_s"] == np.median(timings["slow"]["durations_s"])
+
+
+def test_peak_rss_grows_past_a_larger_allocation():
+    before = harness.peak_rss_mib()
+    assert before > 0
+    array = np.ones(int((before + 64) * 2**20), np.uint8)  # touched: resident
+    assert harness.peak_rss_mib() >= before + 64
+    del array
+
+
+def test_matmul_ceiling_is_positive():
+    assert harness.matmul_ceiling_gflops("float32", size=64, repeats=2) > 0
+
+
+def test_synthetic_cifar_has_tfds_shapes_and_dtypes():
+    images, labels = harness.synthetic_cifar(10, 100, seed=0)
+    assert images.shape == (10, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.shape == (10,) and labels.dtype == np.int64 and labels.max() < 100
+
+
+def test_the_plain_network_config_has_no_mixing_and_no_repetition():
+    config = harness.bench_config("10-1", 1, batch_size=8, batch_repetitions=4, msda="cutmix")
+    assert (config.mixing, config.batch_repetitions, config.msda) == ("none", 1, "none")
+    assert config.precision != "auto"
+    with pytest.raises(ValueError, match="depth-width"):
+        harness.parse_network("28x10")
+
+
+@pytest.mark.parametrize("bad_flag", ["--networks=28x10", "--members=2,0"])
+def test_bad_networks_or_members_fail_at_parse_time(bad_flag):
+    values = flags.FlagValues()
+    train_step.define_flags(values)
+    with pytest.raises(flags.IllegalFlagValueError):
+        values(["bench", bad_flag])
+
+
+# ---- scripts ---------------------------------------------------------------------------------
+
+
+def test_train_step_lines(capsys):
+    lines = run_script(
+        train_step,
+        capsys,
+        *TINY_RUN,
+        "--timed_steps=2",
+        "--msda=cutmix",
+        "--ceiling_networks=10-1",
+        "--ceiling_size=64",
+    )
+    steps = by_bench(lines, "train_step")
+    assert sorted(steps) == [1, 2]
+    for line in steps.values():
+        assert line["network"] == "WRN-10-1" and line["precision"] != "auto"
+        assert_timed(line, "median_step_s", "step_durations", timed=2)
+        assert line["fraction_of_ceiling"] == pytest.approx(
+            line["achieved_gflops"] / line["matmul_ceiling_gflops"]
+        )
+    assert (steps[2]["batch_repetitions"], steps[2]["msda"]) == (4, "cutmix")
+    assert (steps[1]["batch_repetitions"], steps[1]["msda"]) == (1, "none")
+    # M = 2 adds a stem and a head to the same core.
+    assert steps[2]["training_gflop_per_step"] > steps[1]["training_gflop_per_step"] > 0
+    medians = {m: line["median_step_s"] for m, line in steps.items()}
+    assert_ratio(lines, "train_step_ratio", "median_step_s", medians)
+
+
+def test_inference_lines(capsys):
+    lines = run_script(inference, capsys, *TINY_RUN, "--timed_steps=2")
+    predictions = by_bench(lines, "inference")
+    assert sorted(predictions) == [1, 2]
+    for line in predictions.values():
+        assert_timed(line, "median_s", "durations_s", timed=2)
+    assert predictions[2]["inference_gflop_per_batch"] > predictions[1]["inference_gflop_per_batch"]
+    medians = {m: line["median_s"] for m, line in predictions.items()}
+    assert_ratio(lines, "inference_ratio", "median_s", medians)
+
+
+def test_input_pipeline_lines(capsys):
+    lines = run_script(
+        input_pipeline,
+        capsys,
+        "--num_examples=256",
+        "--batch_size=16",
+        "--warmup_batches=1",
+        "--block_batches=3",
+        "--timed_blocks=2",
+    )
+    pipelines = {line["msda"]: line for line in lines}
+    assert sorted(pipelines) == ["cutmix", "none"]
+    for line in pipelines.values():
+        assert len(line["block_durations"]) == line["timed_blocks"] == 2
+        assert line["images_per_s"] == pytest.approx(16 * 3 / line["median_block_s"])
+        assert line["member_images_per_s"] == pytest.approx(2 * line["images_per_s"])
+    assert pipelines["cutmix"]["partners"] and not pipelines["none"]["partners"]
+    assert "partner_images_per_s" in pipelines["cutmix"]
+    assert "partner_images_per_s" not in pipelines["none"]
+
+
+def test_peak_memory_runs_each_member_count_in_its_own_process(capsys):
+    lines = run_script(peak_memory, capsys, *TINY_RUN, "--timed_steps=1", "--precision=float32")
+    runs = by_bench(lines, "peak_memory")
+    assert sorted(runs) == [1, 2]
+    for members, line in runs.items():
+        assert line["peak_rss_mib"] > 0 and line["median_step_s"] > 0
+        assert line["precision"] == "float32"
+        assert f"--members={members}" in line["child_command"]
+        assert "--ceiling_networks= " in line["child_command"]
+    peaks = {m: line["peak_rss_mib"] for m, line in runs.items()}
+    assert_ratio(lines, "peak_memory_ratio", "peak_rss_mib", peaks)
+
+
+def test_precision_lines_compare_every_variant_to_the_first(capsys):
+    lines = run_script(
+        precision,
+        capsys,
+        *TINY_RUN,
+        "--timed_steps=1",
+        "--precisions=float32",
+        "--precisions=mixed_bfloat16",
+        "--jit_compiles=false",
+    )
+    assert [(line["precision"], line["jit_compile"]) for line in lines] == [
+        ("float32", False),
+        ("mixed_bfloat16", False),
+    ]
+    assert lines[0]["over_first"] == 1.0
+    assert lines[1]["over_first"] == pytest.approx(
+        lines[1]["median_step_s"] / lines[0]["median_step_s"]
+    )
+
+
+def test_profile_lines_split_the_step_into_its_parts(capsys):
+    lines = run_script(profile_step, capsys, *TINY_RUN, "--timed_steps=1", "--precision=float32")
+    profiles = by_bench(lines, "profile_step")
+    assert sorted(profiles) == [1, 2]
+    for line in profiles.values():
+        assert line["traces"] == 1  # compiled once, not retraced per step
+        assert 0 < line["onednn_share"] <= 1
+        # The top kernels are part of the total.
+        assert 0 < sum(line["ms_by_kernel"].values()) <= line["op_ms_per_step"] * (1 + 1e-9)
+        parts = line["ms_by_part"]
+        assert {"convolutions", "batch_norm", "stems", "heads", "rest_of_step"} <= parts.keys()
+        assert sum(parts.values()) == pytest.approx(line["op_ms_per_step"])
+    # Only a MixMo network mixes features.
+    assert "mixing" in profiles[2]["ms_by_part"] and "mixing" not in profiles[1]["ms_by_part"]
+
+
+@pytest.mark.parametrize(
+    "op_name, part",
+    [
+        (
+            "gradient_tape/net/core/group1_block0_conv1_1/convolution/Conv2DBackpropInput",
+            "convolutions",
+        ),
+        ("net/core/group2_block0_shortcut_1/convolution", "convolutions"),
+        ("net/core/group0_block0_pre_bn_1/FusedBatchNormV3", "batch_norm"),
+        ("net/stem_1_1/convolution", "stems"),
+        ("net/feature_mixing_1/mul", "mixing"),
+        ("net/head_0_1/MatMul", "heads"),
+        ("SGD/AssignAddVariableOp", "rest_of_step"),
+    ],
+)
+def test_ops_are_attributed_to_their_part(op_name, part):
+    assert profile_step.part_of(op_name) == part
