@@ -163,11 +163,6 @@ def mixing_masks(params: MixingParams, height: int, width: int) -> tf.Tensor:
     return tf.where(params.use_cut, cut, linear)
 
 
-def uniform_masks(batch_size, height: int, width: int, num_members: int) -> tf.Tensor:
-    """Inference masks 1/M everywhere, which turns the mixing into the plain sum of features."""
-    return tf.fill([batch_size, height, width, num_members], 1.0 / num_members)
-
-
 @keras.saving.register_keras_serializable(package="mixmo_tf")
 class FeatureMixing(keras.layers.Layer):
     """Merges M members' feature maps: z = M * sum_i m_i * l_i.

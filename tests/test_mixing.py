@@ -277,7 +277,6 @@ def test_mimo_masks_are_one_over_m_and_mixing_is_the_plain_sum(num_members):
         6, num_members, alpha=0.0, cut_prob=0.0, batch_size=3, height=4, width=4
     )
     np.testing.assert_allclose(masks, 1.0 / num_members, rtol=1e-6)
-    np.testing.assert_allclose(masks, mixing.uniform_masks(3, 4, 4, num_members).numpy(), rtol=1e-6)
     rng = np.random.default_rng(num_members)
     features = [rng.normal(size=(3, 4, 4, 5)).astype(np.float32) for _ in range(num_members)]
     mixed = mixing.FeatureMixing(num_members)(features + [masks])
