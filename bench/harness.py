@@ -241,7 +241,13 @@ def compute_dtype(precision: str) -> str:
 
 
 def _reads_any(layer: keras.layers.Layer, tensor_ids: set[int]) -> bool:
-    return any(id(tensor) in tensor_ids for tensor in keras.tree.flatten(layer.input))
+    """Whether `layer` was called on one of the tensors.
+
+    `keras.Operation.input` reads the tensors of the layer's call; a nested model's own
+    `input` would name its inner inputs instead.
+    """
+    called_on = keras.Operation.input.fget(layer)
+    return any(id(tensor) in tensor_ids for tensor in keras.tree.flatten(called_on))
 
 
 def _layer_costs(model: keras.Model, data_ids: set[int]) -> Iterator[tuple[float, bool]]:

@@ -83,6 +83,17 @@ def test_flop_counts_match_a_hand_computation_with_the_stem_rule():
     assert harness.training_flops(network, 3) == 3 * (2 * stem + 3 * nested_conv + 3 * dense)
 
 
+def test_a_nested_model_stem_counts_as_a_stem():
+    stem_input = keras.Input((8, 8, 3))
+    stem_output = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(stem_input)
+    stem = keras.Model(stem_input, stem_output)  # a functional model, as the WRN core is
+    images = keras.Input((8, 8, 3))
+    network = keras.Model(images, keras.layers.Dense(6)(stem(images)))
+    conv = 2 * (8 * 8) * (3 * 3 * 3 * 4)
+    dense = 2 * (8 * 8) * 4 * 6  # applied at every position of the 8x8 map
+    assert harness.training_flops(network, 1) == 2 * conv + 3 * dense
+
+
 def test_interleaved_medians_alternate_and_keep_only_timed_rounds():
     calls = []
 
