@@ -26,8 +26,9 @@ import tensorflow as tf
 from absl import app, flags
 
 from mixmo_tf.config import Config
-from mixmo_tf.experiment import resolve_device_defaults
+from mixmo_tf.experiment import build_model, resolve_device_defaults
 from mixmo_tf.precision import PRECISIONS
+from mixmo_tf.training import MixMoModel
 
 PLAIN = 1  # M of the plain single network, the baseline of every ratio.
 GIGA = 1e9  # FLOPs per GFLOP
@@ -128,6 +129,28 @@ def interleaved_medians(
         name: {"median_s": statistics.median(times), "durations_s": times}
         for name, times in durations.items()
     }
+
+
+def time_models(
+    configs: Mapping[_Key, Config],
+    prepare: Callable[[MixMoModel, Config], Callable[[], None]],
+    warmup: int,
+    timed: int,
+) -> tuple[dict[_Key, dict[str, Any]], dict[_Key, MixMoModel]]:
+    """Builds each config's model (seed 0) and times `prepare(model, config)`'s functions.
+
+    The functions are timed interleaved (`interleaved_medians`), so the configurations of one
+    comparison share the machine's drifts.
+
+    Returns:
+        The timings by key, and the models by key (for their FLOP counts).
+    """
+    models, functions = {}, {}
+    for key, config in configs.items():
+        keras.utils.set_random_seed(0)
+        models[key] = build_model(config)
+        functions[key] = prepare(models[key], config)
+    return interleaved_medians(functions, warmup, timed), models
 
 
 def run_record(bench: str, network: str, config: Config) -> dict[str, Any]:

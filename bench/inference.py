@@ -20,7 +20,6 @@ from absl import flags
 
 from mixmo_tf import data
 from mixmo_tf.config import Config
-from mixmo_tf.experiment import build_model
 from mixmo_tf.training import MixMoModel
 
 
@@ -72,14 +71,20 @@ def time_network(network: str, values: flags.FlagValues) -> list[dict[str, Any]]
         )
         for m in harness.member_counts(values)
     }
-    predictions, flops = {}, {}
-    for members, config in configs.items():
-        model = build_model(config)
-        flops[members] = harness.inference_flops(model.network, config.batch_size)
-        predictions[members] = predict_function(model, eval_images(config))
-    timings = harness.interleaved_medians(predictions, values.warmup_steps, values.timed_steps)
+    timings, models = harness.time_models(
+        configs,
+        lambda model, config: predict_function(model, eval_images(config)),
+        values.warmup_steps,
+        values.timed_steps,
+    )
     records = [
-        prediction_record(network, config, timings[m], flops[m]) for m, config in configs.items()
+        prediction_record(
+            network,
+            config,
+            timings[m],
+            harness.inference_flops(models[m].network, config.batch_size),
+        )
+        for m, config in configs.items()
     ]
     medians = {m: timing["median_s"] for m, timing in timings.items()}
     return records + harness.ratio_records("inference_ratio", network, "median_s", medians)

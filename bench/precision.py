@@ -16,11 +16,9 @@ import itertools
 from typing import Any
 
 import harness
-import keras
 from absl import flags
-from train_step import pipeline_batches, step_function
+from train_step import prepare_steps
 
-from mixmo_tf.experiment import build_model
 from mixmo_tf.precision import PRECISIONS
 
 
@@ -49,10 +47,8 @@ def compare_network(network: str, values: flags.FlagValues) -> list[dict[str, An
     variants = list(
         itertools.product(values.precisions, [j.lower() == "true" for j in values.jit_compiles])
     )
-    configs, steps = {}, {}
-    for variant in variants:
-        precision, jit_compile = variant
-        configs[variant] = harness.bench_config(
+    configs = {
+        (precision, jit_compile): harness.bench_config(
             network,
             values.members,
             batch_size=values.batch_size,
@@ -62,11 +58,11 @@ def compare_network(network: str, values: flags.FlagValues) -> list[dict[str, An
             steps_per_epoch=values.warmup_steps + values.timed_steps,
             epochs=1,
         )
-        keras.utils.set_random_seed(0)
-        steps[variant] = step_function(
-            build_model(configs[variant]), pipeline_batches(configs[variant])
-        )
-    timings = harness.interleaved_medians(steps, values.warmup_steps, values.timed_steps)
+        for precision, jit_compile in variants
+    }
+    timings, _ = harness.time_models(
+        configs, prepare_steps, values.warmup_steps, values.timed_steps
+    )
     reference = timings[variants[0]]["median_s"]
     return [
         {

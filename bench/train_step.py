@@ -15,13 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import harness
-import keras
 import tensorflow as tf
 from absl import flags
 
 from mixmo_tf import data
 from mixmo_tf.config import Config
-from mixmo_tf.experiment import build_model, train_stream
+from mixmo_tf.experiment import train_stream
 from mixmo_tf.input_mixing import MSDA_KINDS
 from mixmo_tf.precision import resolve_precision
 from mixmo_tf.training import MixMoModel
@@ -89,6 +88,11 @@ def step_function(model: MixMoModel, batches: list[dict[str, tf.Tensor]]) -> Cal
     return step
 
 
+def prepare_steps(model: MixMoModel, config: Config) -> Callable[[], None]:
+    """The timed function of `model`: one step per call on the pipeline's batches of `config`."""
+    return step_function(model, pipeline_batches(config))
+
+
 def add_ceiling(records: list[dict[str, Any]], precision: str, size: int) -> None:
     """Adds this machine's matmul ceiling in the compute dtype, and each record's share of it.
 
@@ -122,14 +126,18 @@ def step_record(network: str, config: Config, timing: dict, flops: float) -> dic
 def time_network(network: str, values: flags.FlagValues) -> list[dict[str, Any]]:
     """Records of every M of `network`, timed interleaved, and the ratio records."""
     configs = {m: step_config(network, m, values) for m in harness.member_counts(values)}
-    steps, flops = {}, {}
-    for members, config in configs.items():
-        keras.utils.set_random_seed(0)
-        model = build_model(config)
-        flops[members] = harness.training_flops(model.network, config.batch_size)
-        steps[members] = step_function(model, pipeline_batches(config))
-    timings = harness.interleaved_medians(steps, values.warmup_steps, values.timed_steps)
-    records = [step_record(network, config, timings[m], flops[m]) for m, config in configs.items()]
+    timings, models = harness.time_models(
+        configs, prepare_steps, values.warmup_steps, values.timed_steps
+    )
+    records = [
+        step_record(
+            network,
+            config,
+            timings[m],
+            harness.training_flops(models[m].network, config.batch_size),
+        )
+        for m, config in configs.items()
+    ]
     if network in values.ceiling_networks:
         add_ceiling(records, resolve_precision(values.precision), values.ceiling_size)
     medians = {m: timing["median_s"] for m, timing in timings.items()}
