@@ -27,6 +27,7 @@ from absl import app, flags
 
 from mixmo_tf.config import Config
 from mixmo_tf.experiment import build_model, resolve_device_defaults
+from mixmo_tf.models.mixmo import call_inputs
 from mixmo_tf.precision import PRECISIONS
 from mixmo_tf.training import MixMoModel
 
@@ -264,13 +265,8 @@ def compute_dtype(precision: str) -> str:
 
 
 def _reads_any(layer: keras.layers.Layer, tensor_ids: set[int]) -> bool:
-    """Whether `layer` was called on one of the tensors.
-
-    `keras.Operation.input` reads the tensors of the layer's call; a nested model's own
-    `input` would name its inner inputs instead.
-    """
-    called_on = keras.Operation.input.fget(layer)
-    return any(id(tensor) in tensor_ids for tensor in keras.tree.flatten(called_on))
+    """Whether `layer` was called on one of the tensors."""
+    return any(id(tensor) in tensor_ids for tensor in keras.tree.flatten(call_inputs(layer)))
 
 
 def _layer_costs(model: keras.Model, data_ids: set[int]) -> Iterator[tuple[float, bool]]:

@@ -87,7 +87,7 @@ def network_mask_shape(network: keras.Model) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
-def _call_inputs(layer: keras.layers.Layer):
+def call_inputs(layer: keras.layers.Layer):
     """The tensor(s) `layer` was called on in its network.
 
     `keras.Operation.input` reads the layer's first call; a nested model overrides `input`
@@ -99,7 +99,7 @@ def _call_inputs(layer: keras.layers.Layer):
 def _layer_reading(network: keras.Model, tensor) -> keras.layers.Layer:
     """The layer of `network` called on `tensor` (each layer is called once in the network)."""
     for layer in network.layers:
-        if not isinstance(layer, keras.layers.InputLayer) and _call_inputs(layer) is tensor:
+        if not isinstance(layer, keras.layers.InputLayer) and call_inputs(layer) is tensor:
             return layer
     raise ValueError(
         f"No layer of {network.name} reads {tensor.name}: build it with build_mixmo_network."
