@@ -74,6 +74,26 @@ def build_model(config: Config) -> MixMoModel:
     return model
 
 
+def config_from_run(model_dir: str) -> Config:
+    """The Config recorded in `<model_dir>/run_config.json` by the run's training.
+
+    Modes that read a trained run (evaluate, export, predict) need only `--model_dir`; the
+    returned Config points at `model_dir` even if the folder was moved since training.
+
+    Raises:
+        FileNotFoundError: `model_dir` holds no run_config.json.
+    """
+    path = os.path.join(model_dir, checkpointing.RUN_CONFIG)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: --model_dir must be a folder that training wrote "
+            "(it records the run's settings there)."
+        )
+    with open(path) as stream:
+        recorded = json.load(stream)
+    return Config(**{**recorded, "model_dir": model_dir})
+
+
 def train_stream(config: Config) -> data.TrainStream:
     """The training stream's shape from `config`."""
     return data.TrainStream(

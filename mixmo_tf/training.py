@@ -137,6 +137,17 @@ class MixMoModel(keras.Model):
             logits = [logits]
         return _stack_float32(logits)
 
+    def prediction_logits(self, images, training: bool = False) -> tf.Tensor:
+        """Each member's logits `(batch, members, classes)` float32, every member seeing `images`.
+
+        This is the network with masks 1/M, computed as the plain sum of the stem features
+        (spec 7). Evaluation, export and prediction start from these logits.
+
+        Args:
+            images: `(batch, H, W, C)` normalised images.
+        """
+        return _stack_float32(ensemble_logits(self.network, images, training=training))
+
     def call(self, images, training: bool = False) -> dict[str, tf.Tensor]:
         """Ensemble prediction: the same image to every member, features summed.
 
@@ -147,8 +158,7 @@ class MixMoModel(keras.Model):
             `{"ensemble": (batch, classes), "members": (batch, members, classes)}`
             probabilities; the ensemble is softmax of the mean logits (spec 7).
         """
-        # The network with masks 1/M, computed as the plain sum of the stem features.
-        logits = _stack_float32(ensemble_logits(self.network, images, training=training))
+        logits = self.prediction_logits(images, training=training)
         return {
             "ensemble": tf.nn.softmax(tf.reduce_mean(logits, axis=1)),
             "members": tf.nn.softmax(logits),

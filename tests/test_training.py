@@ -408,3 +408,15 @@ def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="No checkpoint in .*train first"):
         experiment.evaluate(_smoke(tmp_path))
     assert not os.path.exists(tmp_path / experiment.EVAL_RESULTS)
+
+
+def test_config_from_run_reads_the_recorded_settings(tmp_path):
+    config = _smoke(tmp_path / "run", mixing="linear", seed=3, lr_decay_epochs=(2,))
+    checkpointing.record_run_config(config)
+    moved = tmp_path / "moved"
+    os.rename(tmp_path / "run", moved)
+    assert experiment.config_from_run(str(moved)) == dataclasses.replace(
+        config, model_dir=str(moved)
+    )
+    with pytest.raises(FileNotFoundError, match="run_config.json does not exist"):
+        experiment.config_from_run(str(tmp_path / "nowhere"))
