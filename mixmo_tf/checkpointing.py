@@ -12,27 +12,11 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from mixmo_tf.config import changeable_on_resume, complete_recorded
+
 CHECKPOINT_SUBDIR = "checkpoints"
 RUN_CONFIG = "run_config.json"
 _KEEP = 3
-# Settings a resumed run may change: the optimisation schedule and how and where it runs.
-# Everything else defines the model, the method or the data stream, and must stay.
-_CHANGEABLE_ON_RESUME = {
-    "epochs",
-    "lr",
-    "warmup_epochs",
-    "lr_decay_epochs",
-    "lr_decay_factor",
-    "momentum",
-    "l2",
-    "data_dir",
-    "model_dir",
-    "eval_batch_size",
-    "eval_steps",
-    "checkpoint_every_steps",
-    "distribution",
-    "jit_compile",
-}
 
 
 def checkpoint_manager(model: keras.Model, model_dir: str) -> tf.train.CheckpointManager:
@@ -92,13 +76,13 @@ def record_run_config(config) -> None:
     current = json.loads(json.dumps(dataclasses.asdict(config)))
     if os.path.exists(path):
         with open(path) as stream:
-            recorded = json.load(stream)
+            recorded = complete_recorded(json.load(stream))
         changed = sorted(name for name in current if recorded.get(name) != current[name])
 
         def describe(names):
             return ", ".join(f"--{n}: {recorded.get(n)!r} -> {current[n]!r}" for n in names)
 
-        refused = [name for name in changed if name not in _CHANGEABLE_ON_RESUME]
+        refused = [name for name in changed if not changeable_on_resume(name)]
         if refused:
             raise CheckpointMismatchError(
                 f"{config.model_dir} holds a run with other settings ({describe(refused)}). "

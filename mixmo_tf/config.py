@@ -21,6 +21,32 @@ DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored")
 LR_REFERENCE_BATCH = 128
 
 
+def _changeable_on_resume(default):
+    """A field a resumed run may change: the optimisation schedule, and how and where it runs.
+
+    Every other field defines the model, the method or the data stream, and must stay.
+    """
+    return dataclasses.field(default=default, metadata={"changeable_on_resume": True})
+
+
+def changeable_on_resume(name: str) -> bool:
+    """Whether a resumed run may change the Config field `name`."""
+    return Config.__dataclass_fields__[name].metadata.get("changeable_on_resume", False)
+
+
+def complete_recorded(recorded: dict) -> dict:
+    """A recorded run's settings with the fields added since it was recorded filled in.
+
+    A field added later says, as metadata `in_older_runs`, the value that runs recorded
+    before it existed had; a field without that note takes its default.
+    """
+    completed = dict(recorded)
+    for field in dataclasses.fields(Config):
+        if field.name not in completed:
+            completed[field.name] = field.metadata.get("in_older_runs", field.default)
+    return completed
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
@@ -31,8 +57,8 @@ class Config:
     """A MixMo training run. Defaults are the paper's Cut-MixMo WRN-28-10 on CIFAR-100."""
 
     dataset: str = "cifar100"
-    data_dir: str | None = None
-    model_dir: str = ""
+    data_dir: str | None = _changeable_on_resume(None)
+    model_dir: str = _changeable_on_resume("")
     depth: int = 28
     width: int = 10
     num_members: int = 2
@@ -46,20 +72,20 @@ class Config:
     msda_alpha: float = 1.0
     batch_size: int = 64
     batch_repetitions: int = 4
-    epochs: int = 300
-    lr: float = 0.1
-    warmup_epochs: float = 1.0
-    lr_decay_epochs: tuple[int, ...] = (101, 201, 226)
-    lr_decay_factor: float = 0.1
-    momentum: float = 0.9
-    l2: float = 3e-4
+    epochs: int = _changeable_on_resume(300)
+    lr: float = _changeable_on_resume(0.1)
+    warmup_epochs: float = _changeable_on_resume(1.0)
+    lr_decay_epochs: tuple[int, ...] = _changeable_on_resume((101, 201, 226))
+    lr_decay_factor: float = _changeable_on_resume(0.1)
+    momentum: float = _changeable_on_resume(0.9)
+    l2: float = _changeable_on_resume(3e-4)
     seed: int = 0
     steps_per_epoch: int = 0
-    eval_batch_size: int = 256
-    eval_steps: int = 0
-    checkpoint_every_steps: int = 0
-    distribution: str = "default"
-    jit_compile: bool = False
+    eval_batch_size: int = _changeable_on_resume(256)
+    eval_steps: int = _changeable_on_resume(0)
+    checkpoint_every_steps: int = _changeable_on_resume(0)
+    distribution: str = _changeable_on_resume("default")
+    jit_compile: bool = _changeable_on_resume(False)
     precision: str = "auto"
 
     def __post_init__(self):

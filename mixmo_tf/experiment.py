@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from mixmo_tf import checkpointing, data, precision
-from mixmo_tf.config import Config
+from mixmo_tf.config import Config, complete_recorded
 from mixmo_tf.distribute import make_strategy
 from mixmo_tf.models.wide_resnet import wide_resnet
 from mixmo_tf.schedules import WarmupStepDecay
@@ -90,7 +90,7 @@ def config_from_run(model_dir: str) -> Config:
             "(it records the run's settings there)."
         )
     with open(path) as stream:
-        recorded = json.load(stream)
+        recorded = complete_recorded(json.load(stream))
     return Config(**{**recorded, "model_dir": model_dir})
 
 
