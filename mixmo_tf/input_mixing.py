@@ -2,8 +2,9 @@
 
 Per member and per slot, with probability `prob`, the member's image is mixed in pixel space
 with a partner image; the partner's label share is then measured only over the area that
-this member keeps after feature mixing (spec section 6). As in `mixing`, sampling and
-arithmetic are separate functions.
+this member keeps after feature mixing, and where the own image would be the minor part the
+two images swap regions (spec section 6). As in `mixing`, sampling and arithmetic are
+separate functions.
 """
 
 from __future__ import annotations
@@ -109,18 +110,32 @@ def corrected_own_share(own_masks: tf.Tensor, member_masks: tf.Tensor) -> tf.Ten
     return kept / (tf.reduce_mean(area, axis=[2, 3]) + _EPSILON)
 
 
+def own_majority(own_masks: tf.Tensor, own_share: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Swaps the roles of own image and partner where the own image is the minor part.
+
+    Where the own image keeps less than half of what its member sees (lambda' < 0.5), the
+    own image takes the partner's region and the partner the own region, and the shares
+    swap, so every member's own image covers at least half of what that member sees. This
+    changes the pixels, not only the label: the authors' `reverse_if_first_minor` (spec 6).
+    For MixUp it is lambda -> 1 - lambda.
+
+    Args:
+        own_masks: (batch, members, H, W, 1) from `own_pixel_masks`.
+        own_share: (batch, members) from `corrected_own_share` for those masks.
+
+    Returns:
+        The own masks and own shares after the swap, same shapes.
+    """
+    swap = own_share < 0.5
+    own_masks = tf.where(swap[..., tf.newaxis, tf.newaxis, tf.newaxis], 1.0 - own_masks, own_masks)
+    return own_masks, tf.where(swap, 1.0 - own_share, own_share)
+
+
 def soft_labels(
     labels: tf.Tensor, partner_labels: tf.Tensor, own_share: tf.Tensor, num_classes: int
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Soft targets and the dominant hard label of each (batch, member) slot.
-
-    Soft target = lambda' * onehot(own) + (1 - lambda') * onehot(partner). When the own image
-    keeps less than half, the roles swap: the partner's label becomes the slot's hard label
-    (used for training accuracy), as in the reference.
-    """
+) -> tf.Tensor:
+    """Soft targets lambda' * onehot(own) + (1 - lambda') * onehot(partner), (batch, M, classes)."""
     own_share = own_share[..., tf.newaxis]
-    targets = own_share * tf.one_hot(labels, num_classes) + (1.0 - own_share) * tf.one_hot(
+    return own_share * tf.one_hot(labels, num_classes) + (1.0 - own_share) * tf.one_hot(
         partner_labels, num_classes
     )
-    dominant = tf.where(own_share[..., 0] >= 0.5, labels, partner_labels)
-    return targets, dominant

@@ -104,7 +104,8 @@ class MixMoModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
         self.l2_tracker = keras.metrics.Mean(name="l2_loss")
-        # Training accuracy is against each slot's dominant label (after input mixing).
+        # Training accuracy is against each slot's own label, which input mixing keeps as the
+        # major part of what the member sees.
         self.train_member_accuracies = self._member_accuracies()
         self.ensemble_metrics = [
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
@@ -194,8 +195,8 @@ class MixMoModel(keras.Model):
 
         Returns:
             dict with `images` (list of M `(batch, H, W, C)`), `masks` `(batch, h, w, M)`,
-            `targets` `(batch, M, classes)` soft labels, `hard_labels` `(batch, M)` and
-            `weights` `(batch, M)` root-r loss weights from the masks' actual areas.
+            `targets` `(batch, M, classes)` soft labels and `weights` `(batch, M)` root-r loss
+            weights from the masks' actual areas.
         """
         images, labels = data["images"], data["labels"]
         batch_size = tf.shape(images)[0]
@@ -214,7 +215,6 @@ class MixMoModel(keras.Model):
         masks = mixing.mixing_masks(params, height, width)
         if self.msda == "none":
             targets = tf.one_hot(labels, self.num_classes)
-            hard_labels = labels
         else:
             msda_params = input_mixing.sample_input_mixing_params(
                 input_mixing_seed,
@@ -228,9 +228,12 @@ class MixMoModel(keras.Model):
             own = input_mixing.own_pixel_masks(
                 msda_params, self.msda, images.shape[2], images.shape[3]
             )
-            images = input_mixing.mix_images(images, data["partner_images"], own)
             own_share = input_mixing.corrected_own_share(own, masks)
-            targets, hard_labels = input_mixing.soft_labels(
+            if self.num_members > 1:
+                # Single-network MSDA baselines keep the plain roles (spec 6).
+                own, own_share = input_mixing.own_majority(own, own_share)
+            images = input_mixing.mix_images(images, data["partner_images"], own)
+            targets = input_mixing.soft_labels(
                 labels, data["partner_labels"], own_share, self.num_classes
             )
         ratios = tf.reduce_mean(masks, axis=[1, 2])
@@ -238,7 +241,6 @@ class MixMoModel(keras.Model):
             "images": tf.unstack(images, num=self.num_members, axis=1),
             "masks": masks,
             "targets": targets,
-            "hard_labels": hard_labels,
             "weights": mixing.loss_weights(ratios, self.loss_power),
         }
 
@@ -271,7 +273,7 @@ class MixMoModel(keras.Model):
         self.cross_entropy_tracker.update_state(cross_entropy)
         self.l2_tracker.update_state(l2_loss)
         for member, accuracy in enumerate(self.train_member_accuracies):
-            accuracy.update_state(batch["hard_labels"][:, member], logits[:, member])
+            accuracy.update_state(data["labels"][:, member], logits[:, member])
         trackers = [self.loss_tracker, self.cross_entropy_tracker, self.l2_tracker]
         return {m.name: m.result() for m in trackers + self.train_member_accuracies}
 
