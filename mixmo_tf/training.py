@@ -185,9 +185,12 @@ class MixMoModel(keras.Model):
         return batch_seed, sample_seed, input_mixing_seed
 
     def current_cut_probability(self) -> tf.Tensor:
-        """Cut probability at the current epoch (progress = completed epochs / epochs)."""
-        epoch = tf.math.floordiv(tf.cast(self.optimizer.iterations, tf.int64), self.steps_per_epoch)
-        progress = tf.cast(epoch, tf.float32) / self.epochs
+        """Cut probability in the current epoch: progress = epoch / epochs, epochs counted
+        from 1 as in the authors' code, so the last epoch has progress 1 and p = 0 (spec 3)."""
+        completed = tf.math.floordiv(
+            tf.cast(self.optimizer.iterations, tf.int64), self.steps_per_epoch
+        )
+        progress = tf.cast(completed + 1, tf.float32) / self.epochs
         return mixing.cut_probability(progress, self.cut_prob, self.cut_prob_decay_start)
 
     def mix_batch(self, data: dict) -> dict[str, tf.Tensor]:
