@@ -20,8 +20,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from model_helpers import softmax
-from probe_network import coded_batch, head_logits, head_weights, probe_model, received
+from model_helpers import perturb_batchnorm, softmax
+from probe_network import coded_batch, head_logits, head_weights, own_shares, probe_model, received
 
 L2 = 3e-4
 
@@ -57,6 +57,93 @@ def _step(model, batch, step: int) -> tuple[dict, dict, list, list]:
     weights, variables = head_weights(model), _numpy_variables(model)
     logs = model.train_step(batch)
     return logs, received(model), weights, variables
+
+
+def test_train_step_loss_and_update_follow_the_spec():
+    # Cut-MixMo in every batch: the schedule keeps p = 1 until 11/12 of 100 epochs.
+    model = probe_model(cut_prob=1.0, steps_per_epoch=1, epochs=100, learning_rate=0.05)
+    perturb_batchnorm(model, seed=0)
+    rng = np.random.default_rng(1)
+    for member in range(2):
+        bias = model.network.get_layer(f"head_{member}").bias
+        bias.assign(rng.uniform(-0.5, 0.5, bias.shape).astype(np.float32))
+    # Conv kernel, BN gamma and beta, and each head's kernel and bias: all under the L2.
+    paths = sorted(v.path.split("/")[-1] for v in model.trainable_variables)
+    assert paths == ["beta", "bias", "bias", "gamma", "kernel", "kernel", "kernel"]
+    batch = coded_batch(16, 2, seed=2)
+
+    logs, seen, weights, before = _step(model, batch, step=3)
+
+    masks = seen["masks"]
+    assert np.all((masks == 0) | (masks == 1)), "a Cut-MixMo batch: binary masks"
+    assert len(np.unique(masks.mean(axis=(1, 2))[:, 0])) > 4, "areas differ per sample"
+    targets = np.eye(5)[batch["labels"]]
+    cross_entropy, squares = _expected_loss(seen, weights, targets, before)
+    np.testing.assert_allclose(float(logs["cross_entropy"]), cross_entropy, rtol=1e-5)
+    np.testing.assert_allclose(float(logs["l2_loss"]), squares, rtol=1e-5)
+    np.testing.assert_allclose(float(logs["loss"]), cross_entropy + L2 * squares, rtol=1e-5)
+    # The comparison can fail: equal weights (root r = infinity) give another number.
+    equal = np.mean(np.sum(_cross_entropy(targets, head_logits(weights, seen["pooled"])), -1))
+    assert abs(equal - cross_entropy) > 1e-3 * cross_entropy
+
+    # The heads' gradient in closed form: d/dW_i = pooled^T (w_i (p_i - y_i)) / B + 2 l2 W_i.
+    # First Nesterov step from zero momentum: delta = -lr * (1 + momentum) * gradient.
+    probabilities = softmax(head_logits(weights, seen["pooled"]))
+    member_weights = _weights_from_masks(masks, 3.0)
+    for member, (kernel, bias) in enumerate(weights):
+        residual = member_weights[:, member, None] * (probabilities[:, member] - targets[:, member])
+        head = model.network.get_layer(f"head_{member}")
+        for variable, value, gradient in (
+            (head.kernel, kernel, seen["pooled"].T @ residual / 16 + 2 * L2 * kernel),
+            (head.bias, bias, residual.mean(axis=0) + 2 * L2 * bias),
+        ):
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(variable) - value,
+                -0.05 * 1.9 * gradient,
+                rtol=1e-3,
+                atol=1e-7,
+            )
+
+
+@pytest.mark.parametrize(
+    "msda, cut_prob", [("cutmix", 1.0), ("mixup", 1.0), ("cutmix", 0.0)], ids=str
+)
+def test_input_mixing_reaches_the_network_with_the_own_image_in_the_majority(msda, cut_prob):
+    model = probe_model(msda=msda, msda_prob=1.0, cut_prob=cut_prob, steps_per_epoch=1, epochs=100)
+    swapped = 0
+    for step in range(3):
+        batch = coded_batch(32, 2, seed=step)
+        logs, seen, weights, before = _step(model, batch, step)
+        shares = own_shares(seen)
+        sees_something = seen["masks"].max(axis=(1, 2)) > 0
+        assert shares[sees_something].min() >= 0.5 - 1e-6
+        # Where the plain pixel share is below 1/2 somewhere the swap happened in pixels.
+        swapped += np.sum(seen["images"][..., 0].mean(axis=(2, 3)) < 0.5)
+        eye = np.eye(5)
+        targets = (
+            shares[..., None] * eye[batch["labels"]]
+            + (1 - shares[..., None]) * eye[batch["partner_labels"]]
+        )
+        cross_entropy, squares = _expected_loss(seen, weights, targets, before)
+        np.testing.assert_allclose(float(logs["cross_entropy"]), cross_entropy, rtol=1e-5)
+        np.testing.assert_allclose(float(logs["loss"]), cross_entropy + L2 * squares, rtol=1e-5)
+    if msda == "cutmix" and cut_prob == 1.0:
+        assert swapped > 0, "Cut-MixMo + CutMix leaves some own images a minor pixel share"
+
+
+def test_single_network_input_mixing_keeps_the_plain_roles():
+    model = probe_model(num_members=1, msda="cutmix", msda_prob=1.0, mixing_alpha=0.0)
+    batch = coded_batch(64, 1, seed=4)
+    logs, seen, weights, before = _step(model, batch, step=0)
+    shares = own_shares(seen)
+    assert (shares < 0.5).any() and (shares > 0.5).any()
+    eye = np.eye(5)
+    targets = (
+        shares[..., None] * eye[batch["labels"]]
+        + (1 - shares[..., None]) * eye[batch["partner_labels"]]
+    )
+    cross_entropy, _ = _expected_loss(seen, weights, targets, before, power=1.0)
+    np.testing.assert_allclose(float(logs["cross_entropy"]), cross_entropy, rtol=1e-5)
 
 
 def test_cut_mixmo_batches_stop_in_the_last_epoch():
