@@ -17,6 +17,7 @@ from mixmo_tf.models import (
     wrn16_4,
     wrn28_10,
 )
+from mixmo_tf.optimizers import PyTorchSGD
 from mixmo_tf.schedules import WarmupStepDecay
 from mixmo_tf.training import MixMoModel
 
@@ -30,6 +31,7 @@ __all__ = [
     "FusedBatchNormalization",
     "MixMoModel",
     "NegativeLogLikelihood",
+    "PyTorchSGD",
     "WarmupStepDecay",
     "build_mixmo_network",
     "build_model",

@@ -17,6 +17,8 @@ from mixmo_tf.precision import PRECISIONS
 
 MIXING_METHODS = ("none", "mimo", "linear", "cutmix")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored")
+# Nesterov SGD as PyTorch (the paper's runs) or as Keras computes it (mixmo_tf.optimizers).
+OPTIMIZERS = ("pytorch_sgd", "keras_sgd")
 # Unique images per step that the reference learning rate of 0.1 is quoted for.
 LR_REFERENCE_BATCH = 128
 
@@ -78,6 +80,11 @@ class Config:
     lr_decay_epochs: tuple[int, ...] = _changeable_on_resume((101, 201, 226))
     lr_decay_factor: float = _changeable_on_resume(0.1)
     momentum: float = _changeable_on_resume(0.9)
+    # Fixed per run: the two keep different momentum buffers. Runs recorded before this
+    # field existed trained with Keras' SGD.
+    optimizer: str = dataclasses.field(
+        default="pytorch_sgd", metadata={"in_older_runs": "keras_sgd"}
+    )
     l2: float = _changeable_on_resume(3e-4)
     seed: int = 0
     steps_per_epoch: int = 0
@@ -120,6 +127,10 @@ class Config:
             self.distribution in DISTRIBUTIONS,
             f"--distribution must be one of {DISTRIBUTIONS}. "
             f"Received: distribution={self.distribution!r}",
+        )
+        _require(
+            self.optimizer in OPTIMIZERS,
+            f"--optimizer must be one of {OPTIMIZERS}. Received: optimizer={self.optimizer!r}",
         )
         _require(
             self.precision in PRECISIONS,

@@ -13,6 +13,7 @@ from mixmo_tf import checkpointing, data, precision
 from mixmo_tf.config import Config, complete_recorded
 from mixmo_tf.distribute import make_strategy
 from mixmo_tf.models.wide_resnet import wide_resnet
+from mixmo_tf.optimizers import make_optimizer
 from mixmo_tf.schedules import WarmupStepDecay
 from mixmo_tf.training import MixMoModel
 
@@ -64,9 +65,7 @@ def build_model(config: Config) -> MixMoModel:
             steps_per_epoch=config.derived_steps_per_epoch,
             epochs=config.epochs,
         )
-    optimizer = keras.optimizers.SGD(
-        learning_rate_schedule(config), momentum=config.momentum, nesterov=True
-    )
+    optimizer = make_optimizer(config.optimizer, learning_rate_schedule(config), config.momentum)
     # Under mixed_float16, compile wraps the optimizer in a LossScaleOptimizer.
     model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
     model(np.zeros((1, *spec.image_shape), np.float32))

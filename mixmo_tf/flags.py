@@ -10,7 +10,7 @@ import dataclasses
 
 from absl import flags
 
-from mixmo_tf.config import DISTRIBUTIONS, MIXING_METHODS, Config
+from mixmo_tf.config import DISTRIBUTIONS, MIXING_METHODS, OPTIMIZERS, Config
 from mixmo_tf.data.specs import DATASETS
 from mixmo_tf.input_mixing import MSDA_KINDS
 from mixmo_tf.precision import PRECISIONS
@@ -47,6 +47,9 @@ _HELP = {
     "lr_decay_factor.",
     "lr_decay_factor": "Step-decay factor of the learning rate.",
     "momentum": "SGD Nesterov momentum.",
+    "optimizer": "Nesterov SGD formulation: pytorch_sgd (the paper's: the current learning rate "
+    "scales the whole momentum step) or keras_sgd (Keras' SGD, whose velocity keeps past rates; "
+    "differs after each change of rate). Fixed for a run.",
     "l2": "Coefficient of the L2 penalty over all trainable variables.",
     "seed": "Seed of initialisation, data order, augmentation and mixing.",
     "steps_per_epoch": "Override of the steps per epoch (0: floor(N * b / B)).",
@@ -68,6 +71,7 @@ _CHOICES = {
     "mixing": list(MIXING_METHODS),
     "msda": list(MSDA_KINDS),
     "distribution": list(DISTRIBUTIONS),
+    "optimizer": list(OPTIMIZERS),
     "precision": list(PRECISIONS),
 }
 
