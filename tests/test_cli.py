@@ -38,6 +38,11 @@ def run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+def test_a_flag_after_the_flagfile_makes_a_fast_row():
+    path = os.path.join(FLAGS_DIR, "cifar100_wrn28-10_cut_mixmo.flags")
+    assert parse(f"--flagfile={path}", "--precision=auto").precision == "auto"
+
+
 def test_default_flags_are_the_papers_cut_mixmo_recipe():
     config = parse("--dataset=cifar100", "--mixing=cutmix")
     assert (config.depth, config.width, config.num_members) == (28, 10, 2)
@@ -73,6 +78,8 @@ def test_each_flagfile_parses_into_its_rows_method(path):
     name = os.path.basename(path)
     assert config.dataset == name.split("_")[0]
     assert (config.depth, config.width, config.epochs) == (28, 10, 300)
+    # The paper's numerics: float32 and PyTorch's Nesterov step, as the authors trained.
+    assert (config.precision, config.optimizer) == ("float32", "pytorch_sgd")
     single = "vanilla" in name
     assert config.num_members == (1 if single else 2)
     assert config.base_learning_rate == pytest.approx(0.05 if single else 0.0125)
