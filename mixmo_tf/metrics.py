@@ -7,6 +7,7 @@ serve the ensemble and any single member alike.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 NLL_EPSILON = 1e-12
@@ -41,7 +42,7 @@ class BrierScore(keras.metrics.Mean):
 
 @keras.saving.register_keras_serializable(package="mixmo_tf")
 class ExpectedCalibrationError(keras.metrics.Metric):
-    """ECE with equal-width confidence bins (15 in the paper).
+    """ECE with equal-width confidence bins (lo, hi] (15 in the paper).
 
     Accumulates per bin the (weighted) count, the summed confidence and the number correct,
     so the result over several batches equals the ECE of their concatenation.
@@ -52,6 +53,7 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         if num_bins < 1:
             raise ValueError(f"num_bins must be >= 1. Received: num_bins={num_bins}")
         self.num_bins = num_bins
+        self._inner_boundaries = np.linspace(0.0, 1.0, num_bins + 1)[1:-1]
         self.counts = self.add_variable((num_bins,), "zeros", name="counts")
         self.confidence_sums = self.add_variable((num_bins,), "zeros", name="confidence_sums")
         self.correct_sums = self.add_variable((num_bins,), "zeros", name="correct_sums")
@@ -61,9 +63,12 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         correct = ops.cast(
             ops.equal(ops.argmax(probabilities, axis=-1), ops.cast(labels, "int64")), "float32"
         )
-        # Bin (i/n, (i+1)/n]; a confidence of exactly 0 joins the first bin.
-        bins = ops.clip(ops.ceil(confidence * self.num_bins) - 1, 0, self.num_bins - 1)
-        one_hot_bins = ops.one_hot(ops.cast(bins, "int32"), self.num_bins)
+        # Bin i is (b_i, b_{i+1}] with b = np.linspace(0, 1, n + 1) in float64, the float32
+        # confidence promoted to float64, as the authors' numpy ECE (spec 10): a confidence on
+        # a boundary goes to the lower bin. A confidence of exactly 0 joins the first bin.
+        above = ops.cast(confidence, "float64")[:, None] > self._inner_boundaries[None, :]
+        bins = ops.sum(ops.cast(above, "int32"), axis=1)
+        one_hot_bins = ops.one_hot(bins, self.num_bins)
         if sample_weight is not None:
             one_hot_bins = one_hot_bins * ops.cast(sample_weight, "float32")[:, None]
         self.counts.assign_add(ops.sum(one_hot_bins, axis=0))

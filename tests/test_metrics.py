@@ -144,6 +144,32 @@ def test_ece_bins_include_their_upper_edge():
     assert evaluate(metric, (labels, probabilities)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_ece_bins_of_confidences_on_k_over_15_are_the_authors_numpy_bins():
+    """float32 confidences nearest to k/15 against float64 np.linspace(0, 1, 16) boundaries.
+
+    Some of them are just above k/15 (0.2f = 0.2000000030) and so in the upper bin, some
+    just below: exactly what the authors' numpy ECE gives, which a bin index computed as
+    ceil(15 * confidence) - 1 in float32 does not.
+    """
+    confidences = np.float32(np.arange(1, 15) / 15.0)
+    # 16 classes: the 15 others share 1 - confidence, each below the confidence itself.
+    probabilities = np.empty((14, 16), np.float32)
+    probabilities[:] = ((1.0 - confidences) / 15.0)[:, None]
+    probabilities[:, 0] = confidences
+    assert np.array_equal(probabilities.max(axis=1), confidences)
+    labels = np.zeros(14, np.int32)
+    metric = ExpectedCalibrationError()
+    metric.update_state(labels, probabilities)
+    edges = np.linspace(0.0, 1.0, 16)
+    authors_counts = [
+        np.sum((confidences > low) & (confidences <= high)) for low, high in zip(edges, edges[1:])
+    ]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(metric.counts), authors_counts)
+    float32_ceil = np.ceil(np.float32(15) * confidences) - 1
+    authors_bins = np.sum(confidences[:, None] > edges[None, 1:-1], axis=1)
+    assert (float32_ceil != authors_bins).any(), "the boundary cases this test is about"
+
+
 def test_nll_is_finite_when_the_true_class_has_zero_probability():
     probabilities = np.array([[1.0, 0.0], [0.5, 0.5]], np.float32)
     value = evaluate(NegativeLogLikelihood(), (np.array([1, 0]), probabilities))
