@@ -47,12 +47,33 @@ def test_amx_bf16_is_read_from_the_cpu_flags(tmp_path):
 
 def test_auto_resolves_to_this_machines_default_and_names_pass_through():
     assert precision.resolve_precision("auto") == precision.default_precision()
-    on_this_cpu = "mixed_bfloat16" if precision.cpu_has_amx_bf16() else "float32"
-    assert precision.default_precision() == on_this_cpu  # no GPU on the test machines
     for name in ("float32", "mixed_float16", "mixed_bfloat16"):
         assert precision.resolve_precision(name) == name
     with pytest.raises(ValueError, match="--precision must be one of"):
         precision.resolve_precision("bfloat16")
+
+
+@pytest.mark.parametrize(
+    "gpu_capability, amx, expected",
+    [
+        (None, True, "mixed_bfloat16"),  # no GPU: the CPU decides
+        (None, False, "float32"),
+        ((8, 0), True, "mixed_float16"),  # tensor cores: the GPU decides
+        ((7, 0), False, "mixed_float16"),
+        ((6, 1), True, "float32"),  # a GPU without tensor cores
+        ("unknown", False, "float32"),  # a GPU whose capability TF does not report
+    ],
+)
+def test_the_default_precision_follows_the_training_device(
+    monkeypatch, gpu_capability, amx, expected
+):
+    """Holds on any machine: the devices TensorFlow sees are replaced by the case's."""
+    gpus = [] if gpu_capability is None else ["GPU:0"]
+    details = {} if gpu_capability == "unknown" else {"compute_capability": gpu_capability}
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: gpus)
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda gpu: details)
+    monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: amx)
+    assert precision.default_precision() == expected
 
 
 def test_a_bad_precision_is_rejected_by_the_config():
