@@ -8,6 +8,7 @@ slow drifts hit all of them alike, and report medians over timed rounds after wa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -61,6 +62,15 @@ def cpu_model() -> str:
     return _proc_field(_CPU_INFO, "model name") or platform.processor()
 
 
+def cpu_flags() -> list[str]:
+    """The CPU features behind this project's precision and speed figures that this CPU has.
+
+    AVX-512 BF16 and AMX-BF16 decide whether bfloat16 is fast (bench/README.md).
+    """
+    present = set((_proc_field(_CPU_INFO, "flags") or "").split())
+    return [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in present]
+
+
 def onednn_enabled() -> bool:
     """Whether TensorFlow's oneDNN optimisations are on.
 
@@ -84,11 +94,22 @@ def environment() -> dict[str, Any]:
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "cores": os.cpu_count(),
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        # Other work on a shared machine slows a measurement: the 1-minute load average.
+        "load_average": round(os.getloadavg()[0], 2),
         "onednn": onednn_enabled(),
         # Set to emulate an older CPU: oneDNN then leaves out the newer instructions.
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "all"),
         "command": "python " + " ".join(sys.argv),
     }
+
+
+@contextlib.contextmanager
+def progress_to_stderr() -> Iterator[None]:
+    """Sends what library code prints (progress bars, tfds notices) to stderr, keeping
+    stdout for the JSON lines."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def emit(record: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 Variables stay float32 in every mode (Keras mixed policies); only the compute dtype of the
 layers changes, and `MixMoModel` casts the logits back to float32 before the loss, the
 probabilities and the metrics. The "auto" default follows what `bench/precision.py`
-measured on a 2-core Sapphire Rapids CPU (bench/README.md): with AMX-BF16 tiles,
+measured on 2 cores of an Intel Xeon with AMX-BF16 (bench/README.md): with AMX-BF16 tiles,
 mixed_bfloat16 made the MixMo WRN-28-10 training step 3.5x faster than float32; with
 oneDNN limited to the instructions of CPUs without AMX it made the WRN-16-4 step 1.5x
 (Cooper Lake) to 4x (Skylake) slower; float16 has no fast CPU kernels (123x slower on

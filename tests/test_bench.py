@@ -7,10 +7,13 @@ share absl's global FLAGS), and peak_memory.py runs its two real child processes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from types import ModuleType
 
+import archive_preparation
+import digits_accuracy
 import harness
 import inference
 import input_pipeline
@@ -20,6 +23,7 @@ import peak_memory
 import precision
 import profile_step
 import pytest
+import suite_time
 import train_step
 from absl import flags
 
@@ -116,6 +120,14 @@ def test_peak_rss_grows_past_a_larger_allocation():
     array = np.ones(int((before + 64) * 2**20), np.uint8)  # touched: resident
     assert harness.peak_rss_mib() >= before + 64
     del array
+
+
+def test_cpu_flags_name_the_precision_relevant_features(tmp_path, monkeypatch):
+    cpu_info = tmp_path / "cpuinfo"
+    cpu_info.write_text("model name\t: Test\nflags\t\t: fpu avx2 avx512f amx_tile amx_bf16\n")
+    monkeypatch.setattr(harness, "_CPU_INFO", str(cpu_info))
+    assert harness.cpu_flags() == ["avx2", "avx512f", "amx_bf16"]
+    assert harness.environment()["cpu_flags"] == ["avx2", "avx512f", "amx_bf16"]
 
 
 def test_matmul_ceiling_is_positive():
@@ -271,3 +283,39 @@ def test_profile_lines_split_the_step_into_its_parts(capsys):
 )
 def test_ops_are_attributed_to_their_part(op_name, part):
     assert profile_step.part_of(op_name) == part
+
+
+def test_archive_preparation_line(capsys, monkeypatch):
+    """A small archive instead of the full size: the line says what was prepared, and how long."""
+    small = dataclasses.replace(
+        archive_preparation.dataset_spec("cifar10"), num_train=50, num_test=20
+    )
+    monkeypatch.setattr(archive_preparation, "dataset_spec", lambda name: small)
+    (line,) = run_script(archive_preparation, capsys, "--datasets=cifar10")
+    assert (line["dataset"], line["num_train"], line["num_test"]) == ("cifar10", 50, 20)
+    assert line["preparation_s"] > 0 and line["archive_mib"] > 0
+
+
+def test_digits_accuracy_line(capsys, tmp_path):
+    """A two-step version of the demo flagfile: a line per precision, with the run's metrics."""
+    flagfile = tmp_path / "short.flags"
+    flagfile.write_text(
+        f"--flagfile={digits_accuracy.DIGITS_FLAGFILE}\n--epochs=1\n--steps_per_epoch=2\n"
+        "--eval_steps=1\n--lr_decay_epochs=1\n"
+    )
+    (line,) = run_script(digits_accuracy, capsys, f"--flagfile_path={flagfile}")
+    assert (line["precision"], line["steps"]) == ("float32", 2)
+    assert 0 <= line["accuracy"] <= 1 and len(line["member_accuracies"]) == 2
+    assert line["train_s"] > 0 and line["nll"] > 0
+
+
+def test_suite_time_line(capsys, tmp_path):
+    """Times a one-test pytest run: wall time and pytest's summary; a failing run raises."""
+    passing = tmp_path / "test_passing.py"
+    passing.write_text("def test_one():\n    assert True\n")
+    (line,) = run_script(suite_time, capsys, f"--pytest_args={passing},-q")
+    assert line["wall_s"] > 0 and "1 passed" in line["summary"]
+    failing = tmp_path / "test_failing.py"
+    failing.write_text("def test_one():\n    assert False\n")
+    with pytest.raises(RuntimeError, match="1 failed"):
+        suite_time.time_suite([str(failing), "-q"])

@@ -1,4 +1,4 @@
-"""Writes tiny CIFAR archives in the official binary format, for tests with no network."""
+"""Writes CIFAR archives in the official binary format with random images (tests, benchmarks)."""
 
 from __future__ import annotations
 
