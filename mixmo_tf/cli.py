@@ -22,7 +22,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(str(error)) from error
 
     if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # tfds and checkpoint INFO lines drown the bars
+        # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
+        logging.set_verbosity(logging.ERROR)
 
     # TensorFlow work starts only after the flags are valid.
     from mixmo_tf import checkpointing, experiment
