@@ -9,7 +9,7 @@ import os
 import keras
 import numpy as np
 
-from mixmo_tf import checkpointing, data, precision
+from mixmo_tf import checkpointing, data, precision, run_guard
 from mixmo_tf.config import Config, complete_recorded
 from mixmo_tf.distribute import make_strategy
 from mixmo_tf.models.wide_resnet import wide_resnet
@@ -136,6 +136,18 @@ def train(config: Config) -> MixMoModel:
     spec = config.spec
     train_images, train_labels = data.load_split(spec, "train", config.data_dir)
     test_images, test_labels = data.load_split(spec, "test", config.data_dir)
+    # One writer per run folder; SIGTERM / SIGINT checkpoint at the next step, then stop.
+    with run_guard.hold_run_folder(config.model_dir), run_guard.stop_on_signals() as stop:
+        return _train_in_folder(
+            config, strategy, (train_images, train_labels), (test_images, test_labels), stop
+        )
+
+
+def _train_in_folder(config, strategy, train_split, test_split, stop) -> MixMoModel:
+    """`train` once it holds the run folder: build, resume, fit, save the final model."""
+    spec = config.spec
+    train_images, train_labels = train_split
+    test_images, test_labels = test_split
     keras.utils.set_random_seed(config.seed)
     checkpointing.record_run_config(config)
     with strategy.scope():
@@ -150,8 +162,10 @@ def train(config: Config) -> MixMoModel:
         test_images, test_labels, spec, config.eval_batch_size, config.eval_steps
     )
     callbacks = [
-        checkpointing.StopOnNonFiniteLoss(learning_rate_schedule(config)),
-        checkpointing.PeriodicCheckpoint(manager, config.checkpoint_every_steps),
+        checkpointing.StopOnNonFiniteLoss(learning_rate_schedule(config), manager),
+        checkpointing.PeriodicCheckpoint(
+            manager, learning_rate_schedule(config), config.checkpoint_every_steps, stop
+        ),
         keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
     ]
     step = start_step
@@ -178,6 +192,7 @@ def evaluate(config: Config) -> dict[str, float]:
 
     Raises:
         FileNotFoundError: `model_dir` has no checkpoint.
+        run_guard.ResultsNotSavedError: the results could not be written; it holds them.
     """
     config = resolve_device_defaults(config)
     spec = config.spec
@@ -197,7 +212,11 @@ def evaluate(config: Config) -> dict[str, float]:
     )
     results = {name: float(value) for name, value in results.items()}
     results["step"] = step
-    checkpointing.write_text_atomically(
-        os.path.join(config.model_dir, EVAL_RESULTS), json.dumps(results, indent=2)
-    )
+    try:
+        checkpointing.write_text_atomically(
+            os.path.join(config.model_dir, EVAL_RESULTS), json.dumps(results, indent=2)
+        )
+    except OSError as error:
+        message = run_guard.describe_os_error(error, "--model_dir")
+        raise run_guard.ResultsNotSavedError(message, results) from error
     return results

@@ -1,0 +1,268 @@
+"""Runs that survive: divergence, a second writer, signals, unusable folders.
+
+Proven here:
+- A diverging run checkpoints only finite states (weights, batch-norm statistics, optimizer
+  slots); its error names the last finite checkpoint, or says there is none, and the rerun
+  with a sane --lr resumes from that checkpoint and finishes.
+- A run folder has one writer: a second run is refused naming the holder's pid and host
+  (exit code 2 through main); after `kill -9` of the holder the lock is taken over.
+- SIGTERM and SIGINT in the middle of an epoch of a real `main.py` process save a
+  checkpoint at the next step and exit with code 3 and one line; the rerun ends with the
+  weights of an uninterrupted run, bit for bit.
+- Every unusable folder gives one `ERROR:` line and exit code 2 (a path under a regular
+  file; a folder this user cannot write, tested by dropping root's effective uid); an
+  evaluation that cannot write its results prints them first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+
+from mixmo_tf import checkpointing, cli, experiment, run_guard
+from mixmo_tf.config import Config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = Config(dataset="digits", checkpoint_every_steps=1).smoke()
+
+
+def _smoke(model_dir, **overrides) -> Config:
+    return dataclasses.replace(SMOKE, model_dir=str(model_dir), **overrides)
+
+
+def _state(model: keras.Model) -> list[np.ndarray]:
+    return [keras.ops.convert_to_numpy(v) for v in model.weights + model.optimizer.variables]
+
+
+def _checkpoint_states(config: Config) -> dict[str, list[np.ndarray]]:
+    """Every checkpoint kept in the run folder, restored into a fresh model."""
+    states = {}
+    model = experiment.build_model(config)
+    manager = checkpointing.checkpoint_manager(model, config.model_dir)
+    for path in manager.checkpoints:
+        manager.checkpoint.restore(path).assert_existing_objects_matched()
+        states[os.path.basename(path)] = _state(model)
+    return states
+
+
+def _run_main(*args: str) -> tuple[int, str, str]:
+    """main.py's main in this process: (exit code, stdout, stderr)."""
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["main.py", *args])
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main(["main.py"])
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        flags.FLAGS.unparse_flags()
+    return code, out.getvalue(), err.getvalue()
+
+
+def _smoke_flags(model_dir) -> list[str]:
+    return ["--dataset=digits", "--smoke", f"--model_dir={model_dir}"]
+
+
+# ---- divergence ----------------------------------------------------------------------------------
+
+
+def test_a_diverging_run_keeps_only_finite_checkpoints_and_the_rerun_resumes(tmp_path):
+    experiment.train(_smoke(tmp_path, epochs=1))  # healthy checkpoints at steps 1, 2, 3
+    # An absurd rate: after step 4 the loss is still finite, but weights of ~1e26 overflow
+    # the L2 penalty of step 5. The state of step 4 must not be checkpointed.
+    diverging = _smoke(tmp_path, lr=1e30)
+    with pytest.raises(FloatingPointError) as error:
+        experiment.train(diverging)
+    message = str(error.value)
+    assert "diverged at step 4 " in message and "overflows" in message
+    rate_of_step_4 = experiment.learning_rate_schedule(diverging)(3)  # after 3 finished steps
+    assert f"learning rate {float(keras.ops.convert_to_numpy(rate_of_step_4)):.3g}" in message
+    last = os.path.join(diverging.model_dir, "checkpoints", "ckpt-3")
+    assert f"the last is {last}. Lower --lr" in message and "resumes from ckpt-3" in message
+
+    states = _checkpoint_states(diverging)
+    assert sorted(states) == ["ckpt-1", "ckpt-2", "ckpt-3"]
+    assert all(np.isfinite(v).all() for state in states.values() for v in state)
+
+    model = experiment.train(_smoke(tmp_path))  # the sane default --lr: resumes and finishes
+    assert int(model.optimizer.iterations.numpy()) == 6
+    assert all(np.isfinite(v).all() for v in _state(model))
+
+
+def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(tmp_path):
+    with pytest.raises(FloatingPointError) as error:
+        experiment.train(_smoke(tmp_path, lr=1e30, checkpoint_every_steps=0))
+    assert "the training loss became nan" in str(error.value)
+    assert "No checkpoint was saved before it" in str(error.value)
+    assert "starts from step 0" in str(error.value)
+    assert not glob.glob(str(tmp_path / "checkpoints" / "ckpt-*"))
+
+
+# ---- one writer per run folder -------------------------------------------------------------------
+
+_HOLD_LOCK = """
+import sys, time
+from mixmo_tf import run_guard
+with run_guard.hold_run_folder(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_locked_folder_is_refused_naming_the_holder_and_taken_over_after_kill_9(tmp_path):
+    model_dir = tmp_path / "run_smoke"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(model_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = _run_main(*_smoke_flags(tmp_path / "run"))
+        assert code == run_guard.EXIT_ERROR
+        expected = f"ERROR: {model_dir} is in use by process {holder.pid} on host "
+        assert err.startswith(expected + socket.gethostname())
+        assert len(err.strip().splitlines()) == 1
+        assert not os.path.exists(model_dir / checkpointing.RUN_CONFIG)  # nothing written
+    finally:
+        holder.kill()  # SIGKILL: the holder cannot clean up
+        holder.wait()
+
+    code, out, err = _run_main(*_smoke_flags(tmp_path / "run"), "--epochs=1")
+    assert code == 0, err
+    assert f"Taking over the lock of {model_dir} from process {holder.pid} on host" in out
+    assert os.path.exists(model_dir / "checkpoints" / "ckpt-3.index")
+    # A run that ended normally leaves the lock free and empty: the next one takes it quietly.
+    assert (model_dir / run_guard.LOCK_FILE).read_text() == ""
+
+
+# ---- unusable folders ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared_tmp():
+    """A folder every user may enter (pytest's tmp_path is root's alone)."""
+    path = tempfile.mkdtemp()
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def _as_unprivileged_user():
+    """Drops root's effective uid to nobody's (root writes anywhere); a no-op for other users."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def test_unusable_folders_give_one_error_line_and_exit_code_2(shared_tmp):
+    tmp_path = shared_tmp
+    regular_file = tmp_path / "file"
+    regular_file.write_text("not a folder")
+    code, _, err = _run_main(*_smoke_flags(regular_file / "run"))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("ERROR: ")
+    assert "a part of that path is a regular file, not a folder" in err
+
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | 0o005)
+    with _as_unprivileged_user():
+        code, _, err = _run_main(*_smoke_flags(read_only / "run"))
+    assert code == 2
+    assert err.count("\n") == 1 and "this user cannot write there" in err
+
+
+def test_evaluating_a_read_only_run_prints_the_metrics_then_fails(shared_tmp):
+    tmp_path = shared_tmp
+    code, _, err = _run_main(*_smoke_flags(tmp_path / "run"), "--epochs=1")
+    assert code == 0, err
+    model_dir = tmp_path / "run_smoke"
+    for path in [model_dir, *model_dir.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    with _as_unprivileged_user():
+        code, out, err = _run_main(*_smoke_flags(tmp_path / "run"), "--mode=evaluate")
+    assert code == 2
+    results = json.loads(out[out.index("{") :])
+    assert results["step"] == 3 and 0 <= results["accuracy"] <= 1
+    assert err.count("\n") == 1 and "this user cannot write there" in err
+    assert not os.path.exists(model_dir / experiment.EVAL_RESULTS)
+
+
+# ---- signals -------------------------------------------------------------------------------------
+
+# Long enough an epoch (WRN-10-1, 8 slots a step) to signal it in the middle.
+_SIGNAL_RUN = dict(depth=10, width=1, epochs=1, steps_per_epoch=40, eval_steps=2, batch_size=8)
+
+
+def _signal_config(model_dir) -> Config:
+    return Config(dataset="digits", model_dir=str(model_dir), eval_batch_size=32, **_SIGNAL_RUN)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return _state(experiment.train(_signal_config(tmp_path_factory.mktemp("uninterrupted"))))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_mid_epoch_checkpoints_exits_3_and_the_rerun_matches(
+    tmp_path, uninterrupted, signum
+):
+    run_flags = [f"--{name}={value}" for name, value in _SIGNAL_RUN.items()]
+    run_flags += ["--dataset=digits", "--eval_batch_size=32", f"--model_dir={tmp_path}"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "main.py", *run_flags, "--checkpoint_every_steps=5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+    first = tmp_path / "checkpoints" / "ckpt-5.index"
+    deadline = time.monotonic() + 120
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+
+    assert process.returncode == run_guard.EXIT_INTERRUPTED, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err
+    assert lines[-1].startswith(f"Stopped by {signum.name} at step ")
+    step = int(lines[-1].split(" at step ")[1].split(";")[0])
+    assert 5 <= step < 40  # mid-epoch: neither before the first step nor at the epoch's end
+    assert (tmp_path / "checkpoints" / f"ckpt-{step}.index").exists()
+
+    model = experiment.train(_signal_config(tmp_path))
+    assert int(model.optimizer.iterations.numpy()) == 40
+    for resumed, reference in zip(_state(model), uninterrupted, strict=True):
+        np.testing.assert_array_equal(resumed, reference)
