@@ -121,22 +121,24 @@ def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(tmp_pa
 
 # ---- one writer per run folder -------------------------------------------------------------------
 
+# Loads run_guard by file (no TensorFlow import) and holds the lock until killed.
 _HOLD_LOCK = """
-import sys, time
-from mixmo_tf import run_guard
-with run_guard.hold_run_folder(sys.argv[1]):
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("run_guard", sys.argv[1])
+run_guard = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(run_guard)
+with run_guard.hold_run_folder(sys.argv[2]):
     print("held", flush=True)
     time.sleep(600)
 """
 
 
-def test_a_locked_folder_is_refused_naming_the_holder_and_taken_over_after_kill_9(tmp_path):
+def test_a_locked_folder_is_refused_naming_the_holder_and_taken_over_after_kill_9(tmp_path, capsys):
     model_dir = tmp_path / "run_smoke"
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(model_dir)],
+        [sys.executable, "-c", _HOLD_LOCK, run_guard.__file__, str(model_dir)],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=REPO,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -150,12 +152,17 @@ def test_a_locked_folder_is_refused_naming_the_holder_and_taken_over_after_kill_
         holder.kill()  # SIGKILL: the holder cannot clean up
         holder.wait()
 
-    code, out, err = _run_main(*_smoke_flags(tmp_path / "run"), "--epochs=1")
-    assert code == 0, err
-    assert f"Taking over the lock of {model_dir} from process {holder.pid} on host" in out
-    assert os.path.exists(model_dir / "checkpoints" / "ckpt-3.index")
-    # A run that ended normally leaves the lock free and empty: the next one takes it quietly.
+    capsys.readouterr()
+    with run_guard.hold_run_folder(str(model_dir)):
+        taken_over = capsys.readouterr().out
+        assert (
+            f"Taking over the lock of {model_dir} from process {holder.pid} on host" in taken_over
+        )
+        assert (model_dir / run_guard.LOCK_FILE).read_text().split()[0] == str(os.getpid())
+    # Released normally, the lock is empty: the next holder takes it quietly.
     assert (model_dir / run_guard.LOCK_FILE).read_text() == ""
+    with run_guard.hold_run_folder(str(model_dir)):
+        assert "Taking over" not in capsys.readouterr().out
 
 
 # ---- unusable folders ----------------------------------------------------------------------------
@@ -201,46 +208,55 @@ def test_unusable_folders_give_one_error_line_and_exit_code_2(shared_tmp):
     assert err.count("\n") == 1 and "this user cannot write there" in err
 
 
-def test_evaluating_a_read_only_run_prints_the_metrics_then_fails(shared_tmp):
-    tmp_path = shared_tmp
-    code, _, err = _run_main(*_smoke_flags(tmp_path / "run"), "--epochs=1")
-    assert code == 0, err
-    model_dir = tmp_path / "run_smoke"
-    for path in [model_dir, *model_dir.rglob("*")]:
-        path.chmod(path.stat().st_mode & ~0o222)
+def test_evaluating_a_read_only_run_prints_the_metrics_then_fails(shared_tmp, uninterrupted):
+    model_dir, _ = uninterrupted
+    read_only = shared_tmp / "run"
+    shutil.copytree(model_dir, read_only)
+    for path in [read_only, *read_only.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)  # readable by all, writable by none
     with _as_unprivileged_user():
-        code, out, err = _run_main(*_smoke_flags(tmp_path / "run"), "--mode=evaluate")
+        code, out, err = _run_main(*_signal_flags(read_only), "--mode=evaluate")
     assert code == 2
     results = json.loads(out[out.index("{") :])
-    assert results["step"] == 3 and 0 <= results["accuracy"] <= 1
+    assert results["step"] == 30 and 0 <= results["accuracy"] <= 1
     assert err.count("\n") == 1 and "this user cannot write there" in err
-    assert not os.path.exists(model_dir / experiment.EVAL_RESULTS)
+    assert not os.path.exists(read_only / experiment.EVAL_RESULTS)
 
 
 # ---- signals -------------------------------------------------------------------------------------
 
 # Long enough an epoch (WRN-10-1, 8 slots a step) to signal it in the middle.
-_SIGNAL_RUN = dict(depth=10, width=1, epochs=1, steps_per_epoch=40, eval_steps=2, batch_size=8)
+_SIGNAL_RUN = dict(depth=10, width=1, epochs=1, steps_per_epoch=30, eval_steps=2, batch_size=8)
 
 
 def _signal_config(model_dir) -> Config:
     return Config(dataset="digits", model_dir=str(model_dir), eval_batch_size=32, **_SIGNAL_RUN)
 
 
+def _signal_flags(model_dir) -> list[str]:
+    """The flags of `_signal_config(model_dir)`."""
+    run_flags = [f"--{name}={value}" for name, value in _SIGNAL_RUN.items()]
+    return [*run_flags, "--dataset=digits", "--eval_batch_size=32", f"--model_dir={model_dir}"]
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    return _state(experiment.train(_signal_config(tmp_path_factory.mktemp("uninterrupted"))))
+    """The uninterrupted run: (its folder, its final state)."""
+    model_dir = tmp_path_factory.mktemp("uninterrupted")
+    return model_dir, _state(experiment.train(_signal_config(model_dir)))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_a_signal_mid_epoch_checkpoints_exits_3_and_the_rerun_matches(
-    tmp_path, uninterrupted, signum
-):
-    run_flags = [f"--{name}={value}" for name, value in _SIGNAL_RUN.items()]
-    run_flags += ["--dataset=digits", "--eval_batch_size=32", f"--model_dir={tmp_path}"]
+def _assert_rerun_finishes_as(model_dir, uninterrupted) -> None:
+    model = experiment.train(_signal_config(model_dir))
+    assert int(model.optimizer.iterations.numpy()) == 30
+    for resumed, reference in zip(_state(model), uninterrupted[1], strict=True):
+        np.testing.assert_array_equal(resumed, reference)
+
+
+def test_sigterm_mid_epoch_checkpoints_exits_3_and_the_rerun_matches(tmp_path, uninterrupted):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
-        [sys.executable, "main.py", *run_flags, "--checkpoint_every_steps=5"],
+        [sys.executable, "main.py", *_signal_flags(tmp_path), "--checkpoint_every_steps=5"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -250,19 +266,33 @@ def test_a_signal_mid_epoch_checkpoints_exits_3_and_the_rerun_matches(
     first = tmp_path / "checkpoints" / "ckpt-5.index"
     deadline = time.monotonic() + 120
     while not first.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signum)
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
 
     assert process.returncode == run_guard.EXIT_INTERRUPTED, err[-3000:]
-    lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
-    assert lines[-1].startswith(f"Stopped by {signum.name} at step ")
-    step = int(lines[-1].split(" at step ")[1].split(";")[0])
-    assert 5 <= step < 40  # mid-epoch: neither before the first step nor at the epoch's end
+    last_line = err.strip().splitlines()[-1]
+    assert last_line.startswith("Stopped by SIGTERM at step ")
+    step = int(last_line.split(" at step ")[1].split(";")[0])
+    assert 5 <= step < 30  # mid-epoch: after the signal, before the epoch's end
     assert (tmp_path / "checkpoints" / f"ckpt-{step}.index").exists()
+    _assert_rerun_finishes_as(tmp_path, uninterrupted)
 
-    model = experiment.train(_signal_config(tmp_path))
-    assert int(model.optimizer.iterations.numpy()) == 40
-    for resumed, reference in zip(_state(model), uninterrupted, strict=True):
-        np.testing.assert_array_equal(resumed, reference)
+
+def test_sigint_mid_epoch_checkpoints_and_the_rerun_matches(tmp_path, uninterrupted, monkeypatch):
+    """Ctrl-C, delivered to this process by the kernel at the end of step 7."""
+
+    class SignalAtStep7(checkpointing.PeriodicCheckpoint):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 7:
+                os.kill(os.getpid(), signal.SIGINT)
+            super().on_train_batch_end(batch, logs)
+
+    monkeypatch.setattr(checkpointing, "PeriodicCheckpoint", SignalAtStep7)
+    with pytest.raises(run_guard.Interrupted, match="Stopped by SIGINT at step 7; saved "):
+        experiment.train(_signal_config(tmp_path))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert (tmp_path / "checkpoints" / "ckpt-7.index").exists()
+    monkeypatch.undo()
+    _assert_rerun_finishes_as(tmp_path, uninterrupted)
