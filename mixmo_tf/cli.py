@@ -26,7 +26,7 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)  # tfds and checkpoint INFO lines drown the bars
 
     # TensorFlow work starts only after the flags are valid.
-    from mixmo_tf import checkpointing, experiment, run_guard
+    from mixmo_tf import checkpointing, distribute, distributed_loop, experiment, run_guard
 
     try:
         if flags.FLAGS.mode == "train":
@@ -46,10 +46,12 @@ def main(argv: list[str]) -> None:
         FloatingPointError,
         run_guard.RunFolderError,
         run_guard.RunLockedError,
+        distributed_loop.WorkerLostError,
+        distribute.StrategyError,
     ) as error:
         # Missing or corrupt data (DataNotFoundError), no checkpoint, another run's
-        # checkpoint, a diverged run, an unusable or busy folder: the message says what to
-        # do, a traceback would not.
+        # checkpoint, a diverged run, an unusable or busy folder, a lost worker, no TPU:
+        # the message says what to do, a traceback would not.
         _fail(str(error))
     except OSError as error:
         # Any other file that cannot be read or written, in any mode.

@@ -16,7 +16,7 @@ from mixmo_tf.input_mixing import MSDA_KINDS
 from mixmo_tf.precision import PRECISIONS
 
 MIXING_METHODS = ("none", "mimo", "linear", "cutmix")
-DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored")
+DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 # Unique images per step that the reference learning rate of 0.1 is quoted for.
 LR_REFERENCE_BATCH = 128
 
@@ -85,6 +85,7 @@ class Config:
     eval_steps: int = _changeable_on_resume(0)
     checkpoint_every_steps: int = _changeable_on_resume(0)
     distribution: str = _changeable_on_resume("default")
+    tpu: str = _changeable_on_resume("")
     jit_compile: bool = _changeable_on_resume(False)
     precision: str = "auto"
 

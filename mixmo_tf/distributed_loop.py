@@ -90,6 +90,10 @@ def _agreement_function(strategy: tf.distribute.Strategy):
     return run
 
 
+class WorkerLostError(Exception):
+    """Another worker of the run stopped: collectives cannot go on."""
+
+
 class DistributedLoop:
     """`fit` for `strategy`: same arguments, same callbacks, same logs.
 
@@ -169,6 +173,21 @@ class DistributedLoop:
         self.model.stop_training = False
         iterator = iter(self._distribute(dataset))
         callbacks.on_train_begin()
+        try:
+            epoch_logs = self._epochs(
+                iterator, initial_epoch, epochs, steps_per_epoch, callbacks, validation_data
+            )
+        except tf.errors.UnavailableError as error:
+            step = int(self.model.optimizer.iterations.numpy())
+            raise WorkerLostError(
+                f"Another worker of this run stopped responding after step {step}. Restart "
+                "every worker with the same command: they resume from the last checkpoint."
+            ) from error
+        callbacks.on_train_end(epoch_logs)
+        return self.model.history
+
+    def _epochs(self, iterator, initial_epoch, epochs, steps_per_epoch, callbacks, validation_data):
+        """The epochs of `fit`; returns the last epoch's logs."""
         epoch_logs = {}
         for epoch in range(initial_epoch, epochs):
             self.model.reset_metrics()
@@ -183,8 +202,7 @@ class DistributedLoop:
             validation = self.evaluate(validation_data, callbacks)
             epoch_logs.update({f"val_{name}": value for name, value in validation.items()})
             callbacks.on_epoch_end(epoch, epoch_logs)
-        callbacks.on_train_end(epoch_logs)
-        return self.model.history
+        return epoch_logs
 
 
 def fit_function(model: keras.Model, strategy: tf.distribute.Strategy, stop: StopRequest):

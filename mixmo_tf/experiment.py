@@ -131,7 +131,7 @@ def train(config: Config) -> MixMoModel:
     `model_dir`, and the final model as `model_dir/model.keras`.
     """
     # Multi-worker strategies must exist before other TensorFlow work, data loading included.
-    strategy = make_strategy(config.distribution)
+    strategy = make_strategy(config.distribution, config.tpu)
     config = resolve_device_defaults(config)
     print(f"Precision: {config.precision}.")
     spec = config.spec

@@ -208,6 +208,17 @@ def test_unusable_folders_give_one_error_line_and_exit_code_2(shared_tmp):
     assert err.count("\n") == 1 and "this user cannot write there" in err
 
 
+def test_an_unreachable_tpu_fails_within_seconds_with_one_error_line(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"grpc://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    start = time.monotonic()
+    code, _, err = _run_main(*_smoke_flags(tmp_path), "--distribution=tpu", f"--tpu={address}")
+    assert code == 2
+    assert err.startswith(f"ERROR: No TPU is reachable at {address} (") and err.count("\n") == 1
+    assert time.monotonic() - start < 15
+
+
 def test_evaluating_a_read_only_run_prints_the_metrics_then_fails(shared_tmp, uninterrupted):
     model_dir, _ = uninterrupted
     read_only = shared_tmp / "run"
