@@ -4,6 +4,8 @@ Proven here, with real processes, TF_CONFIG and gRPC between them (ports picked 
 - `--distribution=multi_worker_mirrored` trains a digits smoke run: both workers exit 0 with
   bitwise-identical weights, batch-norm statistics and optimizer state; the run folder holds
   one set of checkpoints, written by the chief; the other worker leaves nothing behind.
+- SIGTERM to one worker (a preemption notice) stops both at the same step: the chief
+  checkpoints it and both exit with code 3.
 - `kill -9` of one worker in the middle of the run, then a restart of both, resumes from
   the chief's last checkpoint and ends with the weights of the uninterrupted run, bit for
   bit (the same batches, the same collective sums in the same order).
@@ -23,29 +25,34 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# One worker: trains the smoke run, saves its final state. With a step number as third
-# argument, the worker kills itself with SIGKILL at the end of that step (after the chief
-# had the chance to checkpoint the step before), as a lost machine would.
+# One worker: trains the smoke run, saves its final state. With a step number and a signal
+# name as third and fourth arguments, the worker sends itself that signal at the end of
+# that step: SIGKILL as a lost machine, SIGTERM as a preemption notice. It exits like
+# main.py: code 3 after a signal stop.
 WORKER = textwrap.dedent(
     """
     import dataclasses, os, signal, sys
     import numpy as np
-    from mixmo_tf import checkpointing, experiment
+    from mixmo_tf import checkpointing, experiment, run_guard
     from mixmo_tf.config import Config
 
-    model_dir, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    model_dir, out, at_step, signal_name = sys.argv[1:5]
 
-    class KillAt(checkpointing.PeriodicCheckpoint):
+    class SignalAt(checkpointing.PeriodicCheckpoint):
         def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if int(self.model.optimizer.iterations.numpy()) == int(at_step):
+                os.kill(os.getpid(), getattr(signal, signal_name))
             super().on_train_batch_end(batch, logs)
 
-    checkpointing.PeriodicCheckpoint = KillAt
+    checkpointing.PeriodicCheckpoint = SignalAt
     smoke = Config(
         dataset="digits", distribution="multi_worker_mirrored", checkpoint_every_steps=1
     ).smoke()
-    model = experiment.train(dataclasses.replace(smoke, model_dir=model_dir))
+    try:
+        model = experiment.train(dataclasses.replace(smoke, model_dir=model_dir))
+    except run_guard.Interrupted as stopped:
+        print(stopped, file=sys.stderr)
+        sys.exit(run_guard.EXIT_INTERRUPTED)
     np.savez(out, *[np.asarray(v) for v in model.weights + model.optimizer.variables])
     """
 )
@@ -61,8 +68,8 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _launch(model_dir, outputs, scratch, kill_at: tuple[int, int] = (0, 0)):
-    """Starts the two workers; returns their processes."""
+def _launch(model_dir, outputs, scratch, signal_at: tuple[int, int] = (0, 0), name="SIGKILL"):
+    """Starts the two workers, worker i signalled by `name` after step `signal_at[i]` (0: not)."""
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     processes = []
     for index in range(2):
@@ -76,7 +83,7 @@ def _launch(model_dir, outputs, scratch, kill_at: tuple[int, int] = (0, 0)):
         command = [sys.executable, "-c", WORKER, str(model_dir), str(outputs[index])]
         processes.append(
             subprocess.Popen(
-                [*command, str(kill_at[index])],
+                [*command, str(signal_at[index]), name],
                 cwd=REPO,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -155,7 +162,7 @@ def test_kill_9_of_a_worker_then_a_restart_of_both_ends_as_the_uninterrupted_run
     # Worker 1 dies at the end of step 5. The chief would stop by itself once the
     # coordination service misses the dead worker's heartbeats (minutes); a scheduler
     # restarting the job kills it first, and so does the test.
-    chief, worker = _launch(tmp_path / "run", outputs, scratch, kill_at=(0, 5))
+    chief, worker = _launch(tmp_path / "run", outputs, scratch, signal_at=(0, 5))
     assert worker.wait(timeout=300) == -9
     chief.kill()
     _finish([chief, worker])
@@ -168,3 +175,17 @@ def test_kill_9_of_a_worker_then_a_restart_of_both_ends_as_the_uninterrupted_run
     assert resumed_at in ("4", "5")  # the chief's last complete checkpoint
     _assert_identical(_load(outputs[0]), reference[0])
     _assert_identical(_load(outputs[1]), reference[0])
+
+
+def test_sigterm_to_one_worker_stops_both_at_the_same_step_with_exit_code_3(tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    outputs = [tmp_path / "worker0.npz", tmp_path / "worker1.npz"]
+    # Worker 1's handler runs after the workers agreed on step 5: they stop after step 6.
+    launched = _launch(tmp_path / "run", outputs, scratch, signal_at=(0, 5), name="SIGTERM")
+    (chief_code, _, chief_err), (worker_code, _, worker_err) = _finish(launched)
+    assert (chief_code, worker_code) == (3, 3), chief_err[-2000:] + worker_err[-2000:]
+    assert "Stopped by a signal to another worker at step 6; saved " in chief_err
+    assert "Stopped by SIGTERM at step 6" in worker_err
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-6.index").exists()
+    assert "Traceback" not in chief_err + worker_err
