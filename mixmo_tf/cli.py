@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import NoReturn
 
 from absl import app, flags, logging
 
@@ -26,18 +27,42 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.ERROR)
 
     # TensorFlow work starts only after the flags are valid.
-    from mixmo_tf import checkpointing, experiment
+    from mixmo_tf import checkpointing, distribute, distributed_loop, experiment, run_guard
 
     try:
         if flags.FLAGS.mode == "train":
             experiment.train(config)
         else:
             print(json.dumps(experiment.evaluate(config), indent=2))
-    except (FileNotFoundError, checkpointing.CheckpointMismatchError, FloatingPointError) as error:
+    except run_guard.Interrupted as error:
+        # SIGTERM / SIGINT: a checkpoint was saved; not an error, but not finished either.
+        print(error, file=sys.stderr)
+        sys.exit(run_guard.EXIT_INTERRUPTED)
+    except run_guard.ResultsNotSavedError as error:
+        print(json.dumps(error.results, indent=2))  # the results first: nothing is lost
+        _fail(str(error))
+    except (
+        FileNotFoundError,
+        checkpointing.CheckpointMismatchError,
+        FloatingPointError,
+        run_guard.RunFolderError,
+        run_guard.RunLockedError,
+        distributed_loop.WorkerLostError,
+        distribute.StrategyError,
+    ) as error:
         # Missing or corrupt data (DataNotFoundError), no checkpoint, another run's
-        # checkpoint, a diverged loss: the message says what to do, a traceback would not.
-        print(f"ERROR: {error}", file=sys.stderr)
-        sys.exit(2)
+        # checkpoint, a diverged run, an unusable or busy folder, a lost worker, no TPU:
+        # the message says what to do, a traceback would not.
+        _fail(str(error))
+    except OSError as error:
+        # Any other file that cannot be read or written, in any mode.
+        _fail(run_guard.describe_os_error(error))
+
+
+def _fail(message: str) -> NoReturn:
+    """Prints one `ERROR:` line and exits with code 2."""
+    print(f"ERROR: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def run() -> None:

@@ -16,7 +16,7 @@ from mixmo_tf.input_mixing import MSDA_KINDS
 from mixmo_tf.precision import PRECISIONS
 
 MIXING_METHODS = ("none", "mimo", "linear", "cutmix")
-DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored")
+DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 # Nesterov SGD as PyTorch (the paper's runs) or as Keras computes it (mixmo_tf.optimizers).
 OPTIMIZERS = ("pytorch_sgd", "keras_sgd")
 # Unique images per step that the reference learning rate of 0.1 is quoted for.
@@ -92,6 +92,7 @@ class Config:
     eval_steps: int = _changeable_on_resume(0)
     checkpoint_every_steps: int = _changeable_on_resume(0)
     distribution: str = _changeable_on_resume("default")
+    tpu: str = _changeable_on_resume("")
     jit_compile: bool = _changeable_on_resume(False)
     precision: str = "auto"
 

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import socket
+import urllib.parse
+
 import tensorflow as tf
 
+# How long to wait for a TPU worker's port to answer before saying none is reachable.
+_TPU_CONNECT_TIMEOUT_SECONDS = 10
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+
+class StrategyError(Exception):
+    """The strategy asked for cannot be created here (e.g. no TPU is reachable)."""
+
+
+def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
     """The strategy for `--distribution`.
 
     "default": the current (single-device) strategy. "mirrored": all local GPUs, or the CPU.
     "multi_worker_mirrored": synchronous training over the workers in TF_CONFIG; create it
-    at program start, before other TensorFlow work.
+    at program start, before other TensorFlow work. "tpu": the TPU named or addressed by
+    `tpu` (see `tpu_strategy`).
+
+    Raises:
+        StrategyError: "tpu" and no TPU is reachable.
     """
     if name == "default":
         return tf.distribute.get_strategy()
@@ -18,7 +32,43 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        return tpu_strategy(tpu)
     raise ValueError(
-        "--distribution must be one of default, mirrored, multi_worker_mirrored. "
+        "--distribution must be one of default, mirrored, multi_worker_mirrored, tpu. "
         f"Received: distribution={name!r}"
     )
+
+
+def tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
+    """A TPUStrategy on `tpu`: a Cloud TPU name, a `grpc://host:port` address, or "" for
+    the TPU of this TPU VM.
+
+    TensorFlow waits a long time for an address that does not answer; this checks the
+    worker's port first and fails within seconds instead.
+
+    Raises:
+        StrategyError: the name cannot be resolved or the TPU does not answer.
+    """
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+        master = resolver.master()
+    except (ValueError, OSError, RuntimeError) as error:
+        raise StrategyError(
+            f"No TPU found for --tpu={tpu!r} ({error}). Give a Cloud TPU name or a "
+            "grpc://host:port address, or run on a TPU VM."
+        ) from error
+    address = urllib.parse.urlparse(master)
+    if address.hostname and address.port:
+        try:
+            socket.create_connection(
+                (address.hostname, address.port), timeout=_TPU_CONNECT_TIMEOUT_SECONDS
+            ).close()
+        except OSError as error:
+            raise StrategyError(
+                f"No TPU is reachable at {master} ({error.strerror or error}). Check --tpu "
+                "and that the TPU is running and reachable from this machine."
+            ) from error
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -9,7 +10,7 @@ import os
 import keras
 import numpy as np
 
-from mixmo_tf import checkpointing, data, precision
+from mixmo_tf import checkpointing, data, distributed_loop, precision, run_guard
 from mixmo_tf.config import Config, complete_recorded
 from mixmo_tf.distribute import make_strategy
 from mixmo_tf.models.wide_resnet import wide_resnet
@@ -129,34 +130,67 @@ def train(config: Config) -> MixMoModel:
     `model_dir`, and the final model as `model_dir/model.keras`.
     """
     # Multi-worker strategies must exist before other TensorFlow work, data loading included.
-    strategy = make_strategy(config.distribution)
+    strategy = make_strategy(config.distribution, config.tpu)
     config = resolve_device_defaults(config)
     print(f"Precision: {config.precision}.")
     spec = config.spec
     train_images, train_labels = data.load_split(spec, "train", config.data_dir)
     test_images, test_labels = data.load_split(spec, "test", config.data_dir)
+    # One writer per run folder (a multi-worker run's chief); SIGTERM / SIGINT checkpoint at
+    # the next step, then stop. Other workers write to a scratch folder, deleted at the end.
+    chief = distributed_loop.is_chief(strategy)
+    lock = run_guard.hold_run_folder(config.model_dir) if chief else contextlib.nullcontext()
+    scratch = distributed_loop.scratch_dir(config.model_dir, strategy)
+    try:
+        with lock, run_guard.stop_on_signals() as stop:
+            return _train_in_folder(
+                config,
+                strategy,
+                (train_images, train_labels),
+                (test_images, test_labels),
+                stop,
+                scratch,
+            )
+    finally:
+        distributed_loop.remove_scratch_dir(scratch)
+
+
+def _train_in_folder(config, strategy, train_split, test_split, stop, scratch) -> MixMoModel:
+    """`train` once it holds the run folder: build, resume, fit, save the final model.
+
+    `scratch` is None on the chief, else the folder this worker writes to instead.
+    """
+    spec = config.spec
+    train_images, train_labels = train_split
+    test_images, test_labels = test_split
     keras.utils.set_random_seed(config.seed)
-    checkpointing.record_run_config(config)
+    if scratch is None:
+        checkpointing.record_run_config(config)
     with strategy.scope():
         model = build_model(config)
-    manager = checkpointing.checkpoint_manager(model, config.model_dir)
-    start_step = checkpointing.restore_latest(manager)
+    # Every worker resumes from the chief's checkpoints (on a shared file system).
+    run_checkpoints = checkpointing.checkpoint_manager(model, config.model_dir)
+    start_step = checkpointing.restore_latest(run_checkpoints)
+    manager = checkpointing.checkpoint_manager(model, scratch or config.model_dir)
     if start_step:
-        latest = manager.latest_checkpoint
+        latest = run_checkpoints.latest_checkpoint
         print(f"Resuming from step {start_step} of {config.total_steps} ({latest}).")
     stream = train_stream(config)
     eval_batches = data.eval_dataset(
         test_images, test_labels, spec, config.eval_batch_size, config.eval_steps
     )
+    fit, stop = distributed_loop.fit_function(model, strategy, stop)
     callbacks = [
-        checkpointing.StopOnNonFiniteLoss(learning_rate_schedule(config)),
-        checkpointing.PeriodicCheckpoint(manager, config.checkpoint_every_steps),
-        keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
+        checkpointing.StopOnNonFiniteLoss(learning_rate_schedule(config), manager),
+        checkpointing.PeriodicCheckpoint(
+            manager, learning_rate_schedule(config), config.checkpoint_every_steps, stop
+        ),
+        keras.callbacks.TensorBoard(os.path.join(scratch or config.model_dir, "logs")),
     ]
     step = start_step
     for first_epoch, end_epoch, steps_per_epoch in _segments(start_step, config):
         end_step = step + (end_epoch - first_epoch) * steps_per_epoch
-        model.fit(
+        fit(
             data.train_dataset(train_images, train_labels, spec, stream, step, end_step),
             initial_epoch=first_epoch,
             epochs=end_epoch,
@@ -166,7 +200,9 @@ def train(config: Config) -> MixMoModel:
             callbacks=callbacks,
         )
         step = end_step
-    checkpointing.save_model_atomically(model, os.path.join(config.model_dir, FINAL_MODEL))
+    checkpointing.save_model_atomically(
+        model, os.path.join(scratch or config.model_dir, FINAL_MODEL)
+    )
     return model
 
 
@@ -177,6 +213,7 @@ def evaluate(config: Config) -> dict[str, float]:
 
     Raises:
         FileNotFoundError: `model_dir` has no checkpoint.
+        run_guard.ResultsNotSavedError: the results could not be written; it holds them.
     """
     config = resolve_device_defaults(config)
     spec = config.spec
@@ -196,7 +233,11 @@ def evaluate(config: Config) -> dict[str, float]:
     )
     results = {name: float(value) for name, value in results.items()}
     results["step"] = step
-    checkpointing.write_text_atomically(
-        os.path.join(config.model_dir, EVAL_RESULTS), json.dumps(results, indent=2)
-    )
+    try:
+        checkpointing.write_text_atomically(
+            os.path.join(config.model_dir, EVAL_RESULTS), json.dumps(results, indent=2)
+        )
+    except OSError as error:
+        message = run_guard.describe_os_error(error, "--model_dir")
+        raise run_guard.ResultsNotSavedError(message, results) from error
     return results

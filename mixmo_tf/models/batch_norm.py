@@ -33,6 +33,15 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if self.renorm:
             raise ValueError("FusedBatchNormalization does not support renorm=True.")
 
+    def add_weight(self, *args, **kwargs):
+        # Keras 3 creates the moving statistics with aggregation "none": under a
+        # tf.distribute strategy each replica then keeps the statistics of its own batches and
+        # the copies drift apart (replica 0's are what gets saved). "mean" averages each
+        # update over the replicas, so every copy holds the same statistics.
+        if kwargs.get("name") in ("moving_mean", "moving_variance"):
+            kwargs.setdefault("aggregation", "mean")
+        return super().add_weight(*args, **kwargs)
+
     def build(self, input_shape):
         if len(input_shape) != 4 or self.axis not in (-1, 3):
             raise ValueError(

@@ -1,0 +1,309 @@
+"""Runs that survive: divergence, a second writer, signals, unusable folders.
+
+Proven here:
+- A diverging run checkpoints only finite states (weights, batch-norm statistics, optimizer
+  slots); its error names the last finite checkpoint, or says there is none, and the rerun
+  with a sane --lr resumes from that checkpoint and finishes.
+- A run folder has one writer: a second run is refused naming the holder's pid and host
+  (exit code 2 through main); after `kill -9` of the holder the lock is taken over.
+- SIGTERM and SIGINT in the middle of an epoch of a real `main.py` process save a
+  checkpoint at the next step and exit with code 3 and one line; the rerun ends with the
+  weights of an uninterrupted run, bit for bit.
+- Every unusable folder gives one `ERROR:` line and exit code 2 (a path under a regular
+  file; a folder this user cannot write, tested by dropping root's effective uid); an
+  evaluation that cannot write its results prints them first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+
+from mixmo_tf import checkpointing, cli, experiment, run_guard
+from mixmo_tf.config import Config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = Config(dataset="digits", checkpoint_every_steps=1).smoke()
+
+
+def _smoke(model_dir, **overrides) -> Config:
+    return dataclasses.replace(SMOKE, model_dir=str(model_dir), **overrides)
+
+
+def _state(model: keras.Model) -> list[np.ndarray]:
+    return [keras.ops.convert_to_numpy(v) for v in model.weights + model.optimizer.variables]
+
+
+def _checkpoint_states(config: Config) -> dict[str, list[np.ndarray]]:
+    """Every checkpoint kept in the run folder, restored into a fresh model."""
+    states = {}
+    model = experiment.build_model(config)
+    manager = checkpointing.checkpoint_manager(model, config.model_dir)
+    for path in manager.checkpoints:
+        manager.checkpoint.restore(path).assert_existing_objects_matched()
+        states[os.path.basename(path)] = _state(model)
+    return states
+
+
+def _run_main(*args: str) -> tuple[int, str, str]:
+    """main.py's main in this process: (exit code, stdout, stderr)."""
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["main.py", *args])
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main(["main.py"])
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        flags.FLAGS.unparse_flags()
+    return code, out.getvalue(), err.getvalue()
+
+
+def _smoke_flags(model_dir) -> list[str]:
+    return ["--dataset=digits", "--smoke", f"--model_dir={model_dir}"]
+
+
+# ---- divergence ----------------------------------------------------------------------------------
+
+
+def test_a_diverging_run_keeps_only_finite_checkpoints_and_the_rerun_resumes(tmp_path):
+    experiment.train(_smoke(tmp_path, epochs=1))  # healthy checkpoints at steps 1, 2, 3
+    # An absurd rate: after step 4 the loss is still finite, but weights of ~1e26 overflow
+    # the L2 penalty of step 5. The state of step 4 must not be checkpointed.
+    diverging = _smoke(tmp_path, lr=1e30)
+    with pytest.raises(FloatingPointError) as error:
+        experiment.train(diverging)
+    message = str(error.value)
+    assert "diverged at step 4 " in message and "overflows" in message
+    rate_of_step_4 = experiment.learning_rate_schedule(diverging)(3)  # after 3 finished steps
+    assert f"learning rate {float(keras.ops.convert_to_numpy(rate_of_step_4)):.3g}" in message
+    last = os.path.join(diverging.model_dir, "checkpoints", "ckpt-3")
+    assert f"the last is {last}. Lower --lr" in message and "resumes from ckpt-3" in message
+
+    states = _checkpoint_states(diverging)
+    assert sorted(states) == ["ckpt-1", "ckpt-2", "ckpt-3"]
+    assert all(np.isfinite(v).all() for state in states.values() for v in state)
+
+    model = experiment.train(_smoke(tmp_path))  # the sane default --lr: resumes and finishes
+    assert int(model.optimizer.iterations.numpy()) == 6
+    assert all(np.isfinite(v).all() for v in _state(model))
+
+
+def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(tmp_path):
+    with pytest.raises(FloatingPointError) as error:
+        experiment.train(_smoke(tmp_path, lr=1e30, checkpoint_every_steps=0))
+    assert "the training loss became nan" in str(error.value)
+    assert "No checkpoint was saved before it" in str(error.value)
+    assert "starts from step 0" in str(error.value)
+    assert not glob.glob(str(tmp_path / "checkpoints" / "ckpt-*"))
+
+
+# ---- one writer per run folder -------------------------------------------------------------------
+
+# Loads run_guard by file (no TensorFlow import) and holds the lock until killed.
+_HOLD_LOCK = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("run_guard", sys.argv[1])
+run_guard = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(run_guard)
+with run_guard.hold_run_folder(sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_locked_folder_is_refused_naming_the_holder_and_taken_over_after_kill_9(tmp_path, capsys):
+    model_dir = tmp_path / "run_smoke"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, run_guard.__file__, str(model_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = _run_main(*_smoke_flags(tmp_path / "run"))
+        assert code == run_guard.EXIT_ERROR
+        expected = f"ERROR: {model_dir} is in use by process {holder.pid} on host "
+        assert err.startswith(expected + socket.gethostname())
+        assert len(err.strip().splitlines()) == 1
+        assert not os.path.exists(model_dir / checkpointing.RUN_CONFIG)  # nothing written
+    finally:
+        holder.kill()  # SIGKILL: the holder cannot clean up
+        holder.wait()
+
+    capsys.readouterr()
+    with run_guard.hold_run_folder(str(model_dir)):
+        taken_over = capsys.readouterr().out
+        assert (
+            f"Taking over the lock of {model_dir} from process {holder.pid} on host" in taken_over
+        )
+        assert (model_dir / run_guard.LOCK_FILE).read_text().split()[0] == str(os.getpid())
+    # Released normally, the lock is empty: the next holder takes it quietly.
+    assert (model_dir / run_guard.LOCK_FILE).read_text() == ""
+    with run_guard.hold_run_folder(str(model_dir)):
+        assert "Taking over" not in capsys.readouterr().out
+
+
+# ---- unusable folders ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared_tmp():
+    """A folder every user may enter (pytest's tmp_path is root's alone)."""
+    path = tempfile.mkdtemp()
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def _as_unprivileged_user():
+    """Drops root's effective uid to nobody's (root writes anywhere); a no-op for other users."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def test_unusable_folders_give_one_error_line_and_exit_code_2(shared_tmp):
+    tmp_path = shared_tmp
+    regular_file = tmp_path / "file"
+    regular_file.write_text("not a folder")
+    code, _, err = _run_main(*_smoke_flags(regular_file / "run"))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("ERROR: ")
+    assert "a part of that path is a regular file, not a folder" in err
+
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | 0o005)
+    with _as_unprivileged_user():
+        code, _, err = _run_main(*_smoke_flags(read_only / "run"))
+    assert code == 2
+    assert err.count("\n") == 1 and "this user cannot write there" in err
+
+
+def test_an_unreachable_tpu_fails_within_seconds_with_one_error_line(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"grpc://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    start = time.monotonic()
+    code, _, err = _run_main(*_smoke_flags(tmp_path), "--distribution=tpu", f"--tpu={address}")
+    assert code == 2
+    assert err.startswith(f"ERROR: No TPU is reachable at {address} (") and err.count("\n") == 1
+    assert time.monotonic() - start < 15
+
+
+def test_evaluating_a_read_only_run_prints_the_metrics_then_fails(shared_tmp, uninterrupted):
+    model_dir, _ = uninterrupted
+    read_only = shared_tmp / "run"
+    shutil.copytree(model_dir, read_only)
+    for path in [read_only, *read_only.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)  # readable by all, writable by none
+    with _as_unprivileged_user():
+        code, out, err = _run_main(*_signal_flags(read_only), "--mode=evaluate")
+    assert code == 2
+    results = json.loads(out[out.index("{") :])
+    assert results["step"] == 30 and 0 <= results["accuracy"] <= 1
+    assert err.count("\n") == 1 and "this user cannot write there" in err
+    assert not os.path.exists(read_only / experiment.EVAL_RESULTS)
+
+
+# ---- signals -------------------------------------------------------------------------------------
+
+# Long enough an epoch (WRN-10-1, 8 slots a step) to signal it in the middle.
+_SIGNAL_RUN = dict(depth=10, width=1, epochs=1, steps_per_epoch=30, eval_steps=2, batch_size=8)
+
+
+def _signal_config(model_dir) -> Config:
+    return Config(dataset="digits", model_dir=str(model_dir), eval_batch_size=32, **_SIGNAL_RUN)
+
+
+def _signal_flags(model_dir) -> list[str]:
+    """The flags of `_signal_config(model_dir)`."""
+    run_flags = [f"--{name}={value}" for name, value in _SIGNAL_RUN.items()]
+    return [*run_flags, "--dataset=digits", "--eval_batch_size=32", f"--model_dir={model_dir}"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The uninterrupted run: (its folder, its final state)."""
+    model_dir = tmp_path_factory.mktemp("uninterrupted")
+    return model_dir, _state(experiment.train(_signal_config(model_dir)))
+
+
+def _assert_rerun_finishes_as(model_dir, uninterrupted) -> None:
+    model = experiment.train(_signal_config(model_dir))
+    assert int(model.optimizer.iterations.numpy()) == 30
+    for resumed, reference in zip(_state(model), uninterrupted[1], strict=True):
+        np.testing.assert_array_equal(resumed, reference)
+
+
+def test_sigterm_mid_epoch_checkpoints_exits_3_and_the_rerun_matches(tmp_path, uninterrupted):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "main.py", *_signal_flags(tmp_path), "--checkpoint_every_steps=5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+    first = tmp_path / "checkpoints" / "ckpt-5.index"
+    deadline = time.monotonic() + 120
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+
+    assert process.returncode == run_guard.EXIT_INTERRUPTED, err[-3000:]
+    assert "Traceback" not in err
+    last_line = err.strip().splitlines()[-1]
+    assert last_line.startswith("Stopped by SIGTERM at step ")
+    step = int(last_line.split(" at step ")[1].split(";")[0])
+    assert 5 <= step < 30  # mid-epoch: after the signal, before the epoch's end
+    assert (tmp_path / "checkpoints" / f"ckpt-{step}.index").exists()
+    _assert_rerun_finishes_as(tmp_path, uninterrupted)
+
+
+def test_sigint_mid_epoch_checkpoints_and_the_rerun_matches(tmp_path, uninterrupted, monkeypatch):
+    """Ctrl-C, delivered to this process by the kernel at the end of step 7."""
+
+    class SignalAtStep7(checkpointing.PeriodicCheckpoint):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 7:
+                os.kill(os.getpid(), signal.SIGINT)
+            super().on_train_batch_end(batch, logs)
+
+    monkeypatch.setattr(checkpointing, "PeriodicCheckpoint", SignalAtStep7)
+    with pytest.raises(run_guard.Interrupted, match="Stopped by SIGINT at step 7; saved "):
+        experiment.train(_signal_config(tmp_path))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert (tmp_path / "checkpoints" / "ckpt-7.index").exists()
+    monkeypatch.undo()
+    _assert_rerun_finishes_as(tmp_path, uninterrupted)
