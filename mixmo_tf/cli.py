@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags, logging
 
 from mixmo_tf import flags as mixmo_flags
+from mixmo_tf import recorded_run
+from mixmo_tf.config import Config
 
 mixmo_flags.define_flags()
 
@@ -21,6 +24,14 @@ def main(argv: list[str]) -> None:
     except ValueError as error:
         raise app.UsageError(str(error)) from error
 
+    if flags.FLAGS.mode == "evaluate":
+        try:
+            runs = _recorded_runs(config)
+        except (FileNotFoundError, ValueError) as error:
+            # Before TensorFlow is imported: the message is the last thing printed.
+            print(f"ERROR: {error}", file=sys.stderr)
+            sys.exit(2)
+
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # tfds and checkpoint INFO lines drown the bars
 
@@ -31,12 +42,35 @@ def main(argv: list[str]) -> None:
         if flags.FLAGS.mode == "train":
             experiment.train(config)
         else:
-            print(json.dumps(experiment.evaluate(config), indent=2))
+            from mixmo_tf.evaluation.run import output_dir
+
+            results = experiment.evaluate(*runs)
+            headline = {k: v for k, v in results.items() if isinstance(v, (int, float))}
+            print(json.dumps(headline, indent=2))
+            print(f"Report: {os.path.join(output_dir(runs), 'report.md')}")
     except (FileNotFoundError, checkpointing.CheckpointMismatchError, FloatingPointError) as error:
         # Missing or corrupt data (DataNotFoundError), no checkpoint, another run's
         # checkpoint, a diverged loss: the message says what to do, a traceback would not.
         print(f"ERROR: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def _recorded_runs(config: Config) -> list[Config]:
+    """The recorded Configs of the runs to evaluate: --model_dir, or --ensemble_dirs.
+
+    Flags given on top apply where they may differ from a run (e.g. --data_dir) and are
+    refused where they contradict it (ValueError naming them).
+    """
+    given = mixmo_flags.given_fields(flags.FLAGS)
+    folders = flags.FLAGS.ensemble_dirs or [config.model_dir]
+    if not flags.FLAGS.ensemble_dirs and not flags.FLAGS["model_dir"].present:
+        raise ValueError("--mode=evaluate needs --model_dir=RUN (a folder training wrote).")
+    runs = [
+        recorded_run.config_with_flags(recorded_run.recorded_config(folder), config, given)
+        for folder in folders
+    ]
+    recorded_run.check_one_dataset(runs)
+    return runs
 
 
 def run() -> None:

@@ -161,3 +161,11 @@ def test_cross_validated_scaling_fits_on_one_half_and_evaluates_on_the_other():
     assert scaled["nll"] == pytest.approx((nll_first + nll_second) / 2)
     raw = metrics.prediction_metrics(metrics.softmax(logits), labels)
     assert scaled["nll"] < raw["nll"] and scaled["ece"] < raw["ece"]
+
+
+def test_cross_validated_probabilities_scale_each_half_with_the_other_halfs_temperature():
+    logits, labels = overconfident(seed=5)
+    first, second = temperature.split_halves(len(labels))
+    probabilities = temperature.cross_validated_probabilities(logits, labels)
+    t_first = temperature.fit_temperature(logits[first], labels[first])
+    np.testing.assert_allclose(probabilities[second], metrics.softmax(logits[second] / t_first))
