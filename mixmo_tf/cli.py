@@ -11,6 +11,7 @@ from absl import app, flags, logging
 from mixmo_tf import flags as mixmo_flags
 from mixmo_tf import recorded_run
 from mixmo_tf.config import Config
+from mixmo_tf.evaluation.options import EvaluationOptions, OptionError
 
 mixmo_flags.define_flags()
 
@@ -27,6 +28,12 @@ def main(argv: list[str]) -> None:
     if flags.FLAGS.mode == "evaluate":
         try:
             runs = _recorded_runs(config)
+            options = EvaluationOptions(
+                corruptions=flags.FLAGS.corruptions,
+                corruptions_dir=flags.FLAGS.corruptions_dir,
+                ood_dataset=flags.FLAGS.ood_dataset,
+            )
+            options.check(runs[0].dataset)
         except (FileNotFoundError, ValueError) as error:
             # Before TensorFlow is imported: the message is the last thing printed.
             print(f"ERROR: {error}", file=sys.stderr)
@@ -44,11 +51,16 @@ def main(argv: list[str]) -> None:
         else:
             from mixmo_tf.evaluation.run import output_dir
 
-            results = experiment.evaluate(*runs)
+            results = experiment.evaluate(*runs, options=options)
             headline = {k: v for k, v in results.items() if isinstance(v, (int, float))}
             print(json.dumps(headline, indent=2))
             print(f"Report: {os.path.join(output_dir(runs), 'report.md')}")
-    except (FileNotFoundError, checkpointing.CheckpointMismatchError, FloatingPointError) as error:
+    except (
+        FileNotFoundError,
+        checkpointing.CheckpointMismatchError,
+        FloatingPointError,
+        OptionError,
+    ) as error:
         # Missing or corrupt data (DataNotFoundError), no checkpoint, another run's
         # checkpoint, a diverged loss: the message says what to do, a traceback would not.
         print(f"ERROR: {error}", file=sys.stderr)

@@ -165,11 +165,12 @@ def train(config: Config) -> MixMoModel:
     return model
 
 
-def evaluate(config: Config, *ensemble: Config) -> dict:
+def evaluate(config: Config, *ensemble: Config, options=None) -> dict:
     """Evaluates the newest checkpoint of `config.model_dir` on the test split.
 
     With further runs in `ensemble`, evaluates the ensemble of all of them (mean of their
-    ensemble logits). See `mixmo_tf.evaluation.run.evaluate_runs` for what is written where.
+    ensemble logits); `options` (`evaluation.EvaluationOptions`) adds corrupted and OOD
+    sets. See `mixmo_tf.evaluation.run.evaluate_runs` for what is written where.
 
     Returns:
         The results, the raw test metrics of the ensemble at the top level, with `step`.
@@ -180,4 +181,4 @@ def evaluate(config: Config, *ensemble: Config) -> dict:
     # Imported here: evaluation builds its models with this module's build_model.
     from mixmo_tf.evaluation.run import evaluate_runs
 
-    return evaluate_runs([config, *ensemble])
+    return evaluate_runs([config, *ensemble], options)

@@ -101,6 +101,28 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
         "(mean of their ensemble logits), written to <first folder>/eval/ensemble/.",
         flag_values=values,
     )
+    flags.DEFINE_bool(
+        "corruptions",
+        False,
+        "--mode=evaluate: also evaluate on CIFAR-10-C / CIFAR-100-C, 19 corruptions x 5 "
+        "severities (see --corruptions_dir).",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "corruptions_dir",
+        None,
+        "cifar10: tfds data folder with prepared cifar10_corrupted (default: --data_dir); "
+        "cifar100: the official CIFAR-100-C folder (<corruption>.npy files and labels.npy; "
+        "default: <tfds data folder>/CIFAR-100-C).",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "ood_dataset",
+        "",
+        "--mode=evaluate: a tfds dataset prepared in --data_dir (e.g. svhn_cropped) whose "
+        "test split is detected as out-of-distribution (AUROC, AUPR, FPR at 95% TPR).",
+        flag_values=values,
+    )
     for field in dataclasses.fields(Config):
         name, default, help_text = field.name, field.default, _HELP[field.name]
         if name in _CHOICES:

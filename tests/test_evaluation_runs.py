@@ -152,3 +152,26 @@ def test_ensemble_of_runs_of_different_datasets_is_refused(trained_runs):
     other = dataclasses.replace(trained_runs[1], dataset="cifar10", model_dir="elsewhere")
     with pytest.raises(ValueError, match="one dataset"):
         evaluation_run.evaluate_runs([trained_runs[0], other])
+
+
+def test_ood_detection_against_svhn_writes_metrics_and_histograms(trained_runs):
+    import tensorflow_datasets as tfds
+
+    from mixmo_tf.evaluation.options import EvaluationOptions
+
+    options = EvaluationOptions(ood_dataset="svhn_cropped")
+    with tfds.testing.mock_data(num_examples=64):  # random 32x32x3 images in SVHN's format
+        results = evaluation_run.evaluate_runs(trained_runs[1:], options)
+    ood = results["ood"]
+    assert ood["dataset"] == "svhn_cropped" and ood["num_examples"] == 64
+    for score in ("max_probability", "entropy", "mutual_information"):
+        assert set(ood[score]) == {"auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr"}
+        assert all(0.0 <= value <= 1.0 for value in ood[score].values())
+    folder = evaluation_run.output_dir(trained_runs[1:])
+    assert results["figures"] == ["reliability.png", "ood_scores.png"]
+    with open(os.path.join(folder, "ood_scores.png"), "rb") as stream:
+        assert stream.read(8) == PNG_SIGNATURE
+    assert (
+        "Out-of-distribution detection: svhn_cropped"
+        in open(os.path.join(folder, "report.md")).read()
+    )

@@ -58,3 +58,36 @@ def reliability_diagram(
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def severity_curves(path: str, clean: dict, by_severity: dict[str, dict[str, float]]) -> None:
+    """Writes accuracy and ECE against corruption severity (0 = the clean test split),
+    averaged over the corruption types."""
+    severities = [0, *sorted(int(s) for s in by_severity)]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric, label in ((axes[0], "accuracy", "accuracy"), (axes[1], "ece", "ECE")):
+        values = [clean[metric]] + [by_severity[str(s)][metric] for s in severities[1:]]
+        axis.plot(severities, values, "o-")
+        axis.set(xlabel="corruption severity (0: clean)", ylabel=label, xticks=severities)
+        axis.grid(alpha=0.3)
+    axes[0].set_title("Accuracy under corruption (mean over types)")
+    axes[1].set_title("Calibration under corruption (mean over types)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def ood_histograms(
+    path: str, scores: dict[str, tuple[np.ndarray, np.ndarray]], ood_name: str
+) -> None:
+    """Writes one histogram per OOD score: in-distribution test images against OOD ones."""
+    figure, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 4))
+    for axis, (name, (inside, outside)) in zip(np.atleast_1d(axes), scores.items()):
+        bins = np.histogram_bin_edges(np.concatenate([inside, outside]), bins=30)
+        axis.hist(inside, bins, alpha=0.6, density=True, label="test (in-distribution)")
+        axis.hist(outside, bins, alpha=0.6, density=True, label=f"{ood_name} (OOD)")
+        axis.set(title=name.replace("_", " "), xlabel="confidence score (higher: more in)")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

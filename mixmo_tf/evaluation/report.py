@@ -38,6 +38,49 @@ def _member_rows(results: dict) -> list[tuple[str, str, bool]]:
     ]
 
 
+def _corruption_section(corruptions: dict | None) -> list[str]:
+    if not corruptions:
+        return []
+    metrics = [
+        (name, label, percent) for name, label, percent in _METRICS if name in corruptions["mean"]
+    ]
+    lines = ["## Corrupted test sets", ""]
+    lines += _table(
+        [
+            ("Mean (19 types x 5 severities)", corruptions["mean"]),
+            ("Mean (15 benchmark types)", corruptions["benchmark_mean"]),
+        ]
+        + [(f"Severity {s}", values) for s, values in corruptions["by_severity"].items()],
+        metrics,
+    )
+    lines += ["", "Per corruption type (mean over the 5 severities):", ""]
+    lines.append("| Corruption | " + " | ".join(label for _, label, _ in metrics) + " |")
+    lines.append("|---" * (len(metrics) + 1) + "|")
+    for name, values in corruptions["by_corruption_mean"].items():
+        cells = [_format(values[key], percent) for key, _, percent in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _ood_section(ood: dict | None) -> list[str]:
+    if not ood:
+        return []
+    scores = [name for name in ood if isinstance(ood[name], dict)]
+    lines = [
+        f"## Out-of-distribution detection: {ood['dataset']} ({ood['num_examples']} images)",
+        "",
+        "In-distribution test images are the positives; each score is a confidence.",
+        "",
+    ]
+    rows = (
+        ("auroc", "AUROC", False),
+        ("aupr_in", "AUPR-In", False),
+        ("aupr_out", "AUPR-Out", False),
+        ("fpr_at_95_tpr", "FPR at 95% TPR", False),
+    )
+    return lines + _table([(name.replace("_", " "), ood[name]) for name in scores], rows) + [""]
+
+
 def markdown_report(results: dict) -> str:
     """The Markdown report of `results` (as written to results.json)."""
     runs = results.get("runs", [])
@@ -97,5 +140,6 @@ def markdown_report(results: dict) -> str:
             _METRICS[:5],
         )
         lines.append("")
+    lines += _corruption_section(results.get("corruptions")) + _ood_section(results.get("ood"))
     lines += ["## Figures", ""] + [f"![{name}]({name})" for name in results["figures"]]
     return "\n".join(lines) + "\n"
