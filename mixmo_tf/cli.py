@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from absl import app, flags, logging
@@ -52,9 +51,9 @@ def main(argv: list[str]) -> None:
             from mixmo_tf.evaluation.run import output_dir
 
             results = experiment.evaluate(*runs, options=options)
+            print(f"Report and figures in {output_dir(runs)}; headline numbers:")
             headline = {k: v for k, v in results.items() if isinstance(v, (int, float))}
             print(json.dumps(headline, indent=2))
-            print(f"Report: {os.path.join(output_dir(runs), 'report.md')}")
     except (
         FileNotFoundError,
         checkpointing.CheckpointMismatchError,

@@ -11,6 +11,7 @@ import numpy as np
 from mixmo_tf import checkpointing, data, precision, recorded_run
 from mixmo_tf.config import Config
 from mixmo_tf.distribute import make_strategy
+from mixmo_tf.evaluation.options import EvaluationOptions
 from mixmo_tf.models.wide_resnet import wide_resnet
 from mixmo_tf.schedules import WarmupStepDecay
 from mixmo_tf.training import MixMoModel
@@ -165,12 +166,12 @@ def train(config: Config) -> MixMoModel:
     return model
 
 
-def evaluate(config: Config, *ensemble: Config, options=None) -> dict:
+def evaluate(config: Config, *ensemble: Config, options: EvaluationOptions | None = None) -> dict:
     """Evaluates the newest checkpoint of `config.model_dir` on the test split.
 
     With further runs in `ensemble`, evaluates the ensemble of all of them (mean of their
-    ensemble logits); `options` (`evaluation.EvaluationOptions`) adds corrupted and OOD
-    sets. See `mixmo_tf.evaluation.run.evaluate_runs` for what is written where.
+    ensemble logits); `options` adds corrupted and OOD test sets. See
+    `mixmo_tf.evaluation.run.evaluate_runs` for what is written where.
 
     Returns:
         The results, the raw test metrics of the ensemble at the top level, with `step`.

@@ -10,9 +10,11 @@ from mixmo_tf.evaluation.metrics import (
     prediction_metrics,
     roc_auc,
 )
+from mixmo_tf.evaluation.options import EvaluationOptions
 from mixmo_tf.evaluation.temperature import cross_validated_scaling, fit_temperature
 
 __all__ = [
+    "EvaluationOptions",
     "cross_validated_scaling",
     "ensemble_metrics",
     "ensemble_probabilities",

@@ -27,7 +27,7 @@ def test_history(model_dir: str) -> dict[int, dict[str, float]]:
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
-                if not value.tag.startswith(_PREFIX) or value.tag.startswith("epoch_lr"):
+                if not value.tag.startswith(_PREFIX):
                     continue
                 number = (
                     float(tf.make_ndarray(value.tensor))
