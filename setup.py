@@ -24,6 +24,8 @@ setup(
         "tensorboard==2.21.0",
         "absl-py>=2.1",
         "numpy>=1.26",
+        # Evaluation figures (reliability diagrams) as PNG.
+        "matplotlib==3.10.8",
     ],
     extras_require={
         "test": ["pytest>=8.0", "scikit-learn>=1.5"],

@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from mixmo_tf import run_guard
 from mixmo_tf.config import changeable_on_resume, complete_recorded
+from mixmo_tf.recorded_run import RUN_CONFIG
 
 CHECKPOINT_SUBDIR = "checkpoints"
-RUN_CONFIG = "run_config.json"
 _KEEP = 3
 
 

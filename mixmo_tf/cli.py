@@ -9,6 +9,9 @@ from typing import NoReturn
 from absl import app, flags, logging
 
 from mixmo_tf import flags as mixmo_flags
+from mixmo_tf import recorded_run
+from mixmo_tf.config import Config
+from mixmo_tf.evaluation.options import EvaluationOptions, OptionError
 
 mixmo_flags.define_flags()
 
@@ -22,6 +25,20 @@ def main(argv: list[str]) -> None:
     except ValueError as error:
         raise app.UsageError(str(error)) from error
 
+    if flags.FLAGS.mode == "evaluate":
+        try:
+            runs = _recorded_runs(config)
+            options = EvaluationOptions(
+                corruptions=flags.FLAGS.corruptions,
+                corruptions_dir=flags.FLAGS.corruptions_dir,
+                ood_dataset=flags.FLAGS.ood_dataset,
+            )
+            options.check(runs[0].dataset)
+        except (FileNotFoundError, ValueError) as error:
+            # Before TensorFlow is imported: the message is the last thing printed.
+            print(f"ERROR: {error}", file=sys.stderr)
+            sys.exit(2)
+
     if not flags.FLAGS["verbosity"].present:
         # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
         logging.set_verbosity(logging.ERROR)
@@ -33,7 +50,12 @@ def main(argv: list[str]) -> None:
         if flags.FLAGS.mode == "train":
             experiment.train(config)
         else:
-            print(json.dumps(experiment.evaluate(config), indent=2))
+            from mixmo_tf.evaluation.run import output_dir
+
+            results = experiment.evaluate(*runs, options=options)
+            print(f"Report and figures in {output_dir(runs)}; headline numbers:")
+            headline = {k: v for k, v in results.items() if isinstance(v, (int, float))}
+            print(json.dumps(headline, indent=2))
     except run_guard.Interrupted as error:
         # SIGTERM / SIGINT: a checkpoint was saved; not an error, but not finished either.
         print(error, file=sys.stderr)
@@ -49,6 +71,7 @@ def main(argv: list[str]) -> None:
         run_guard.RunLockedError,
         distributed_loop.WorkerLostError,
         distribute.StrategyError,
+        OptionError,
     ) as error:
         # Missing or corrupt data (DataNotFoundError), no checkpoint, another run's
         # checkpoint, a diverged run, an unusable or busy folder, a lost worker, no TPU:
@@ -63,6 +86,24 @@ def _fail(message: str) -> NoReturn:
     """Prints one `ERROR:` line and exits with code 2."""
     print(f"ERROR: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def _recorded_runs(config: Config) -> list[Config]:
+    """The recorded Configs of the runs to evaluate: --model_dir, or --ensemble_dirs.
+
+    Flags given on top apply where they may differ from a run (e.g. --data_dir) and are
+    refused where they contradict it (ValueError naming them).
+    """
+    given = mixmo_flags.given_fields(flags.FLAGS)
+    folders = flags.FLAGS.ensemble_dirs or [config.model_dir]
+    if not flags.FLAGS.ensemble_dirs and not flags.FLAGS["model_dir"].present:
+        raise ValueError("--mode=evaluate needs --model_dir=RUN (a folder training wrote).")
+    runs = [
+        recorded_run.config_with_flags(recorded_run.recorded_config(folder), config, given)
+        for folder in folders
+    ]
+    recorded_run.check_one_dataset(runs)
+    return runs
 
 
 def run() -> None:

@@ -88,6 +88,7 @@ class Config:
     l2: float = _changeable_on_resume(3e-4)
     seed: int = 0
     steps_per_epoch: int = 0
+    validation_split: float = 0.0
     eval_batch_size: int = _changeable_on_resume(256)
     eval_steps: int = _changeable_on_resume(0)
     checkpoint_every_steps: int = _changeable_on_resume(0)
@@ -202,13 +203,18 @@ class Config:
             value = getattr(self, name)
             _require(value >= 0, f"--{name} must be >= 0 (0: automatic). Received: {name}={value}")
         _require(
+            0 <= self.validation_split < 1,
+            "--validation_split must be in [0, 1). "
+            f"Received: validation_split={self.validation_split}",
+        )
+        _require(
             self.eval_batch_size >= 1,
             f"--eval_batch_size must be >= 1. Received: eval_batch_size={self.eval_batch_size}",
         )
         _require(
-            self.batch_size // self.batch_repetitions <= self.spec.num_train,
+            self.batch_size // self.batch_repetitions <= self.num_train_examples,
             f"--batch_size / --batch_repetitions ({self.unique_per_step} unique images per "
-            f"step) exceeds the {self.spec.num_train} training images of {self.dataset}.",
+            f"step) exceeds the {self.num_train_examples} training images of {self.dataset}.",
         )
 
     # ---- derived values --------------------------------------------------------------------
@@ -216,6 +222,16 @@ class Config:
     @property
     def spec(self) -> DatasetSpec:
         return dataset_spec(self.dataset)
+
+    @property
+    def num_validation_examples(self) -> int:
+        # The held-out slice of the training split that temperature scaling is fitted on.
+        return round(self.validation_split * self.spec.num_train)
+
+    @property
+    def num_train_examples(self) -> int:
+        # What training sees: the training split without the validation slice.
+        return self.spec.num_train - self.num_validation_examples
 
     @property
     def unique_per_step(self) -> int:
@@ -231,7 +247,8 @@ class Config:
     def derived_steps_per_epoch(self) -> int:
         # An epoch shows each image b times per member: floor(N * b / B) (3125 on CIFAR).
         return (
-            self.steps_per_epoch or self.spec.num_train * self.batch_repetitions // self.batch_size
+            self.steps_per_epoch
+            or self.num_train_examples * self.batch_repetitions // self.batch_size
         )
 
     @property
@@ -243,7 +260,7 @@ class Config:
         # One single-network epoch of steps times b: ceil(N / B) * b (782 * b on CIFAR).
         return round(
             self.warmup_epochs
-            * math.ceil(self.spec.num_train / self.batch_size)
+            * math.ceil(self.num_train_examples / self.batch_size)
             * self.batch_repetitions
         )
 

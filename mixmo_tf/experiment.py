@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 
 import keras
 import numpy as np
 
-from mixmo_tf import checkpointing, data, distributed_loop, precision, run_guard
-from mixmo_tf.config import Config, complete_recorded
+from mixmo_tf import checkpointing, data, distributed_loop, precision, recorded_run, run_guard
+from mixmo_tf.config import Config
 from mixmo_tf.distribute import make_strategy
+from mixmo_tf.evaluation.options import EvaluationOptions
 from mixmo_tf.models.wide_resnet import wide_resnet
 from mixmo_tf.optimizers import make_optimizer
 from mixmo_tf.schedules import WarmupStepDecay
 from mixmo_tf.training import MixMoModel
 
 FINAL_MODEL = "model.keras"
-EVAL_RESULTS = "eval_results.json"
+EVAL_RESULTS = os.path.join("eval", "results.json")
 
 
 def learning_rate_schedule(config: Config) -> WarmupStepDecay:
@@ -77,21 +77,13 @@ def build_model(config: Config) -> MixMoModel:
 def config_from_run(model_dir: str) -> Config:
     """The Config recorded in `<model_dir>/run_config.json` by the run's training.
 
-    Modes that read a trained run (evaluate, export, predict) need only `--model_dir`; the
-    returned Config points at `model_dir` even if the folder was moved since training.
+    Modes that read a trained run (evaluate, export, predict) need only `--model_dir`; see
+    `recorded_run.recorded_config`.
 
     Raises:
         FileNotFoundError: `model_dir` holds no run_config.json.
     """
-    path = os.path.join(model_dir, checkpointing.RUN_CONFIG)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} does not exist: --model_dir must be a folder that training wrote "
-            "(it records the run's settings there)."
-        )
-    with open(path) as stream:
-        recorded = complete_recorded(json.load(stream))
-    return Config(**{**recorded, "model_dir": model_dir})
+    return recorded_run.recorded_config(model_dir)
 
 
 def train_stream(config: Config) -> data.TrainStream:
@@ -135,6 +127,9 @@ def train(config: Config) -> MixMoModel:
     print(f"Precision: {config.precision}.")
     spec = config.spec
     train_images, train_labels = data.load_split(spec, "train", config.data_dir)
+    (train_images, train_labels), _ = data.split_validation(
+        train_images, train_labels, config.num_validation_examples
+    )
     test_images, test_labels = data.load_split(spec, "test", config.data_dir)
     # One writer per run folder (a multi-worker run's chief); SIGTERM / SIGINT checkpoint at
     # the next step, then stop. Other workers write to a scratch folder, deleted at the end.
@@ -206,38 +201,20 @@ def _train_in_folder(config, strategy, train_split, test_split, stop, scratch) -
     return model
 
 
-def evaluate(config: Config) -> dict[str, float]:
+def evaluate(config: Config, *ensemble: Config, options: EvaluationOptions | None = None) -> dict:
     """Evaluates the newest checkpoint of `config.model_dir` on the test split.
 
-    Returns the metrics and writes them to `model_dir/eval_results.json`.
+    With further runs in `ensemble`, evaluates the ensemble of all of them (mean of their
+    ensemble logits); `options` adds corrupted and OOD test sets. See
+    `mixmo_tf.evaluation.run.evaluate_runs` for what is written where.
+
+    Returns:
+        The results, the raw test metrics of the ensemble at the top level, with `step`.
 
     Raises:
-        FileNotFoundError: `model_dir` has no checkpoint.
-        run_guard.ResultsNotSavedError: the results could not be written; it holds them.
+        FileNotFoundError: a run has no checkpoint, or the data is missing.
     """
-    config = resolve_device_defaults(config)
-    spec = config.spec
-    test_images, test_labels = data.load_split(spec, "test", config.data_dir)
-    model = build_model(config)
-    manager = checkpointing.checkpoint_manager(model, config.model_dir)
-    step = checkpointing.restore_latest(manager)
-    if not step:
-        raise FileNotFoundError(
-            f"No checkpoint in {manager.directory}: train first, or point --model_dir at a run."
-        )
-    results = model.evaluate(
-        data.eval_dataset(
-            test_images, test_labels, spec, config.eval_batch_size, config.eval_steps
-        ),
-        return_dict=True,
-    )
-    results = {name: float(value) for name, value in results.items()}
-    results["step"] = step
-    try:
-        checkpointing.write_text_atomically(
-            os.path.join(config.model_dir, EVAL_RESULTS), json.dumps(results, indent=2)
-        )
-    except OSError as error:
-        message = run_guard.describe_os_error(error, "--model_dir")
-        raise run_guard.ResultsNotSavedError(message, results) from error
-    return results
+    # Imported here: evaluation builds its models with this module's build_model.
+    from mixmo_tf.evaluation.run import evaluate_runs
+
+    return evaluate_runs([config, *ensemble], options)

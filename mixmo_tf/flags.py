@@ -53,6 +53,9 @@ _HELP = {
     "l2": "Coefficient of the L2 penalty over all trainable variables.",
     "seed": "Seed of initialisation, data order, augmentation and mixing.",
     "steps_per_epoch": "Override of the steps per epoch (0: floor(N * b / B)).",
+    "validation_split": "Fraction of the training split held out of training (a fixed seeded "
+    "choice); --mode=evaluate fits the temperature on it and records it in "
+    "<model_dir>/temperature.json for export and prediction. 0: train on the whole split.",
     "eval_batch_size": "Batch size of the test-split evaluation.",
     "eval_steps": "Evaluate on only this many test batches (0: the whole test split).",
     "checkpoint_every_steps": "Also checkpoint every this many steps (0: once per epoch).",
@@ -86,7 +89,8 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
         "mode",
         "train",
         MODES,
-        "train: train or resume; evaluate: test the newest checkpoint.",
+        "train: train or resume; evaluate: test the newest checkpoint of --model_dir (the "
+        "run's recorded settings apply; writes <model_dir>/eval/).",
         flag_values=values,
     )
     flags.DEFINE_bool(
@@ -94,6 +98,35 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
         False,
         "Shrink the run to seconds on a CPU (WRN-10-1, at most 2 epochs of 3 steps), "
         "in <model_dir>_smoke.",
+        flag_values=values,
+    )
+    flags.DEFINE_list(
+        "ensemble_dirs",
+        [],
+        "--mode=evaluate: run folders whose newest checkpoints are evaluated as one ensemble "
+        "(mean of their ensemble logits), written to <first folder>/eval/ensemble/.",
+        flag_values=values,
+    )
+    flags.DEFINE_bool(
+        "corruptions",
+        False,
+        "--mode=evaluate: also evaluate on CIFAR-10-C / CIFAR-100-C, 19 corruptions x 5 "
+        "severities (see --corruptions_dir).",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "corruptions_dir",
+        None,
+        "cifar10: tfds data folder with prepared cifar10_corrupted (default: --data_dir); "
+        "cifar100: the official CIFAR-100-C folder (<corruption>.npy files and labels.npy; "
+        "default: <tfds data folder>/CIFAR-100-C).",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "ood_dataset",
+        "",
+        "--mode=evaluate: a tfds dataset prepared in --data_dir (e.g. svhn_cropped) whose "
+        "test split is detected as out-of-distribution (AUROC, AUPR, FPR at 95% TPR).",
         flag_values=values,
     )
     for field in dataclasses.fields(Config):
@@ -110,6 +143,11 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
             flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=values)
         else:
             flags.DEFINE_string(name, default, help_text, flag_values=values)
+
+
+def given_fields(values: flags.FlagValues = flags.FLAGS) -> list[str]:
+    """Names of the Config fields whose flags were given (on the command line or a flagfile)."""
+    return [field.name for field in dataclasses.fields(Config) if values[field.name].present]
 
 
 def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:

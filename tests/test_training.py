@@ -12,7 +12,7 @@ Proven here:
   checkpoint's step instead of starting over.
 - A small Cut-MixMo WRN learns real images (digits, fixed split): measured ensemble and
   member test accuracies are asserted with a margin.
-- `experiment.evaluate` writes eval_results.json with the ensemble metrics and member
+- `experiment.evaluate` writes eval/results.json with the ensemble metrics and member
   accuracies of the last checkpoint, and refuses a model_dir without checkpoints.
 """
 
@@ -256,7 +256,7 @@ def test_evaluate_writes_results_of_the_last_checkpoint(reference_run):
         "member_1_accuracy",
         "step",
     }
-    assert set(written) == expected_keys
+    assert expected_keys <= set(written)
     assert written["step"] == 6
 
     # Recompute accuracy and NLL from the reloaded final model's predictions.

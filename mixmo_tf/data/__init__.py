@@ -8,6 +8,7 @@ from mixmo_tf.data.digits import load_digits_split
 from mixmo_tf.data.pipeline import TrainStream, eval_dataset, normalize, train_dataset
 from mixmo_tf.data.specs import DATASETS, DatasetSpec, dataset_spec
 from mixmo_tf.data.tfds_loading import DataNotFoundError, ensure_prepared, load_tfds_split
+from mixmo_tf.data.validation import split_validation
 
 
 def load_split(
@@ -29,5 +30,6 @@ __all__ = [
     "eval_dataset",
     "load_split",
     "normalize",
+    "split_validation",
     "train_dataset",
 ]
