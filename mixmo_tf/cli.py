@@ -23,6 +23,8 @@ def main(argv: list[str]) -> None:
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # tfds and checkpoint INFO lines drown the bars
+    if flags.FLAGS.mode in ("export", "predict"):
+        sys.exit(_serving_mode(flags.FLAGS))
 
     # TensorFlow work starts only after the flags are valid.
     from mixmo_tf import checkpointing, experiment
@@ -37,6 +39,23 @@ def main(argv: list[str]) -> None:
         # checkpoint, a diverged loss: the message says what to do, a traceback would not.
         print(f"ERROR: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def _serving_mode(values: flags.FlagValues) -> int:
+    """Runs --mode=export or --mode=predict; returns the exit code (see serving_modes)."""
+    from mixmo_tf import serving_modes
+
+    try:
+        serving_modes.check_flags(
+            values.mode, values.model_dir, values.images, values.saved_model, values.temperature
+        )
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    if values.mode == "export":
+        return serving_modes.export(values.model_dir, values.export_dir, values.temperature)
+    return serving_modes.predict(
+        values.images, values.model_dir, values.saved_model, values.output, values.temperature
+    )
 
 
 def run() -> None:

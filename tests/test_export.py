@@ -8,6 +8,8 @@ against `MixMoModel.predict` or a numpy hand computation from the member probabi
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import os
 import re
@@ -17,14 +19,18 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 from tensorflow.core.protobuf import saved_model_pb2
 
-from mixmo_tf import Config, experiment, export, serving
+from mixmo_tf import Config, checkpointing, experiment, export, serving, serving_modes
+from mixmo_tf import flags as mixmo_flags
 from mixmo_tf.data import load_split, normalize
 from mixmo_tf.data.class_names import class_names
 from mixmo_tf.data.specs import DATASETS
 
 DIGITS = DATASETS["digits"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(REPO, "main.py")
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 OUTPUTS = {
     # name: (dtype, shape) as saved_model_cli prints them, for M=2 members and 10 classes.
@@ -396,8 +402,6 @@ def test_export_without_checkpoint_or_into_an_unwritable_place_fails_clearly(run
     with pytest.raises(FileNotFoundError, match="run_config.json does not exist"):
         export.export_run(str(tmp_path / "nothing"))
     untrained = tiny_run_config(tmp_path / "untrained")
-    from mixmo_tf import checkpointing
-
     checkpointing.record_run_config(untrained)
     with pytest.raises(FileNotFoundError, match="No checkpoint in"):
         export.export_run(untrained.model_dir)
@@ -420,3 +424,149 @@ def test_serving_module_refuses_bad_settings(run):
         serving.ServingModule(model, DIGITS, class_names(DIGITS), temperature=0.0)
     with pytest.raises(ValueError, match="3 class names for a model of 10 classes"):
         serving.ServingModule(model, DIGITS, ("a", "b", "c"))
+
+
+# ---- the command line: --mode=export and --mode=predict -------------------------------------
+
+
+def test_export_mode_writes_a_version_with_the_given_temperature(run, tmp_path, capsys):
+    assert serving_modes.export(run[0].model_dir, str(tmp_path / "models"), 1.5) == 0
+    path = str(tmp_path / "models" / "1")
+    assert capsys.readouterr().out.strip() == f"Exported {run[0].model_dir} to {path}"
+    with open(os.path.join(path, "assets", export.EXPORT_INFO_ASSET)) as stream:
+        assert json.load(stream)["temperature"] == 1.5
+
+
+def test_export_mode_into_an_unwritable_place_prints_one_error(run, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert serving_modes.export(run[0].model_dir, str(blocker / "models"), None) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("ERROR: ")
+
+
+def test_main_export_without_checkpoint_exits_2_with_one_error_line(tmp_path):
+    untrained = tiny_run_config(tmp_path / "untrained")
+    checkpointing.record_run_config(untrained)
+    result = subprocess.run(
+        [sys.executable, MAIN, "--mode=export", f"--model_dir={untrained.model_dir}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "No checkpoint in" in errors[0], result.stderr
+    assert not os.path.exists(os.path.join(untrained.model_dir, "export"))
+
+
+def _image_folder(path, digits: np.ndarray) -> None:
+    """Two digit PNGs, a larger JPEG photo, a truncated PNG and a text file."""
+    path.mkdir()
+    (path / "a_digit.png").write_bytes(png(digits[0]))
+    photo = np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    (path / "b_photo.jpg").write_bytes(tf.io.encode_jpeg(photo).numpy())
+    (path / "c_truncated.png").write_bytes(png(digits[1])[:50])
+    (path / "d_notes.txt").write_text("not an image")
+    (path / "e_digit.png").write_bytes(png(digits[2]))
+
+
+def test_predict_mode_predicts_good_files_and_lists_bad_ones(run, loaded, test_images, tmp_path):
+    _image_folder(tmp_path / "photos", test_images)
+    out, err = tmp_path / "out.jsonl", tmp_path / "err.txt"
+    with open(err, "w") as errors, contextlib.redirect_stderr(errors):
+        code = serving_modes.predict(
+            str(tmp_path / "photos"), "", run[2], str(out), temperature=None
+        )
+    assert code == 1  # some files failed
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [os.path.basename(r["path"]) for r in records] == [
+        "a_digit.png",
+        "b_photo.jpg",
+        "e_digit.png",
+    ]
+    expected = loaded.signatures["serving_default"](images=tf.constant(test_images[[0, 2]]))
+    for record, probabilities, members in zip(
+        [records[0], records[2]],
+        expected["probabilities"].numpy(),
+        expected["member_probabilities"].numpy(),
+    ):
+        assert record["class"] == str(probabilities.argmax())
+        assert record["confidence"] == pytest.approx(probabilities.max(), abs=1e-6)
+        assert record["member_classes"] == [str(c) for c in members.argmax(-1)]
+        assert {"entropy", "mutual_information", "disagreement"} <= record.keys()
+    error_lines = err.read_text().splitlines()
+    assert error_lines[0].startswith("ERROR: ") and "c_truncated.png" in error_lines[0]
+    assert "d_notes.txt" in error_lines[1] and "must hold JPEG or PNG files" in error_lines[1]
+    assert error_lines[2] == "Predicted 3 of 5 files; 2 failed."
+
+
+def test_predict_mode_from_a_run_writes_csv_and_matches_the_export(
+    run, loaded, test_images, tmp_path
+):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for index in range(3):
+        (folder / f"{index}.png").write_bytes(png(test_images[index]))
+    output = tmp_path / "predictions.csv"
+    code = serving_modes.predict(str(folder / "*.png"), run[0].model_dir, None, str(output), None)
+    assert code == 0
+    with open(output, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert list(rows[0]) == [
+        "path",
+        "class",
+        "confidence",
+        "entropy",
+        "mutual_information",
+        "disagreement",
+        "member_0_class",
+        "member_1_class",
+    ]
+    expected = loaded.signatures["serving_default"](images=tf.constant(test_images[:3]))
+    np.testing.assert_allclose(
+        [float(row["confidence"]) for row in rows],
+        expected["scores"].numpy()[:, 0],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        [float(row["mutual_information"]) for row in rows],
+        expected["mutual_information"].numpy(),
+        atol=1e-6,
+    )
+
+
+def test_predict_mode_without_matching_files_or_model_fails_clearly(run, tmp_path, capsys):
+    assert serving_modes.predict(str(tmp_path / "*.jpg"), run[0].model_dir, None, None, None) == 2
+    assert "matches no file" in capsys.readouterr().err
+    (tmp_path / "x.png").write_bytes(b"")
+    assert serving_modes.predict(str(tmp_path / "x.png"), "", str(tmp_path), None, None) == 2
+    assert "is not a version folder written by --mode=export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "mode, model_dir, images, saved_model, temperature, message",
+    [
+        ("export", "", None, None, None, "--mode=export needs --model_dir"),
+        ("predict", "run", None, None, None, "--mode=predict needs --images"),
+        ("predict", "", "*.jpg", None, None, "exactly one of --model_dir"),
+        ("predict", "run", "*.jpg", "run/export/1", None, "exactly one of --model_dir"),
+        ("predict", "", "*.jpg", "run/export/1", 2.0, "--temperature applies to --model_dir"),
+    ],
+)
+def test_serving_modes_name_the_missing_flag(
+    mode, model_dir, images, saved_model, temperature, message
+):
+    with pytest.raises(ValueError, match=message):
+        serving_modes.check_flags(mode, model_dir, images, saved_model, temperature)
+
+
+def test_serving_flags_parse_next_to_the_config_flags():
+    values = flags.FlagValues()
+    mixmo_flags.define_flags(values)
+    values(["main.py", "--mode=predict", "--images=photos/*.jpg", "--saved_model=e/1"])
+    assert (values.mode, values.images, values.saved_model) == ("predict", "photos/*.jpg", "e/1")
+    assert values.export_dir is None and values.temperature is None and values.output is None
+    values(["main.py", "--mode=export", "--export_dir=/srv/models/mixmo", "--temperature=1.7"])
+    assert (values.export_dir, values.temperature) == ("/srv/models/mixmo", 1.7)
