@@ -35,7 +35,6 @@ PLAIN = 1  # M of the plain single network, the baseline of every ratio.
 GIGA = 1e9  # FLOPs per GFLOP
 _CPU_INFO = "/proc/cpuinfo"
 _PROCESS_STATUS = "/proc/self/status"
-_X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
 _NETWORK = re.compile(r"\d+-\d+")  # a WRN as depth-width
 
 _Key = TypeVar("_Key")
@@ -62,14 +61,14 @@ def cpu_model() -> str:
 
 
 def onednn_enabled() -> bool:
-    """Whether TensorFlow's oneDNN optimisations are on.
+    """Whether TensorFlow's oneDNN optimisations are on in this process.
 
-    TF_ENABLE_ONEDNN_OPTS decides when set; otherwise TF 2.21 turns them on for x86 CPUs.
+    TF_ENABLE_ONEDNN_OPTS decides when set; otherwise TF 2.21 turns them on only for some x86
+    CPUs (on a 2-core AMD EPYC with AVX2 and no AVX-512 they were off), so TensorFlow is asked.
     """
-    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    if setting is None:
-        return platform.machine().lower() in _X86_MACHINES
-    return setting.strip().lower() in ("1", "true")
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def environment() -> dict[str, Any]:
