@@ -12,6 +12,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["mixmo_tf", "mixmo_tf.*"]),
+    # Class names shipped with exported models (mixmo_tf.data.class_names).
+    package_data={"mixmo_tf.data": ["labels/*.txt"]},
     python_requires=">=3.10",
     install_requires=[
         # CPU build; GPU users install `tensorflow==2.21.0` instead (same API).

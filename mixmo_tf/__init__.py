@@ -7,6 +7,7 @@ of one network. Paper: https://arxiv.org/abs/2103.06132.
 
 from mixmo_tf.config import Config
 from mixmo_tf.experiment import build_model, evaluate, train
+from mixmo_tf.export import export_saved_model
 from mixmo_tf.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
 from mixmo_tf.mixing import FeatureMixing
 from mixmo_tf.models import (
@@ -18,6 +19,7 @@ from mixmo_tf.models import (
     wrn28_10,
 )
 from mixmo_tf.optimizers import PyTorchSGD
+from mixmo_tf.saving import load_model
 from mixmo_tf.schedules import WarmupStepDecay
 from mixmo_tf.training import MixMoModel
 
@@ -36,6 +38,8 @@ __all__ = [
     "build_mixmo_network",
     "build_model",
     "evaluate",
+    "export_saved_model",
+    "load_model",
     "train",
     "wide_resnet",
     "wrn10_1",

@@ -42,6 +42,8 @@ def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
         logging.set_verbosity(logging.ERROR)
+    if flags.FLAGS.mode in ("export", "predict"):
+        sys.exit(_serving_mode(flags.FLAGS))
 
     # TensorFlow work starts only after the flags are valid.
     from mixmo_tf import checkpointing, distribute, distributed_loop, experiment, run_guard
@@ -104,6 +106,23 @@ def _recorded_runs(config: Config) -> list[Config]:
     ]
     recorded_run.check_one_dataset(runs)
     return runs
+
+
+def _serving_mode(values: flags.FlagValues) -> int:
+    """Runs --mode=export or --mode=predict; returns the exit code (see serving_modes)."""
+    from mixmo_tf import serving_modes
+
+    try:
+        serving_modes.check_flags(
+            values.mode, values.model_dir, values.images, values.saved_model, values.temperature
+        )
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    if values.mode == "export":
+        return serving_modes.export(values.model_dir, values.export_dir, values.temperature)
+    return serving_modes.predict(
+        values.images, values.model_dir, values.saved_model, values.output, values.temperature
+    )
 
 
 def run() -> None:

@@ -15,7 +15,7 @@ from mixmo_tf.data.specs import DATASETS
 from mixmo_tf.input_mixing import MSDA_KINDS
 from mixmo_tf.precision import PRECISIONS
 
-MODES = ("train", "evaluate")
+MODES = ("train", "evaluate", "export", "predict")
 
 _HELP = {
     "dataset": "Dataset: cifar10 and cifar100 through tensorflow-datasets; digits is "
@@ -90,9 +90,11 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
         "train",
         MODES,
         "train: train or resume; evaluate: test the newest checkpoint of --model_dir (the "
-        "run's recorded settings apply; writes <model_dir>/eval/).",
+        "run's recorded settings apply; writes <model_dir>/eval/); export: write the newest "
+        "checkpoint of --model_dir as a TF Serving SavedModel; predict: classify --images.",
         flag_values=values,
     )
+    _define_serving_flags(values)
     flags.DEFINE_bool(
         "smoke",
         False,
@@ -148,6 +150,44 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
 def given_fields(values: flags.FlagValues = flags.FLAGS) -> list[str]:
     """Names of the Config fields whose flags were given (on the command line or a flagfile)."""
     return [field.name for field in dataclasses.fields(Config) if values[field.name].present]
+
+
+def _define_serving_flags(values: flags.FlagValues) -> None:
+    """The flags of --mode=export and --mode=predict (not Config fields: they read a run)."""
+    flags.DEFINE_string(
+        "export_dir",
+        None,
+        "--mode=export: base folder of the SavedModel versions (default <model_dir>/export); "
+        "each export adds the next version <export_dir>/<n>.",
+        flag_values=values,
+    )
+    flags.DEFINE_float(
+        "temperature",
+        None,
+        "--mode=export/predict: temperature T dividing the logits; overrides the run's fitted "
+        "<model_dir>/temperature.json (default: that file's, else 1).",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "images",
+        None,
+        "--mode=predict: image files to classify, a glob pattern ('photos/*.jpg') or a folder.",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "saved_model",
+        None,
+        "--mode=predict: an exported version folder (e.g. runs/x/export/1) to predict with "
+        "instead of --model_dir's newest checkpoint.",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "output",
+        None,
+        "--mode=predict: write the predictions to this file (CSV if it ends in .csv, else JSON "
+        "lines) instead of standard output.",
+        flag_values=values,
+    )
 
 
 def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:

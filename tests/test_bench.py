@@ -24,6 +24,7 @@ import precision
 import profile_step
 import pytest
 import suite_time
+import serving
 import train_step
 from absl import flags
 
@@ -320,3 +321,28 @@ def test_suite_time_line(capsys, tmp_path):
     failing.write_text("def test_one():\n    assert False\n")
     with pytest.raises(RuntimeError, match="1 failed"):
         suite_time.time_suite([str(failing), "-q"])
+
+
+def test_serving_bench_times_the_export_against_keras_and_keeps_its_kernels(capsys):
+    lines = run_script(
+        serving, capsys, *TINY_RUN, "--timed_steps=2", "--latency_rounds=4", "--members=2"
+    )
+    throughput = {line["variant"]: line for line in lines if line["bench"] == "serving_throughput"}
+    assert set(throughput) == {"keras_predict", "predict_normalized", "serving_default"}
+    keras_median = throughput["keras_predict"]["median_s"]
+    for line in throughput.values():
+        assert line["over_keras"] == pytest.approx(line["median_s"] / keras_median)
+        assert line["images_per_s"] == pytest.approx(8 / line["median_s"])
+    latency = {line["signature"]: line for line in lines if line["bench"] == "serving_latency"}
+    assert set(latency) == {"serving_default", "predict_image_bytes"}
+    for line in latency.values():
+        assert line["rounds"] == 4 and 0 < line["p50_ms"] <= line["p99_ms"]
+        assert line["p99_ms"] <= 1000 * max(line["durations_s"])
+    (graph,) = [line for line in lines if line["bench"] == "serving_graph"]
+    assert graph["fused_batch_norm_ops"] > 0 and graph["py_func_ops"] == 0
+    # The served graph runs the kernels Keras' prediction runs (oneDNN's where it is on).
+    served, native = graph["serving_default_kernels"], graph["keras_predict_kernels"]
+    assert {k for k in served["ms_by_kernel"] if "Conv" in k or "BatchNorm" in k} == {
+        k for k in native["ms_by_kernel"] if "Conv" in k or "BatchNorm" in k
+    }
+    assert served["onednn_share"] == pytest.approx(native["onednn_share"], abs=0.1)

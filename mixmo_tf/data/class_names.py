@@ -1,0 +1,34 @@
+"""Human-readable class names of each dataset, label index order.
+
+CIFAR's names come with the official archives (batches.meta.txt, fine_label_names.txt), which
+tfds reads only while preparing the data; tfds ships no copy, so the package carries them as
+text files (`labels/<dataset>.txt`, one name per line, line i = label i). Digits are "0".."9".
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from mixmo_tf.data.specs import DatasetSpec
+
+_LABEL_FILES = {"cifar10": "cifar10.txt", "cifar100": "cifar100.txt"}
+
+
+def class_names(spec: DatasetSpec) -> tuple[str, ...]:
+    """The `spec.num_classes` names of the dataset's labels, in label order.
+
+    Raises:
+        ValueError: the package has no names for the dataset, or not as many as its classes.
+    """
+    if spec.name == "digits":
+        names = tuple(str(digit) for digit in range(spec.num_classes))
+    elif spec.name in _LABEL_FILES:
+        text = resources.files("mixmo_tf.data").joinpath("labels", _LABEL_FILES[spec.name])
+        names = tuple(line.strip() for line in text.read_text(encoding="utf-8").splitlines())
+    else:
+        raise ValueError(f"No class names are known for dataset {spec.name!r}.")
+    if len(names) != spec.num_classes:
+        raise ValueError(
+            f"{spec.name} has {spec.num_classes} classes but {len(names)} class names."
+        )
+    return names

@@ -1,0 +1,572 @@
+"""SavedModel export for TF Serving: layout, signatures, numbers, isolation, errors.
+
+One tiny digits run (WRN-10-1, M=2, a few steps, float32) is trained and exported once for
+the module. The real `saved_model_cli` from the TensorFlow wheel reads the export; a fresh
+Python process in which mixmo_tf cannot be imported serves it; every output is checked
+against `MixMoModel.predict` or a numpy hand computation from the member probabilities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from tensorflow.core.protobuf import saved_model_pb2
+
+from mixmo_tf import Config, checkpointing, experiment, export, serving, serving_modes
+from mixmo_tf import flags as mixmo_flags
+from mixmo_tf.data import load_split, normalize
+from mixmo_tf.data.class_names import class_names
+from mixmo_tf.data.specs import DATASETS
+
+DIGITS = DATASETS["digits"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(REPO, "main.py")
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+OUTPUTS = {
+    # name: (dtype, shape) as saved_model_cli prints them, for M=2 members and 10 classes.
+    "probabilities": ("DT_FLOAT", "(-1, 10)"),
+    "member_probabilities": ("DT_FLOAT", "(-1, 2, 10)"),
+    "classes": ("DT_INT64", "(-1, 5)"),
+    "scores": ("DT_FLOAT", "(-1, 5)"),
+    "class_names": ("DT_STRING", "(-1, 5)"),
+    "entropy": ("DT_FLOAT", "(-1)"),
+    "mutual_information": ("DT_FLOAT", "(-1)"),
+    "disagreement": ("DT_FLOAT", "(-1)"),
+}
+INPUTS = {
+    "serving_default": ("images", "DT_UINT8", "(-1, 32, 32, 3)"),
+    "predict_image_bytes": ("image_bytes", "DT_STRING", "(-1)"),
+    "predict_normalized": ("images", "DT_FLOAT", "(-1, 32, 32, 3)"),
+}
+
+
+def tiny_run_config(model_dir) -> Config:
+    return Config(
+        dataset="digits",
+        model_dir=str(model_dir),
+        depth=10,
+        width=1,
+        num_members=2,
+        mixing="cutmix",
+        batch_size=16,
+        batch_repetitions=2,
+        epochs=1,
+        steps_per_epoch=3,
+        lr=0.4,
+        eval_steps=1,
+        eval_batch_size=32,
+        precision="float32",
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A trained digits run and its first export: (config, model, version folder)."""
+    config = tiny_run_config(tmp_path_factory.mktemp("run"))
+    model = experiment.train(config)
+    return config, model, export.export_run(config.model_dir)
+
+
+@pytest.fixture(scope="module")
+def loaded(run):
+    return tf.saved_model.load(run[2])
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    images, _ = load_split(DIGITS, "test")
+    return images[:16]
+
+
+def predicted_probabilities(model, images: np.ndarray) -> np.ndarray:
+    return model.predict(normalize(images, DIGITS).numpy(), verbose=0)["ensemble"]
+
+
+def png(image: np.ndarray) -> bytes:
+    return tf.io.encode_png(image).numpy()
+
+
+# ---- layout and tools -----------------------------------------------------------------------
+
+
+def test_export_writes_tf_servings_versioned_layout(run):
+    config, _, path = run
+    assert path == os.path.join(config.model_dir, "export", "1")
+    assert os.listdir(os.path.dirname(path)) == ["1"]  # no temporary folder left behind
+    for name in ("saved_model.pb", "variables/variables.index", "assets/class_names.txt"):
+        assert os.path.exists(os.path.join(path, name)), name
+    with open(os.path.join(path, "assets", "class_names.txt")) as stream:
+        assert stream.read().splitlines() == [str(digit) for digit in range(10)]
+    with open(os.path.join(path, "assets", "export_info.json")) as stream:
+        info = json.load(stream)
+    assert info["temperature"] is None and info["num_members"] == 2
+    assert info["checkpoint"] == "ckpt-3" and info["dataset"]["mean"] == [0.5, 0.5, 0.5]
+
+
+def _signature_blocks(text: str) -> dict[str, str]:
+    parts = re.split(r"signature_def\['([^']+)'\]:", text)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_saved_model_cli_show_lists_the_documented_signatures(run):
+    shown = subprocess.run(
+        [SAVED_MODEL_CLI, "show", "--all", "--dir", run[2]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    blocks = _signature_blocks(shown)
+    assert set(INPUTS) <= set(blocks)
+    for signature, (name, dtype, shape) in INPUTS.items():
+        block = blocks[signature]
+        assert re.search(rf"inputs\['{name}'\] tensor_info:\s+dtype: {dtype}\s+shape: ", block)
+        assert f"shape: {shape}\n" in block.split("outputs[")[0]
+        for output, (out_dtype, out_shape) in OUTPUTS.items():
+            match = re.search(
+                rf"outputs\['{output}'\] tensor_info:\s+dtype: (\S+)\s+shape: (\S+(?: \S+)*)\n",
+                block,
+            )
+            assert match and match.groups() == (out_dtype, out_shape), (signature, output)
+
+
+def test_saved_model_cli_run_gives_the_models_probabilities(run, test_images, tmp_path):
+    _, model, path = run
+    np.save(tmp_path / "images.npy", test_images)
+    subprocess.run(
+        [
+            SAVED_MODEL_CLI,
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"images={tmp_path / 'images.npy'}",
+            "--outdir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    served = np.load(tmp_path / "out" / "probabilities.npy")
+    np.testing.assert_allclose(served, predicted_probabilities(model, test_images), atol=1e-5)
+
+
+_FRESH_PROCESS = """
+import sys
+sys.modules["mixmo_tf"] = None  # as on a server: the package cannot be imported
+try:
+    import mixmo_tf
+except ImportError:
+    pass
+else:
+    raise SystemExit("mixmo_tf was importable")
+import numpy as np
+import tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+images = np.load(sys.argv[2])
+for size in (1, 7, 256):
+    np.save(f"{sys.argv[3]}/{size}.npy", serve(images=tf.constant(images[:size]))["probabilities"])
+"""
+
+
+def test_a_process_without_mixmo_tf_serves_batches_of_1_7_and_256(run, tmp_path):
+    _, model, path = run
+    images = np.random.default_rng(0).integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    # -I: no PYTHONPATH, no script or working directory on sys.path.
+    subprocess.run(
+        [sys.executable, "-I", "-c", _FRESH_PROCESS, path, tmp_path / "images.npy", tmp_path],
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", ""), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        check=True,
+        capture_output=True,
+    )
+    expected = predicted_probabilities(model, images)
+    for size in (1, 7, 256):
+        served = np.load(tmp_path / f"{size}.npy")
+        assert served.shape == (size, 10)
+        np.testing.assert_allclose(served, expected[:size], atol=1e-5)
+
+
+def graph_op_types(path: str) -> set[str]:
+    """Op types of a SavedModel's graph and of every function in its library."""
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as stream:
+        saved.ParseFromString(stream.read())
+    graph = saved.meta_graphs[0].graph_def
+    types = {node.op for node in graph.node}
+    for function in graph.library.function:
+        types |= {node.op for node in function.node_def}
+    return types
+
+
+def test_the_graph_holds_only_core_tensorflow_ops(run):
+    types = graph_op_types(run[2])
+    assert not types & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+    core = set(dir(tf.raw_ops))  # custom op libraries register ops outside this set
+    assert types <= core, types - core
+    # The fused batch norm and the oneDNN-backed convolutions stay in the served graph.
+    assert {"FusedBatchNormV3", "Conv2D", "DecodeImage", "Assert"} <= types
+
+
+# ---- outputs --------------------------------------------------------------------------------
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), axis=-1)
+
+
+def test_uncertainty_outputs_equal_hand_computations(loaded, test_images):
+    out = {
+        name: value.numpy()
+        for name, value in loaded.signatures["serving_default"](
+            images=tf.constant(test_images)
+        ).items()
+    }
+    members = out["member_probabilities"].astype(np.float64)
+    # log p_m = logits_m - logsumexp_m: the mean over members is the mean logit up to a
+    # per-image shift, which the softmax ignores.
+    mean_log = np.log(members).mean(axis=1)
+    ensemble = np.exp(mean_log - mean_log.max(-1, keepdims=True))
+    ensemble /= ensemble.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out["probabilities"], ensemble, atol=1e-5)
+    np.testing.assert_allclose(out["entropy"], _entropy(ensemble), atol=1e-5)
+    mutual_information = _entropy(members.mean(axis=1)) - _entropy(members).mean(axis=1)
+    np.testing.assert_allclose(out["mutual_information"], mutual_information, atol=1e-5)
+    assert (out["mutual_information"] >= -1e-6).all()
+    top = ensemble.argmax(-1)
+    disagreement = (members.argmax(-1) != top[:, None]).mean(axis=1)
+    np.testing.assert_array_equal(out["disagreement"], disagreement)
+    order = np.argsort(-ensemble, axis=-1)[:, :5]
+    np.testing.assert_array_equal(out["classes"], order)
+    np.testing.assert_allclose(out["scores"], np.take_along_axis(ensemble, order, -1), atol=1e-6)
+    names = np.array([name.encode() for name in class_names(DIGITS)])
+    np.testing.assert_array_equal(out["class_names"], names[order])
+
+
+def test_image_bytes_signature_answers_as_the_uint8_one_for_png_files(loaded, test_images):
+    from_pixels = loaded.signatures["serving_default"](images=tf.constant(test_images))
+    from_png = loaded.signatures["predict_image_bytes"](
+        image_bytes=tf.constant([png(image) for image in test_images])
+    )
+    for name in OUTPUTS:
+        np.testing.assert_array_equal(from_png[name].numpy(), from_pixels[name].numpy())
+    # Files of another size and encoding are decoded and resized in the graph.
+    photo = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    jpeg = tf.io.encode_jpeg(photo).numpy()
+    resized = loaded.signatures["predict_image_bytes"](image_bytes=tf.constant([jpeg, png(photo)]))
+    assert resized["probabilities"].shape == (2, 10)
+    np.testing.assert_allclose(resized["probabilities"].numpy().sum(-1), 1.0, atol=1e-6)
+
+
+def test_normalized_signature_answers_as_the_uint8_one(loaded, test_images):
+    from_pixels = loaded.signatures["serving_default"](images=tf.constant(test_images))
+    normalized = loaded.signatures["predict_normalized"](images=normalize(test_images, DIGITS))
+    np.testing.assert_allclose(
+        normalized["probabilities"].numpy(), from_pixels["probabilities"].numpy(), atol=1e-6
+    )
+
+
+BAD_SHAPE = r"Input images must be uint8 of shape \(batch, 32, 32, 3\); received shape\] "
+
+
+@pytest.mark.parametrize(
+    "signature, value, message",
+    [
+        (
+            "serving_default",
+            np.zeros((2, 64, 64, 3), np.uint8),
+            BAD_SHAPE + r"\[2 64 64 3\]",
+        ),
+        (
+            "serving_default",
+            np.zeros((2, 32, 32), np.uint8),
+            BAD_SHAPE + r"\[2 32 32\]",
+        ),
+        ("serving_default", np.zeros((2, 32, 32, 3), np.float32), r"uint8"),
+        ("predict_image_bytes", np.array([b"not an image"]), r"must hold JPEG or PNG files"),
+    ],
+    ids=["wrong size", "wrong rank", "wrong dtype", "not an image"],
+)
+def test_bad_serving_input_gets_a_clear_error(loaded, signature, value, message):
+    function = loaded.signatures[signature]
+    (name,) = function.structured_input_signature[1]
+    with pytest.raises((tf.errors.InvalidArgumentError, TypeError, ValueError), match=message):
+        function(**{name: tf.constant(value)})
+
+
+def test_truncated_png_bytes_get_the_decoders_error(loaded, test_images):
+    truncated = png(test_images[0])[:60]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="(?i)png"):
+        loaded.signatures["predict_image_bytes"](image_bytes=tf.constant([truncated]))
+
+
+def test_shape_checks_run_when_a_server_feeds_any_tensor(run):
+    """TF Serving feeds the request's tensor without checking it against the signature.
+
+    Loading the graph with its input placeholder mapped to one of unknown shape feeds it the
+    same way; the graph's own check must then stop a wrong-size batch rather than let the
+    network pool over it.
+    """
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        any_shape = tf.compat.v1.placeholder(tf.uint8, shape=None)
+        meta_graph = tf.compat.v1.saved_model.load(
+            session, ["serve"], run[2], input_map={"serving_default_images:0": any_shape}
+        )
+        outputs = meta_graph.signature_def["serving_default"].outputs
+        fetch = graph.get_tensor_by_name(outputs["probabilities"].name)
+        good = session.run(fetch, {any_shape: np.zeros((3, 32, 32, 3), np.uint8)})
+        assert good.shape == (3, 10)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="received shape.*3 40 40 3"):
+            session.run(fetch, {any_shape: np.zeros((3, 40, 40, 3), np.uint8)})
+
+
+# ---- temperature and versions ---------------------------------------------------------------
+
+
+def test_a_fitted_temperature_is_applied_recorded_and_overridable(run, loaded, test_images):
+    config, _, first = run
+    with open(os.path.join(config.model_dir, export.TEMPERATURE_FILE), "w") as stream:
+        json.dump({"temperature": 2.5}, stream)
+    try:
+        second = export.export_run(config.model_dir)
+    finally:
+        os.remove(os.path.join(config.model_dir, export.TEMPERATURE_FILE))
+    assert second == os.path.join(os.path.dirname(first), "2")
+    assert sorted(os.listdir(os.path.dirname(first))) == ["1", "2"]
+    with open(os.path.join(second, "assets", export.EXPORT_INFO_ASSET)) as stream:
+        assert json.load(stream)["temperature"] == 2.5
+    unscaled = loaded.signatures["serving_default"](images=tf.constant(test_images))
+    scaled = tf.saved_model.load(second).signatures["serving_default"](
+        images=tf.constant(test_images)
+    )
+    mean_log = np.log(unscaled["member_probabilities"].numpy().astype(np.float64)).mean(axis=1)
+    expected = tf.nn.softmax(mean_log / 2.5).numpy()
+    np.testing.assert_allclose(scaled["probabilities"].numpy(), expected, atol=1e-5)
+    assert export.run_temperature(config.model_dir, 0.7) == 0.7
+    assert export.run_temperature(config.model_dir) is None
+
+
+@pytest.mark.parametrize("content", ['{"temperature": -1}', '{"t": 1.5}', "not json"])
+def test_an_invalid_temperature_file_is_refused(tmp_path, content):
+    (tmp_path / export.TEMPERATURE_FILE).write_text(content)
+    with pytest.raises(ValueError, match="temperature"):
+        export.read_temperature(str(tmp_path))
+
+
+def test_an_export_takes_the_next_free_version_and_never_replaces_one(run, tmp_path, monkeypatch):
+    _, model, _ = run
+    base = tmp_path / "models"
+    (base / "7").mkdir(parents=True)
+    (base / "7" / "keep").write_text("an older version")
+    (base / "notes").mkdir()
+    for number in ("6", "8"):
+        (base / number).mkdir()
+        (base / number / "keep").write_text("taken meanwhile")
+    # A listing made before another export took 6 to 8: the rename tries them, moves on.
+    monkeypatch.setattr(export, "_versions", lambda directory: [5])
+    path = export.export_saved_model(model, str(base), DIGITS)
+    assert path == str(base / "9")
+    assert (base / "7" / "keep").read_text() == "an older version"
+    assert sorted(os.listdir(base)) == ["6", "7", "8", "9", "notes"]
+
+
+def test_a_failed_export_leaves_no_version_behind(run, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", fail)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(run[1], str(tmp_path / "models"), DIGITS)
+    assert os.listdir(tmp_path / "models") == []
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+def test_export_without_checkpoint_or_into_an_unwritable_place_fails_clearly(run, tmp_path):
+    with pytest.raises(FileNotFoundError, match="run_config.json does not exist"):
+        export.export_run(str(tmp_path / "nothing"))
+    untrained = tiny_run_config(tmp_path / "untrained")
+    checkpointing.record_run_config(untrained)
+    with pytest.raises(FileNotFoundError, match="No checkpoint in"):
+        export.export_run(untrained.model_dir)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(OSError):
+        export.export_run(run[0].model_dir, str(blocker / "export"))
+
+
+def test_class_names_of_each_dataset():
+    assert class_names(DATASETS["cifar100"])[47] == "maple_tree"
+    assert len(set(class_names(DATASETS["cifar100"]))) == 100
+    assert class_names(DATASETS["cifar10"])[:3] == ("airplane", "automobile", "bird")
+    assert class_names(DIGITS) == tuple("0123456789")
+
+
+def test_serving_module_refuses_bad_settings(run):
+    model = run[1]
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        serving.ServingModule(model, DIGITS, class_names(DIGITS), temperature=0.0)
+    with pytest.raises(ValueError, match="3 class names for a model of 10 classes"):
+        serving.ServingModule(model, DIGITS, ("a", "b", "c"))
+
+
+# ---- the command line: --mode=export and --mode=predict -------------------------------------
+
+
+def test_export_mode_writes_a_version_with_the_given_temperature(run, tmp_path, capsys):
+    assert serving_modes.export(run[0].model_dir, str(tmp_path / "models"), 1.5) == 0
+    path = str(tmp_path / "models" / "1")
+    assert capsys.readouterr().out.strip() == f"Exported {run[0].model_dir} to {path}"
+    with open(os.path.join(path, "assets", export.EXPORT_INFO_ASSET)) as stream:
+        assert json.load(stream)["temperature"] == 1.5
+
+
+def test_export_mode_into_an_unwritable_place_prints_one_error(run, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert serving_modes.export(run[0].model_dir, str(blocker / "models"), None) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("ERROR: ")
+
+
+def test_main_export_without_checkpoint_exits_2_with_one_error_line(tmp_path):
+    untrained = tiny_run_config(tmp_path / "untrained")
+    checkpointing.record_run_config(untrained)
+    result = subprocess.run(
+        [sys.executable, MAIN, "--mode=export", f"--model_dir={untrained.model_dir}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "No checkpoint in" in errors[0], result.stderr
+    assert not os.path.exists(os.path.join(untrained.model_dir, "export"))
+
+
+def _image_folder(path, digits: np.ndarray) -> None:
+    """Two digit PNGs, a larger JPEG photo, a truncated PNG and a text file."""
+    path.mkdir()
+    (path / "a_digit.png").write_bytes(png(digits[0]))
+    photo = np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    (path / "b_photo.jpg").write_bytes(tf.io.encode_jpeg(photo).numpy())
+    (path / "c_truncated.png").write_bytes(png(digits[1])[:50])
+    (path / "d_notes.txt").write_text("not an image")
+    (path / "e_digit.png").write_bytes(png(digits[2]))
+
+
+def test_predict_mode_predicts_good_files_and_lists_bad_ones(run, loaded, test_images, tmp_path):
+    _image_folder(tmp_path / "photos", test_images)
+    out, err = tmp_path / "out.jsonl", tmp_path / "err.txt"
+    with open(err, "w") as errors, contextlib.redirect_stderr(errors):
+        code = serving_modes.predict(
+            str(tmp_path / "photos"), "", run[2], str(out), temperature=None
+        )
+    assert code == 1  # some files failed
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [os.path.basename(r["path"]) for r in records] == [
+        "a_digit.png",
+        "b_photo.jpg",
+        "e_digit.png",
+    ]
+    expected = loaded.signatures["serving_default"](images=tf.constant(test_images[[0, 2]]))
+    for record, probabilities, members in zip(
+        [records[0], records[2]],
+        expected["probabilities"].numpy(),
+        expected["member_probabilities"].numpy(),
+    ):
+        assert record["class"] == str(probabilities.argmax())
+        assert record["confidence"] == pytest.approx(probabilities.max(), abs=1e-6)
+        assert record["member_classes"] == [str(c) for c in members.argmax(-1)]
+        assert {"entropy", "mutual_information", "disagreement"} <= record.keys()
+    error_lines = err.read_text().splitlines()
+    assert error_lines[0].startswith("ERROR: ") and "c_truncated.png" in error_lines[0]
+    assert "d_notes.txt" in error_lines[1] and "must hold JPEG or PNG files" in error_lines[1]
+    assert error_lines[2] == "Predicted 3 of 5 files; 2 failed."
+
+
+def test_predict_mode_from_a_run_writes_csv_and_matches_the_export(
+    run, loaded, test_images, tmp_path
+):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for index in range(3):
+        (folder / f"{index}.png").write_bytes(png(test_images[index]))
+    output = tmp_path / "predictions.csv"
+    code = serving_modes.predict(str(folder / "*.png"), run[0].model_dir, None, str(output), None)
+    assert code == 0
+    with open(output, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert list(rows[0]) == [
+        "path",
+        "class",
+        "confidence",
+        "entropy",
+        "mutual_information",
+        "disagreement",
+        "member_0_class",
+        "member_1_class",
+    ]
+    expected = loaded.signatures["serving_default"](images=tf.constant(test_images[:3]))
+    np.testing.assert_allclose(
+        [float(row["confidence"]) for row in rows],
+        expected["scores"].numpy()[:, 0],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        [float(row["mutual_information"]) for row in rows],
+        expected["mutual_information"].numpy(),
+        atol=1e-6,
+    )
+
+
+def test_predict_mode_without_matching_files_or_model_fails_clearly(run, tmp_path, capsys):
+    assert serving_modes.predict(str(tmp_path / "*.jpg"), run[0].model_dir, None, None, None) == 2
+    assert "matches no file" in capsys.readouterr().err
+    (tmp_path / "x.png").write_bytes(b"")
+    assert serving_modes.predict(str(tmp_path / "x.png"), "", str(tmp_path), None, None) == 2
+    assert "is not a version folder written by --mode=export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "mode, model_dir, images, saved_model, temperature, message",
+    [
+        ("export", "", None, None, None, "--mode=export needs --model_dir"),
+        ("predict", "run", None, None, None, "--mode=predict needs --images"),
+        ("predict", "", "*.jpg", None, None, "exactly one of --model_dir"),
+        ("predict", "run", "*.jpg", "run/export/1", None, "exactly one of --model_dir"),
+        ("predict", "", "*.jpg", "run/export/1", 2.0, "--temperature applies to --model_dir"),
+    ],
+)
+def test_serving_modes_name_the_missing_flag(
+    mode, model_dir, images, saved_model, temperature, message
+):
+    with pytest.raises(ValueError, match=message):
+        serving_modes.check_flags(mode, model_dir, images, saved_model, temperature)
+
+
+def test_serving_flags_parse_next_to_the_config_flags():
+    values = flags.FlagValues()
+    mixmo_flags.define_flags(values)
+    values(["main.py", "--mode=predict", "--images=photos/*.jpg", "--saved_model=e/1"])
+    assert (values.mode, values.images, values.saved_model) == ("predict", "photos/*.jpg", "e/1")
+    assert values.export_dir is None and values.temperature is None and values.output is None
+    values(["main.py", "--mode=export", "--export_dir=/srv/models/mixmo", "--temperature=1.7"])
+    assert (values.export_dir, values.temperature) == ("/srv/models/mixmo", 1.7)
