@@ -23,8 +23,8 @@ import peak_memory
 import precision
 import profile_step
 import pytest
-import suite_time
 import serving
+import suite_time
 import train_step
 from absl import flags
 
