@@ -53,15 +53,25 @@ def test_ece_by_hand_on_a_small_example():
     assert metrics.expected_calibration_error(probabilities, labels) == pytest.approx(expected)
 
 
-def test_ece_bins_are_lower_open_upper_closed_on_the_float32_edges():
+def test_ece_bins_are_lower_open_upper_closed_on_the_authors_float64_edges():
     edges = metrics.bin_boundaries()
+    np.testing.assert_array_equal(edges, np.linspace(0, 1, 16))
     # A confidence exactly on the edge k/15 belongs to bin k - 1, just above it to bin k.
     on_edge = edges[5]
-    above = np.nextafter(on_edge, np.float32(1))
+    above = np.nextafter(on_edge, 1.0)
     bins = metrics.calibration_bins(np.array([on_edge, above, 1.0]), np.array([1, 0, 1]))
     assert bins["count"][4] == 1 and bins["count"][5] == 1 and bins["count"][14] == 1
     assert bins["accuracy"][4] == 1.0 and bins["accuracy"][5] == 0.0
     assert np.isnan(bins["accuracy"][0])
+    # float32 confidences nearest to k/15 fall where the authors' numpy comparison puts them
+    # (0.2f = 0.2000000030 is above the edge 0.2, so in bin 3).
+    confidences = np.float32(np.arange(1, 15) / 15.0)
+    authors = [
+        np.flatnonzero((confidences[i] > edges[:-1]) & (confidences[i] <= edges[1:]))[0]
+        for i in range(14)
+    ]
+    counts = metrics.calibration_bins(confidences, np.ones(14))["count"]
+    np.testing.assert_array_equal(counts, np.bincount(authors, minlength=15))
 
 
 def test_auroc_matches_scikit_learn_with_ties():

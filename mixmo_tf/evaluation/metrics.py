@@ -49,13 +49,14 @@ def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def bin_boundaries(num_bins: int = ECE_BINS) -> np.ndarray:
-    """The `num_bins + 1` equal-width bin edges on [0, 1], in float32.
+    """The `num_bins + 1` equal-width bin edges on [0, 1], in float64.
 
-    Bins are (lo, hi]: a confidence exactly on an edge belongs to the lower bin. Comparing
-    with the edges themselves (float32, as the authors' torch.linspace) rather than computing
-    ceil(confidence * bins) keeps edge values where the reference puts them.
+    Bins are (lo, hi]: a confidence exactly on an edge belongs to the lower bin. The edges
+    are the authors' `np.linspace(0, 1, num_bins + 1)` and confidences are compared with
+    them in float64, as their numpy ECE compares its float32 confidences; computing
+    ceil(confidence * bins) in float32 puts some confidences near k/15 in other bins.
     """
-    return np.linspace(0.0, 1.0, num_bins + 1, dtype=np.float32)
+    return np.linspace(0.0, 1.0, num_bins + 1)
 
 
 def calibration_bins(
@@ -73,13 +74,13 @@ def calibration_bins(
         (NaN where the bin is empty).
     """
     edges = bin_boundaries(num_bins)
-    confidences = np.asarray(confidences, np.float32)
+    confidences = np.asarray(confidences, np.float64)
     # side="left" finds the first edge >= confidence: its bin (lo, hi] ends at that edge.
     # A confidence of exactly 0 cannot be a maximum probability; it is counted in bin 0.
     index = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, num_bins - 1)
     count = np.bincount(index, minlength=num_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_confidence = np.bincount(index, confidences.astype(np.float64), num_bins) / count
+        mean_confidence = np.bincount(index, confidences, num_bins) / count
         accuracy = np.bincount(index, np.asarray(correct, np.float64), num_bins) / count
     return {"edges": edges, "count": count, "confidence": mean_confidence, "accuracy": accuracy}
 
