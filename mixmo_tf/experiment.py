@@ -9,10 +9,10 @@ import os
 import keras
 import numpy as np
 
-from mixmo_tf import checkpointing, data, precision
+from mixmo_tf import backbones, checkpointing, data, precision
 from mixmo_tf.config import Config, complete_recorded
 from mixmo_tf.distribute import make_strategy
-from mixmo_tf.models.wide_resnet import wide_resnet
+from mixmo_tf.models.mixmo import network_from_backbone
 from mixmo_tf.schedules import WarmupStepDecay
 from mixmo_tf.training import MixMoModel
 
@@ -40,15 +40,20 @@ def resolve_device_defaults(config: Config) -> Config:
 
 
 def build_model(config: Config) -> MixMoModel:
-    """The compiled MixMo WRN of `config`, with its variables and optimizer state created.
+    """The compiled MixMo model of `config`, with its variables and optimizer state created.
+
+    The network is `config.backbone`'s, built by its registry entry (`mixmo_tf.backbones`).
 
     Layers compute in `config.precision` (resolved for this machine if "auto"); variables,
     logits and the loss stay float32.
     """
     spec = config.spec
     with precision.dtype_policy(config.precision):
-        network = wide_resnet(
-            config.depth, config.width, spec.num_classes, config.num_members, spec.image_shape
+        backbone = backbones.build_backbone(
+            config.backbone, config.depth, config.width, spec.image_shape
+        )
+        network = network_from_backbone(
+            backbone, spec.num_classes, config.num_members, spec.image_shape
         )
         model = MixMoModel(
             network,

@@ -10,10 +10,10 @@ import dataclasses
 
 from absl import flags
 
-from mixmo_tf.config import DISTRIBUTIONS, MIXING_METHODS, Config
+from mixmo_tf.backbones import backbone_names
+from mixmo_tf.choices import DISTRIBUTIONS, MIXING_METHODS, MSDA_KINDS, PRECISIONS
+from mixmo_tf.config import Config
 from mixmo_tf.data.specs import DATASETS
-from mixmo_tf.input_mixing import MSDA_KINDS
-from mixmo_tf.precision import PRECISIONS
 
 MODES = ("train", "evaluate")
 
@@ -23,10 +23,15 @@ _HELP = {
     "data_dir": "tfds data folder holding prepared data, or the official archive in its "
     "downloads/manual/ subfolder. Defaults to $TFDS_DATA_DIR or ~/tensorflow_datasets.",
     "model_dir": "Folder for checkpoints, TensorBoard logs and the final model.keras (default: "
-    "runs/<dataset>_wrn<depth>-<width>_<mixing>_m<M>[_<msda>]). A rerun "
+    "runs/<dataset>_<backbone>_<mixing>_m<M>[_<msda>], e.g. runs/cifar100_wrn28-10_cutmix_m2). "
+    "A rerun "
     "with the same folder resumes from its newest checkpoint.",
-    "depth": "WRN depth, 6n+4 (28 in the paper).",
-    "width": "WRN widening factor k (10 in the paper).",
+    "backbone": "Network wrapped by MixMo: wrn (Wide ResNet, --depth and --width; CIFAR) or "
+    "preact_resnet (PreActResNet-18-w, --width; Tiny ImageNet); more with "
+    "mixmo_tf.backbones.register_backbone. Registered now: " + ", ".join(backbone_names()) + ".",
+    "depth": "WRN depth, 6n+4 (28 in the paper); --backbone=wrn only.",
+    "width": "Widening factor: k of WRN-depth-k (10 in the paper), w of PreActResNet-18-w "
+    "(1, 2, 3).",
     "num_members": "M, the number of subnetworks (1 = the single network).",
     "mixing": "Feature mixing: none (single network, M=1), mimo (plain sum, Havasi et al.), "
     "linear (Linear-MixMo), cutmix (Cut-MixMo with the cut-probability schedule).",
