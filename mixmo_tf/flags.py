@@ -7,6 +7,7 @@ validation rejects bad values, naming the flag, before anything is built.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 
 from absl import flags
 
@@ -18,7 +19,8 @@ from mixmo_tf.data.specs import DATASETS
 MODES = ("train", "evaluate")
 
 _HELP = {
-    "dataset": "Dataset: cifar10 and cifar100 through tensorflow-datasets; digits is "
+    "dataset": "Dataset: cifar10, cifar100 and tiny_imagenet (the official zip in "
+    "<data_dir>/downloads/manual/) through tensorflow-datasets; digits is "
     "scikit-learn's bundled 8x8 digits upsampled to 32x32 (no download; for quick checks).",
     "data_dir": "tfds data folder holding prepared data, or the official archive in its "
     "downloads/manual/ subfolder. Defaults to $TFDS_DATA_DIR or ~/tensorflow_datasets.",
@@ -75,6 +77,71 @@ _CHOICES = {
     "distribution": list(DISTRIBUTIONS),
     "precision": list(PRECISIONS),
 }
+
+
+# Topics of `--help`, in order; a flag not listed here is shown under "other".
+TOPICS = {
+    "model": ("backbone", "depth", "width", "num_members", "precision"),
+    "method": (
+        "mixing",
+        "mixing_alpha",
+        "loss_power",
+        "cut_prob",
+        "cut_prob_decay_start",
+        "msda",
+        "msda_prob",
+        "msda_alpha",
+    ),
+    "data": ("dataset", "data_dir", "batch_size", "batch_repetitions", "seed"),
+    "optimisation": (
+        "epochs",
+        "lr",
+        "warmup_epochs",
+        "lr_decay_epochs",
+        "lr_decay_factor",
+        "momentum",
+        "l2",
+        "steps_per_epoch",
+    ),
+    "run": (
+        "mode",
+        "smoke",
+        "model_dir",
+        "eval_batch_size",
+        "eval_steps",
+        "checkpoint_every_steps",
+        "distribution",
+        "jit_compile",
+    ),
+}
+_HELP_WIDTH = 100
+
+
+def grouped_help(values: flags.FlagValues = flags.FLAGS) -> str:
+    """The MixMo flags of `values` with their help and defaults, grouped by topic.
+
+    `main.py --help` prints this; `--helpfull` keeps absl's full list (TensorFlow's and
+    absl's own flags included).
+    """
+    names = ["mode", "smoke", *(field.name for field in dataclasses.fields(Config))]
+    listed = {name for topic in TOPICS.values() for name in topic}
+    topics = {**TOPICS, "other": tuple(name for name in names if name not in listed)}
+    lines = []
+    for topic, members in topics.items():
+        if not members:
+            continue
+        lines.append(f"\n{topic}:")
+        for name in members:
+            flag = values[name]
+            default = ",".join(flag.default) if isinstance(flag.default, list) else flag.default
+            text = f"{flag.help} (default: {default!r})"
+            lines.append(f"  --{name}")
+            lines.extend(
+                textwrap.wrap(
+                    text, _HELP_WIDTH, initial_indent="      ", subsequent_indent="      "
+                )
+            )
+    return "\n".join(lines)
 
 
 def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
