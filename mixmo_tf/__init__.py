@@ -11,7 +11,9 @@ from mixmo_tf.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLi
 from mixmo_tf.mixing import FeatureMixing
 from mixmo_tf.models import (
     FusedBatchNormalization,
+    MixMoNetwork,
     build_mixmo_network,
+    preact_resnet,
     wide_resnet,
     wrn10_1,
     wrn16_4,
@@ -29,11 +31,13 @@ __all__ = [
     "FeatureMixing",
     "FusedBatchNormalization",
     "MixMoModel",
+    "MixMoNetwork",
     "NegativeLogLikelihood",
     "WarmupStepDecay",
     "build_mixmo_network",
     "build_model",
     "evaluate",
+    "preact_resnet",
     "train",
     "wide_resnet",
     "wrn10_1",
