@@ -26,17 +26,22 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from mixmo_tf.backbones import backbone_entry
+from mixmo_tf.choices import PRECISIONS
 from mixmo_tf.config import Config
+from mixmo_tf.data.specs import DatasetSpec
 from mixmo_tf.experiment import build_model, resolve_device_defaults
-from mixmo_tf.models.mixmo import call_inputs
-from mixmo_tf.precision import PRECISIONS
+from mixmo_tf.models import MixMoNetwork
 from mixmo_tf.training import MixMoModel
 
 PLAIN = 1  # M of the plain single network, the baseline of every ratio.
 GIGA = 1e9  # FLOPs per GFLOP
 _CPU_INFO = "/proc/cpuinfo"
 _PROCESS_STATUS = "/proc/self/status"
-_NETWORK = re.compile(r"\d+-\d+")  # a WRN as depth-width
+# A network as [backbone:]depth-width, e.g. 28-10 (a WRN) or preact_resnet:18-2.
+_NETWORK = re.compile(r"(?:(?P<backbone>[a-z0-9_]+):)?(?P<depth>\d+)-(?P<width>\d+)")
+# The dataset a backbone is benchmarked on: its paper dataset's shapes (data is synthetic).
+_BENCH_DATASETS = {"wrn": "cifar100", "preact_resnet": "tiny_imagenet"}
 
 _Key = TypeVar("_Key")
 
@@ -230,16 +235,16 @@ def emit_networks(
 # ---- data and memory -------------------------------------------------------------------------
 
 
-def synthetic_cifar(
-    num_examples: int, num_classes: int, seed: int
+def synthetic_data(
+    num_examples: int, spec: DatasetSpec, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Random data shaped like tfds CIFAR in memory: uint8 `(N, 32, 32, 3)`, int64 `(N,)`.
+    """Random data shaped like `spec`'s in memory: uint8 `(N, H, W, C)`, int64 `(N,)`.
 
     Benchmarks need the shapes and dtypes of the real data, not its content, and no download.
     """
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (num_examples, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, num_classes, num_examples, dtype=np.int64)
+    images = rng.integers(0, 256, (num_examples, *spec.image_shape), dtype=np.uint8)
+    labels = rng.integers(0, spec.num_classes, num_examples, dtype=np.int64)
     return images, labels
 
 
@@ -284,92 +289,98 @@ def compute_dtype(precision: str) -> str:
     return keras.DTypePolicy(precision).compute_dtype
 
 
-def _reads_any(layer: keras.layers.Layer, tensor_ids: set[int]) -> bool:
-    """Whether `layer` was called on one of the tensors."""
-    return any(id(tensor) in tensor_ids for tensor in keras.tree.flatten(call_inputs(layer)))
-
-
-def _layer_costs(model: keras.Model, data_ids: set[int]) -> Iterator[tuple[float, bool]]:
-    """(forward FLOPs per image, reads the network's data) of each Conv2D / Dense layer.
-
-    Descends into nested models; a nested model's layers read the data only if they read
-    one of its inputs and the nested model itself reads the data.
-    """
-    for layer in model.layers:
-        reads_data = _reads_any(layer, data_ids)
-        if isinstance(layer, keras.Model):
-            nested_data = {id(tensor) for tensor in layer.inputs} if reads_data else set()
-            yield from _layer_costs(layer, nested_data)
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            positions = math.prod(layer.output.shape[1:-1])
-            yield 2.0 * positions * math.prod(layer.kernel.shape), reads_data
-
-
-def _costs(network: keras.Model) -> list[tuple[float, bool]]:
-    return list(_layer_costs(network, {id(tensor) for tensor in network.inputs}))
-
-
-def inference_flops(network: keras.Model, batch_size: int) -> float:
-    """Forward FLOPs of the Conv2D and Dense layers of `network` for `batch_size` inputs.
+def _forward_flops(layer: keras.layers.Layer) -> float:
+    """Forward FLOPs per image of the Conv2D and Dense layers in `layer` (nested models too).
 
     A layer's forward pass costs 2 * output positions * kernel size: for a convolution
-    2 * H_out * W_out * k_h * k_w * C_in * C_out, for a dense layer 2 * in * out (one
-    multiply and one add per weight and position). Biases, batch norm, activations, pooling
-    and the mixing are not counted: they are a small fraction of a WRN's work. For a MixMo
-    network every member's stem and head counts, as the ensemble prediction runs them all.
-    Each layer is assumed to be called once (true of `build_mixmo_network`'s networks).
+    2 * H_out * W_out * k_h * k_w * C_in * C_out, for a dense layer 2 * in * out (one multiply
+    and one add per weight and position). Each layer is assumed to be called once in its
+    network (true of the parts of a `MixMoNetwork`).
     """
-    return batch_size * sum(forward for forward, _ in _costs(network))
+    if isinstance(layer, keras.Model):
+        return sum(_forward_flops(inner) for inner in layer.layers)
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        return 2.0 * math.prod(layer.output.shape[1:-1]) * math.prod(layer.kernel.shape)
+    return 0.0
 
 
-def training_flops(network: keras.Model, batch_size: int) -> float:
+def _part_flops(network: MixMoNetwork) -> tuple[float, float]:
+    """(forward FLOPs per image of all stems, of the core and all heads) of `network`."""
+    stems = sum(_forward_flops(stem) for stem in network.stems)
+    rest = _forward_flops(network.core) + sum(_forward_flops(head) for head in network.heads)
+    return stems, rest
+
+
+def inference_flops(network: MixMoNetwork, batch_size: int) -> float:
+    """Forward FLOPs of the Conv2D and Dense layers of `network` for `batch_size` inputs.
+
+    Read from the network's parts (`_forward_flops`). Biases, batch norm, activations,
+    pooling and the mixing are not counted: they are a small fraction of a ResNet's work.
+    Every member's stem and head counts, as the ensemble prediction runs them all.
+    """
+    stems, rest = _part_flops(network)
+    return batch_size * (stems + rest)
+
+
+def training_flops(network: MixMoNetwork, batch_size: int) -> float:
     """Conv2D and Dense FLOPs of one training step of `network` on `batch_size` inputs.
 
     Counting rule: forward FLOPs as in `inference_flops`; the backward pass costs a weight
-    gradient and an input gradient of the same size as the forward pass, so a layer costs
-    3x its forward FLOPs, except layers reading an input of `network` (the stems): nothing
-    upstream needs their input gradient, so they cost 2x. Nested models (the WRN core) are
-    counted layer by layer; a nested layer is a stem only if the nested model is itself fed
-    an input of `network` (the WRN core is fed the mixed stem features: no stems there).
+    gradient and an input gradient of the same size as the forward pass, so the core and
+    heads cost 3x their forward FLOPs. The stems cost 2x: they read the images, whose
+    gradient nothing needs. (Exact for one-layer stems, as the WRN's and PreActResNet's; a
+    deeper stem's later layers would need their input gradient, which this leaves out.)
     """
-    per_input = sum(forward * (2 if stem else 3) for forward, stem in _costs(network))
-    return batch_size * per_input
+    stems, rest = _part_flops(network)
+    return batch_size * (2 * stems + 3 * rest)
 
 
 # ---- configurations and flags ----------------------------------------------------------------
 
 
-def parse_network(network: str) -> tuple[int, int]:
-    """(depth, width) of a WRN written "depth-width", e.g. "28-10"."""
-    if not _NETWORK.fullmatch(network):
-        raise ValueError(f"A network is depth-width, e.g. 28-10. Received: {network!r}")
-    depth, width = network.split("-")
-    return int(depth), int(width)
+def parse_network(network: str) -> tuple[str, int, int]:
+    """(backbone, depth, width) of a network written "[backbone:]depth-width".
+
+    The backbone defaults to wrn: "28-10" is WRN-28-10, "preact_resnet:18-2" PreActResNet-18-2.
+    """
+    match = _NETWORK.fullmatch(network)
+    if not match:
+        raise ValueError(
+            "A network is [backbone:]depth-width, e.g. 28-10 or preact_resnet:18-2. "
+            f"Received: {network!r}"
+        )
+    return match["backbone"] or "wrn", int(match["depth"]), int(match["width"])
 
 
 def network_name(network: str) -> str:
-    """ "28-10" -> "WRN-28-10"."""
-    depth, width = parse_network(network)
-    return f"WRN-{depth}-{width}"
+    """ "28-10" -> "WRN-28-10" (the name of earlier results); otherwise the backbone's label."""
+    backbone, depth, width = parse_network(network)
+    if backbone == "wrn":
+        return f"WRN-{depth}-{width}"
+    return backbone_entry(backbone).label(depth, width)
 
 
 def bench_config(network: str, members: int, **fields: Any) -> Config:
-    """The Config of one benchmarked run on CIFAR-100, precision resolved for this machine.
+    """The Config of one benchmarked run, precision resolved for this machine.
+
+    The dataset is the backbone's paper dataset (CIFAR-100 for the WRN, Tiny ImageNet for
+    PreActResNet; CIFAR-100 for others): it sets the image shape and the classes.
 
     M > 1 is Cut-MixMo; M = 1 is the plain network: no mixing, b = 1 and no input mixing,
     whatever `fields` say, so one set of flags describes both sides of a comparison.
 
     Args:
-        network: WRN "depth-width".
+        network: "[backbone:]depth-width".
         members: M.
         **fields: other Config fields (batch_size, precision, ...).
     """
-    depth, width = parse_network(network)
+    backbone, depth, width = parse_network(network)
     if members == PLAIN:
         fields.update(batch_repetitions=1, msda="none")
     config = Config(
-        dataset="cifar100",
+        dataset=_BENCH_DATASETS.get(backbone, "cifar100"),
         model_dir="/tmp/unused",
+        backbone=backbone,
         depth=depth,
         width=width,
         num_members=members,
@@ -387,7 +398,11 @@ def member_counts(values: flags.FlagValues) -> list[int]:
 def define_model_flags(values: flags.FlagValues, batch_size: int) -> None:
     """Defines the flags of the scripts that time networks, on `values`."""
     flags.DEFINE_list(
-        "networks", ["28-10", "16-4", "10-1"], "WRNs as depth-width.", flag_values=values
+        "networks",
+        ["28-10", "16-4", "10-1"],
+        "Networks as [backbone:]depth-width: 28-10 is WRN-28-10, preact_resnet:18-2 is "
+        "PreActResNet-18-2 (on Tiny ImageNet's shapes).",
+        flag_values=values,
     )
     flags.DEFINE_list(
         "members",
@@ -399,7 +414,7 @@ def define_model_flags(values: flags.FlagValues, batch_size: int) -> None:
     flags.register_validator(
         "networks",
         lambda networks: all(_NETWORK.fullmatch(network) for network in networks),
-        "--networks must be WRNs written depth-width, e.g. 28-10,16-4.",
+        "--networks must be written [backbone:]depth-width, e.g. 28-10,preact_resnet:18-2.",
         flag_values=values,
     )
     flags.register_validator(

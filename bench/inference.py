@@ -30,7 +30,7 @@ def define_flags(values: flags.FlagValues) -> None:
 
 def eval_images(config: Config) -> tf.Tensor:
     """One batch of normalised images `(batch, 32, 32, 3)` from the evaluation pipeline."""
-    images, labels = harness.synthetic_cifar(config.batch_size, config.spec.num_classes, seed=0)
+    images, labels = harness.synthetic_data(config.batch_size, config.spec, seed=0)
     batches = data.eval_dataset(images, labels, config.spec, config.batch_size, num_batches=1)
     return next(iter(batches))["images"]
 

@@ -119,7 +119,7 @@ def run(values: flags.FlagValues) -> None:
     """Times the pipeline of each --msda value, interleaved, and prints their JSON lines."""
     configs = {msda: pipeline_config(msda, values) for msda in values.msda}
     spec = next(iter(configs.values())).spec
-    images, labels = harness.synthetic_cifar(values.num_examples, spec.num_classes, seed=0)
+    images, labels = harness.synthetic_data(values.num_examples, spec, seed=0)
     blocks = {}
     for msda, config in configs.items():
         stream = train_stream(config)

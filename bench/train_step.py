@@ -70,7 +70,7 @@ def step_config(network: str, members: int, values: flags.FlagValues) -> Config:
 
 def pipeline_batches(config: Config) -> list[dict[str, tf.Tensor]]:
     """One epoch of the real training pipeline's batches on synthetic data, in memory."""
-    images, labels = harness.synthetic_cifar(NUM_EXAMPLES, config.spec.num_classes, seed=0)
+    images, labels = harness.synthetic_data(NUM_EXAMPLES, config.spec, seed=0)
     stream = train_stream(config)
     dataset = data.train_dataset(images, labels, config.spec, stream, 0, stream.steps_per_epoch)
     return list(dataset)

@@ -12,7 +12,9 @@ from mixmo_tf.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLi
 from mixmo_tf.mixing import FeatureMixing
 from mixmo_tf.models import (
     FusedBatchNormalization,
+    MixMoNetwork,
     build_mixmo_network,
+    preact_resnet,
     wide_resnet,
     wrn10_1,
     wrn16_4,
@@ -32,6 +34,7 @@ __all__ = [
     "FeatureMixing",
     "FusedBatchNormalization",
     "MixMoModel",
+    "MixMoNetwork",
     "NegativeLogLikelihood",
     "PyTorchSGD",
     "WarmupStepDecay",
@@ -40,6 +43,7 @@ __all__ = [
     "evaluate",
     "export_saved_model",
     "load_model",
+    "preact_resnet",
     "train",
     "wide_resnet",
     "wrn10_1",

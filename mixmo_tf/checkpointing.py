@@ -50,8 +50,8 @@ def restore_latest(manager: tf.train.CheckpointManager) -> int:
     except (AssertionError, ValueError) as error:
         raise CheckpointMismatchError(
             f"The checkpoint {latest} does not match this model ({error}). It was written by "
-            "a run with other --depth/--width/--num_members/--dataset flags: use those flags "
-            "or another --model_dir."
+            "a run with another network (--backbone and its --depth/--width), --num_members or "
+            "--dataset: use that run's flags or another --model_dir."
         ) from error
     return int(manager.checkpoint.optimizer.iterations.numpy())
 

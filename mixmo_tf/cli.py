@@ -125,6 +125,16 @@ def _serving_mode(values: flags.FlagValues) -> int:
     )
 
 
+_SHORT_HELP = ("--help", "-h", "-?", "--helpshort")
+
+
 def run() -> None:
-    """Console-script entry point (`mixmo-tf`)."""
+    """Console-script entry point (`mixmo-tf`).
+
+    `--help` lists the MixMo flags grouped by topic; `--helpfull` keeps absl's full list.
+    """
+    if any(argument in _SHORT_HELP for argument in sys.argv[1:]):
+        print(f"{(sys.modules['__main__'].__doc__ or '').strip()}\n")
+        print(f"MixMo flags (--helpfull lists every flag):{mixmo_flags.grouped_help()}")
+        sys.exit(0)
     app.run(main)

@@ -11,14 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from mixmo_tf.backbones import backbone_entry
+from mixmo_tf.choices import DISTRIBUTIONS, MIXING_METHODS, MSDA_KINDS, OPTIMIZERS, PRECISIONS
 from mixmo_tf.data.specs import DATASETS, DatasetSpec, dataset_spec
-from mixmo_tf.input_mixing import MSDA_KINDS
-from mixmo_tf.precision import PRECISIONS
 
-MIXING_METHODS = ("none", "mimo", "linear", "cutmix")
-DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored", "tpu")
-# Nesterov SGD as PyTorch (the paper's runs) or as Keras computes it (mixmo_tf.optimizers).
-OPTIMIZERS = ("pytorch_sgd", "keras_sgd")
 # Unique images per step that the reference learning rate of 0.1 is quoted for.
 LR_REFERENCE_BATCH = 128
 
@@ -61,6 +57,7 @@ class Config:
     dataset: str = "cifar100"
     data_dir: str | None = _changeable_on_resume(None)
     model_dir: str = _changeable_on_resume("")
+    backbone: str = "wrn"
     depth: int = 28
     width: int = 10
     num_members: int = 2
@@ -104,11 +101,12 @@ class Config:
             object.__setattr__(self, "model_dir", self.default_model_dir())
 
     def default_model_dir(self) -> str:
-        """runs/<dataset>_wrn<depth>-<width>_<mixing>_m<M>[_<msda>].
+        """runs/<dataset>_<backbone label>_<mixing>_m<M>[_<msda>].
 
-        For example runs/cifar100_wrn28-10_cutmix_m2.
+        For example runs/cifar100_wrn28-10_cutmix_m2 or
+        runs/tiny_imagenet_preact_resnet18-2_cutmix_m2.
         """
-        name = f"{self.dataset}_wrn{self.depth}-{self.width}_{self.mixing}_m{self.num_members}"
+        name = f"{self.dataset}_{self.network_label}_{self.mixing}_m{self.num_members}"
         return f"runs/{name}" + ("" if self.msda == "none" else f"_{self.msda}")
 
     def validate(self) -> None:
@@ -147,11 +145,8 @@ class Config:
             "--num_members=1 is the single network and needs --mixing=none; MixMo and MIMO need "
             f"--num_members >= 2. Received: num_members={self.num_members}, mixing={self.mixing!r}",
         )
-        _require(
-            self.depth >= 10 and (self.depth - 4) % 6 == 0,
-            f"--depth must be 6n+4 with n >= 1, e.g. 28. Received: depth={self.depth}",
-        )
         _require(self.width >= 1, f"--width must be >= 1, e.g. 10. Received: width={self.width}")
+        backbone_entry(self.backbone).check(self.depth, self.width)
         _require(
             self.batch_size >= 1,
             f"--batch_size must be >= 1. Received: batch_size={self.batch_size}",
@@ -220,6 +215,11 @@ class Config:
     # ---- derived values --------------------------------------------------------------------
 
     @property
+    def network_label(self) -> str:
+        # The backbone's name for runs, from the fields that shape it: "wrn28-10".
+        return backbone_entry(self.backbone).label(self.depth, self.width)
+
+    @property
     def spec(self) -> DatasetSpec:
         return dataset_spec(self.dataset)
 
@@ -286,13 +286,14 @@ class Config:
     def smoke(self) -> Config:
         """This run shrunk to seconds on a CPU.
 
-        WRN-10-1, at most 2 epochs of 3 steps, 2 test batches, in `<model_dir>_smoke` so that
-        it never lands in (or is refused by) the real run's folder; everything else unchanged.
+        Width 1 (WRN-10-1 for the WRN), at most 2 epochs of 3 steps, 2 test batches, in
+        `<model_dir>_smoke` so that it never lands in (or is refused by) the real run's
+        folder; everything else unchanged.
         """
         return dataclasses.replace(
             self,
             model_dir=f"{self.model_dir}_smoke",
-            depth=10,
+            depth=10 if self.backbone == "wrn" else self.depth,
             width=1,
             epochs=min(self.epochs, 2),
             steps_per_epoch=3,

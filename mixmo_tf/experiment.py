@@ -9,11 +9,19 @@ import os
 import keras
 import numpy as np
 
-from mixmo_tf import checkpointing, data, distributed_loop, precision, recorded_run, run_guard
+from mixmo_tf import (
+    backbones,
+    checkpointing,
+    data,
+    distributed_loop,
+    precision,
+    recorded_run,
+    run_guard,
+)
 from mixmo_tf.config import Config
 from mixmo_tf.distribute import make_strategy
 from mixmo_tf.evaluation.options import EvaluationOptions
-from mixmo_tf.models.wide_resnet import wide_resnet
+from mixmo_tf.models.mixmo import network_from_backbone
 from mixmo_tf.optimizers import make_optimizer
 from mixmo_tf.schedules import WarmupStepDecay
 from mixmo_tf.training import MixMoModel
@@ -42,15 +50,20 @@ def resolve_device_defaults(config: Config) -> Config:
 
 
 def build_model(config: Config) -> MixMoModel:
-    """The compiled MixMo WRN of `config`, with its variables and optimizer state created.
+    """The compiled MixMo model of `config`, with its variables and optimizer state created.
+
+    The network is `config.backbone`'s, built by its registry entry (`mixmo_tf.backbones`).
 
     Layers compute in `config.precision` (resolved for this machine if "auto"); variables,
     logits and the loss stay float32.
     """
     spec = config.spec
     with precision.dtype_policy(config.precision):
-        network = wide_resnet(
-            config.depth, config.width, spec.num_classes, config.num_members, spec.image_shape
+        backbone = backbones.build_backbone(
+            config.backbone, config.depth, config.width, spec.image_shape
+        )
+        network = network_from_backbone(
+            backbone, spec.num_classes, config.num_members, spec.image_shape
         )
         model = MixMoModel(
             network,

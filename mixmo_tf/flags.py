@@ -7,26 +7,33 @@ validation rejects bad values, naming the flag, before anything is built.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 
 from absl import flags
 
-from mixmo_tf.config import DISTRIBUTIONS, MIXING_METHODS, OPTIMIZERS, Config
+from mixmo_tf.backbones import backbone_names
+from mixmo_tf.choices import DISTRIBUTIONS, MIXING_METHODS, MSDA_KINDS, OPTIMIZERS, PRECISIONS
+from mixmo_tf.config import Config
 from mixmo_tf.data.specs import DATASETS
-from mixmo_tf.input_mixing import MSDA_KINDS
-from mixmo_tf.precision import PRECISIONS
 
 MODES = ("train", "evaluate", "export", "predict")
 
 _HELP = {
-    "dataset": "Dataset: cifar10 and cifar100 through tensorflow-datasets; digits is "
+    "dataset": "Dataset: cifar10, cifar100 and tiny_imagenet (the official zip in "
+    "<data_dir>/downloads/manual/) through tensorflow-datasets; digits is "
     "scikit-learn's bundled 8x8 digits upsampled to 32x32 (no download; for quick checks).",
     "data_dir": "tfds data folder holding prepared data, or the official archive in its "
     "downloads/manual/ subfolder. Defaults to $TFDS_DATA_DIR or ~/tensorflow_datasets.",
     "model_dir": "Folder for checkpoints, TensorBoard logs and the final model.keras (default: "
-    "runs/<dataset>_wrn<depth>-<width>_<mixing>_m<M>[_<msda>]). A rerun "
+    "runs/<dataset>_<backbone>_<mixing>_m<M>[_<msda>], e.g. runs/cifar100_wrn28-10_cutmix_m2). "
+    "A rerun "
     "with the same folder resumes from its newest checkpoint.",
-    "depth": "WRN depth, 6n+4 (28 in the paper).",
-    "width": "WRN widening factor k (10 in the paper).",
+    "backbone": "Network wrapped by MixMo: wrn (Wide ResNet, --depth and --width; CIFAR) or "
+    "preact_resnet (PreActResNet-18-w, --width; Tiny ImageNet); more with "
+    "mixmo_tf.backbones.register_backbone. Registered now: " + ", ".join(backbone_names()) + ".",
+    "depth": "WRN depth, 6n+4 (28 in the paper); --backbone=wrn only.",
+    "width": "Widening factor: k of WRN-depth-k (10 in the paper), w of PreActResNet-18-w "
+    "(1, 2, 3).",
     "num_members": "M, the number of subnetworks (1 = the single network).",
     "mixing": "Feature mixing: none (single network, M=1), mimo (plain sum, Havasi et al.), "
     "linear (Linear-MixMo), cutmix (Cut-MixMo with the cut-probability schedule).",
@@ -79,6 +86,75 @@ _CHOICES = {
     "optimizer": list(OPTIMIZERS),
     "precision": list(PRECISIONS),
 }
+
+
+# Topics of `--help`, in order; a flag not listed here is shown under "other".
+TOPICS = {
+    "model": ("backbone", "depth", "width", "num_members", "precision"),
+    "method": (
+        "mixing",
+        "mixing_alpha",
+        "loss_power",
+        "cut_prob",
+        "cut_prob_decay_start",
+        "msda",
+        "msda_prob",
+        "msda_alpha",
+    ),
+    "data": ("dataset", "data_dir", "batch_size", "batch_repetitions", "validation_split", "seed"),
+    "optimisation": (
+        "epochs",
+        "lr",
+        "warmup_epochs",
+        "lr_decay_epochs",
+        "lr_decay_factor",
+        "momentum",
+        "optimizer",
+        "l2",
+        "steps_per_epoch",
+    ),
+    "run": (
+        "mode",
+        "smoke",
+        "model_dir",
+        "eval_batch_size",
+        "eval_steps",
+        "checkpoint_every_steps",
+        "distribution",
+        "tpu",
+        "jit_compile",
+    ),
+    "evaluation": ("ensemble_dirs", "corruptions", "corruptions_dir", "ood_dataset"),
+    "export and prediction": ("export_dir", "temperature", "images", "saved_model", "output"),
+}
+_HELP_WIDTH = 100
+
+
+def grouped_help(values: flags.FlagValues = flags.FLAGS) -> str:
+    """The MixMo flags of `values` with their help and defaults, grouped by topic.
+
+    `main.py --help` prints this; `--helpfull` keeps absl's full list (TensorFlow's and
+    absl's own flags included).
+    """
+    listed = {name for topic in TOPICS.values() for name in topic}
+    fields = [field.name for field in dataclasses.fields(Config)]
+    topics = {**TOPICS, "other": tuple(name for name in fields if name not in listed)}
+    lines = []
+    for topic, members in topics.items():
+        if not members:
+            continue
+        lines.append(f"\n{topic}:")
+        for name in members:
+            flag = values[name]
+            default = ",".join(flag.default) if isinstance(flag.default, list) else flag.default
+            text = f"{flag.help} (default: {default!r})"
+            lines.append(f"  --{name}")
+            lines.extend(
+                textwrap.wrap(
+                    text, _HELP_WIDTH, initial_indent="      ", subsequent_indent="      "
+                )
+            )
+    return "\n".join(lines)
 
 
 def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:

@@ -14,8 +14,8 @@ import dataclasses
 import tensorflow as tf
 
 from mixmo_tf import mixing
+from mixmo_tf.choices import MSDA_KINDS
 
-MSDA_KINDS = ("none", "mixup", "cutmix")
 _EPSILON = 1e-8
 
 

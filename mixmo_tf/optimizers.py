@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from mixmo_tf.config import OPTIMIZERS
+from mixmo_tf.choices import OPTIMIZERS
 
 
 @keras.saving.register_keras_serializable(package="mixmo_tf")

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from mixmo_tf.choices import PRECISIONS
+
 _TENSOR_CORE_CAPABILITY = (7, 0)
 _CPU_INFO = "/proc/cpuinfo"
 

@@ -1,7 +1,7 @@
 """The MixMo Keras model: one network for training, evaluation and prediction.
 
-`MixMoModel` wraps a network built by `mixmo_tf.models.build_mixmo_network`. Its `call`
-feeds the same image to every member (masks 1/M) and returns the ensemble and member
+`MixMoModel` wraps a `MixMoNetwork` (built by `mixmo_tf.models.build_mixmo_network`). Its
+`call` feeds the same image to every member (masks 1/M) and returns the ensemble and member
 probabilities; its `train_step` samples the batch's mixing from a stateless RNG keyed by
 (seed, step), so a resumed run continues the same random stream, and minimises the root-r
 weighted cross-entropy plus the L2 term over all trainable variables (spec sections 3-7).
@@ -16,7 +16,8 @@ import keras
 import tensorflow as tf
 
 from mixmo_tf import input_mixing, metrics, mixing
-from mixmo_tf.models.mixmo import ensemble_logits, network_mask_shape, network_num_members
+from mixmo_tf.models.legacy import is_legacy_network_config, network_from_legacy_config
+from mixmo_tf.models.mixmo import MixMoNetwork
 
 _BATCH_STREAM, _REPLICA_STREAM, _SAMPLE_STREAM, _INPUT_MIXING_STREAM = 0, 1, 2, 3
 
@@ -38,7 +39,7 @@ class MixMoModel(keras.Model):
     `msda` is not "none". Evaluation data: `images` `(batch, H, W, C)`, `labels` `(batch,)`.
 
     Args:
-        network: functional network from `build_mixmo_network` (M image inputs and masks).
+        network: the `MixMoNetwork` (from `build_mixmo_network`) whose parts are trained.
         mixing_alpha: Dirichlet concentration of the mixing ratios; <= 0 gives equal ratios
             (MIMO). Defaults to 2.0.
         loss_power: r of the root-r loss weights. Defaults to 3.0.
@@ -56,7 +57,7 @@ class MixMoModel(keras.Model):
 
     def __init__(
         self,
-        network: keras.Model,
+        network: MixMoNetwork,
         mixing_alpha: float = 2.0,
         loss_power: float = 3.0,
         cut_prob: float = 0.5,
@@ -71,6 +72,11 @@ class MixMoModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not isinstance(network, MixMoNetwork):
+            raise TypeError(
+                "network must be a MixMoNetwork: build it with build_mixmo_network. "
+                f"Received: {type(network).__name__}"
+            )
         if msda not in input_mixing.MSDA_KINDS:
             raise ValueError(
                 f"msda must be one of {input_mixing.MSDA_KINDS}. Received: msda={msda!r}"
@@ -97,9 +103,9 @@ class MixMoModel(keras.Model):
         self.steps_per_epoch = int(steps_per_epoch)
         self.epochs = int(epochs)
 
-        self.num_members = network_num_members(network)
-        self.mask_shape = network_mask_shape(network)
-        self.num_classes = int(network.outputs[0].shape[-1])
+        self.num_members = network.num_members
+        self.mask_shape = network.mask_shape
+        self.num_classes = network.num_classes
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
@@ -132,11 +138,7 @@ class MixMoModel(keras.Model):
             masks: `(batch, h, w, members)` mixing masks.
             training: BatchNorm mode.
         """
-        logits = self.network([*member_images, masks], training=training)
-        if not isinstance(logits, (list, tuple)):
-            # A functional model with one output (M = 1) returns the tensor, not a list.
-            logits = [logits]
-        return _stack_float32(logits)
+        return _stack_float32(self.network.mixed_logits(member_images, masks, training=training))
 
     def prediction_logits(self, images, training: bool = False) -> tf.Tensor:
         """Each member's logits `(batch, members, classes)` float32, every member seeing `images`.
@@ -147,7 +149,7 @@ class MixMoModel(keras.Model):
         Args:
             images: `(batch, H, W, C)` normalised images.
         """
-        return _stack_float32(ensemble_logits(self.network, images, training=training))
+        return _stack_float32(self.network.summed_logits(images, training=training))
 
     def call(self, images, training: bool = False) -> dict[str, tf.Tensor]:
         """Ensemble prediction: the same image to every member, features summed.
@@ -321,5 +323,9 @@ class MixMoModel(keras.Model):
         # Deep copy: deserializing a functional network pops entries from its nested config,
         # which would leave the caller's dict unusable for a second from_config.
         config = copy.deepcopy(config)
-        config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        if is_legacy_network_config(config["network"]):
+            # Saved before MixMoNetwork existed: the same layers, rebuilt with their parts kept.
+            config["network"] = network_from_legacy_config(config["network"])
+        else:
+            config["network"] = keras.saving.deserialize_keras_object(config["network"])
         return cls(**config)

@@ -28,6 +28,9 @@ import suite_time
 import train_step
 from absl import flags
 
+from mixmo_tf.data.specs import dataset_spec
+from mixmo_tf.models import MixMoNetwork, build_mixmo_network
+
 ENVIRONMENT_KEYS = {"tensorflow", "keras", "intra_op_threads", "cores", "cpu_model", "command"}
 TINY_RUN = ("--networks=10-1", "--batch_size=8", "--warmup_steps=1")
 
@@ -67,36 +70,31 @@ def assert_ratio(lines: list[dict], bench: str, quantity: str, values: dict[int,
 # ---- harness ---------------------------------------------------------------------------------
 
 
-def tiny_network() -> keras.Model:
-    """Stem conv 3->4 on 8x8, a nested model with a stride-2 conv 4->5, a dense 5->6."""
+def tiny_network(num_members: int = 2) -> MixMoNetwork:
+    """Stems conv 3->4 on 8x8, a nested core with a stride-2 conv 4->5, dense heads 5->6."""
     core_input = keras.Input((8, 8, 4))
     core_output = keras.layers.GlobalAveragePooling2D()(
         keras.layers.Conv2D(5, 3, strides=2, padding="same", use_bias=False)(core_input)
     )
-    core = keras.Model(core_input, core_output)
-    images = keras.Input((8, 8, 3))
-    stem = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(images)
-    return keras.Model(images, keras.layers.Dense(6)(core(stem)))
+    return build_mixmo_network(
+        lambda member: keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
+        keras.Model(core_input, core_output),
+        num_classes=6,
+        num_members=num_members,
+        input_shape=(8, 8, 3),
+    )
 
 
-def test_flop_counts_match_a_hand_computation_with_the_stem_rule():
-    stem = 2 * (8 * 8) * (3 * 3 * 3 * 4)  # reads the network's input: forward + weight grad
-    nested_conv = 2 * (4 * 4) * (3 * 3 * 4 * 5)  # reads the nested input, not the data
-    dense = 2 * 5 * 6
-    network = tiny_network()
-    assert harness.inference_flops(network, 3) == 3 * (stem + nested_conv + dense)
-    assert harness.training_flops(network, 3) == 3 * (2 * stem + 3 * nested_conv + 3 * dense)
-
-
-def test_a_nested_model_stem_counts_as_a_stem():
-    stem_input = keras.Input((8, 8, 3))
-    stem_output = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(stem_input)
-    stem = keras.Model(stem_input, stem_output)  # a functional model, as the WRN core is
-    images = keras.Input((8, 8, 3))
-    network = keras.Model(images, keras.layers.Dense(6)(stem(images)))
-    conv = 2 * (8 * 8) * (3 * 3 * 3 * 4)
-    dense = 2 * (8 * 8) * 4 * 6  # applied at every position of the 8x8 map
-    assert harness.training_flops(network, 1) == 2 * conv + 3 * dense
+@pytest.mark.parametrize("members", [1, 2])
+def test_flop_counts_match_a_hand_computation_with_the_stem_rule(members):
+    stem = 2 * (8 * 8) * (3 * 3 * 3 * 4)  # reads the images: forward + weight gradient
+    core_conv = 2 * (4 * 4) * (3 * 3 * 4 * 5)
+    head = 2 * 5 * 6
+    network = tiny_network(members)
+    assert harness.inference_flops(network, 3) == 3 * members * (stem + head) + 3 * core_conv
+    assert harness.training_flops(network, 3) == 3 * (
+        members * (2 * stem + 3 * head) + 3 * core_conv
+    )
 
 
 def test_interleaved_medians_alternate_and_keep_only_timed_rounds():
@@ -135,17 +133,29 @@ def test_matmul_ceiling_is_positive():
     assert harness.matmul_ceiling_gflops("float32", size=64, repeats=2) > 0
 
 
-def test_synthetic_cifar_has_tfds_shapes_and_dtypes():
-    images, labels = harness.synthetic_cifar(10, 100, seed=0)
-    assert images.shape == (10, 32, 32, 3) and images.dtype == np.uint8
-    assert labels.shape == (10,) and labels.dtype == np.int64 and labels.max() < 100
+@pytest.mark.parametrize(
+    "dataset, shape", [("cifar100", (32, 32, 3)), ("tiny_imagenet", (64, 64, 3))]
+)
+def test_synthetic_data_has_the_datasets_shapes_and_dtypes(dataset, shape):
+    spec = dataset_spec(dataset)
+    images, labels = harness.synthetic_data(10, spec, seed=0)
+    assert images.shape == (10, *shape) and images.dtype == np.uint8
+    assert labels.shape == (10,) and labels.dtype == np.int64 and labels.max() < spec.num_classes
+
+
+def test_networks_name_their_backbone():
+    assert harness.parse_network("28-10") == ("wrn", 28, 10)
+    assert harness.network_name("28-10") == "WRN-28-10"
+    assert harness.network_name("preact_resnet:18-2") == "preact_resnet18-2"
+    config = harness.bench_config("preact_resnet:18-1", 2, batch_size=8)
+    assert (config.backbone, config.width, config.dataset) == ("preact_resnet", 1, "tiny_imagenet")
 
 
 def test_the_plain_network_config_has_no_mixing_and_no_repetition():
     config = harness.bench_config("10-1", 1, batch_size=8, batch_repetitions=4, msda="cutmix")
     assert (config.mixing, config.batch_repetitions, config.msda) == ("none", 1, "none")
     assert config.precision != "auto"
-    with pytest.raises(ValueError, match="depth-width"):
+    with pytest.raises(ValueError, match=r"\[backbone:\]depth-width"):
         harness.parse_network("28x10")
 
 

@@ -37,7 +37,6 @@ from model_helpers import (
 )
 
 from mixmo_tf.models import build_mixmo_network, wide_resnet, wrn28_10
-from mixmo_tf.models.mixmo import ensemble_logits
 from mixmo_tf.schedules import WarmupStepDecay
 from mixmo_tf.training import MixMoModel
 
@@ -287,7 +286,7 @@ def _sequential_stem(member: int) -> keras.layers.Layer:
 
 
 @pytest.mark.parametrize("num_members", [1, 2, 3])
-def test_ensemble_logits_are_the_network_with_masks_one_over_m(num_members):
+def test_the_summed_path_is_the_mixed_path_with_masks_one_over_m(num_members):
     """The prediction path (stem features summed) equals the network fed masks 1/M.
 
     With nested-model stems and core, whose own `input` names their inner tensors.
@@ -300,15 +299,29 @@ def test_ensemble_logits_are_the_network_with_masks_one_over_m(num_members):
     )
     perturb_batchnorm(network, seed=4)
     images = np.random.default_rng(5).standard_normal((3, *_TINY_SHAPE)).astype(np.float32)
-    expected = network(
-        [images] * num_members + [uniform_masks(3, _TINY_SHAPE[:2], num_members)], training=False
-    )
-    expected = expected if isinstance(expected, list) else [expected]
+    masks = uniform_masks(3, _TINY_SHAPE[:2], num_members)
+    expected = network.mixed_logits([images] * num_members, masks)
+    assert len(expected) == num_members
     for _ in range(2):  # calling it leaves the network's graph as it was
-        logits = ensemble_logits(network, images)
+        logits = network.summed_logits(images)
         assert len(logits) == num_members
         for got, want in zip(logits, expected):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_network_holds_the_parts_it_was_built_from():
+    stems = []
+    core = keras.Sequential([keras.layers.GlobalAveragePooling2D()])
+
+    def stem_factory(member):
+        stems.append(_sequential_stem(member))
+        return stems[-1]
+
+    network = build_mixmo_network(stem_factory, core, 5, 3, _TINY_SHAPE)
+    assert network.stems == stems and network.core is core
+    assert [head.name for head in network.heads] == ["head_0", "head_1", "head_2"]
+    assert network.mixing.num_members == 3
+    assert (network.num_members, network.num_classes, network.mask_shape) == (3, 5, (16, 16))
 
 
 # ---- block details -------------------------------------------------------------------------------

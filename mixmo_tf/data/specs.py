@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+CIFAR_HOMEPAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
@@ -19,6 +21,7 @@ class DatasetSpec:
         flip: whether random horizontal flips are a valid augmentation.
         pad: zero padding (pixels) of the random crop.
         archive_name: official archive tfds reads from its manual-download folder, if any.
+        homepage: where that archive is downloaded from.
     """
 
     name: str
@@ -31,6 +34,7 @@ class DatasetSpec:
     flip: bool = True
     pad: int = 4
     archive_name: str | None = None
+    homepage: str = CIFAR_HOMEPAGE
 
 
 _CIFAR_MEAN = (0.4914, 0.4824, 0.4467)
@@ -68,6 +72,18 @@ DATASETS: dict[str, DatasetSpec] = {
         (0.5, 0.5, 0.5),
         (0.5, 0.5, 0.5),
         flip=False,
+    ),
+    # Tiny ImageNet (spec section 8): 200 classes, the 10k val images are the test split.
+    "tiny_imagenet": DatasetSpec(
+        "tiny_imagenet",
+        200,
+        100_000,
+        10_000,
+        (64, 64, 3),
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        archive_name="tiny-imagenet-200.zip",
+        homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
     ),
 }
 

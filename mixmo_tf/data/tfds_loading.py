@@ -1,10 +1,11 @@
-"""CIFAR through tensorflow-datasets, without ever waiting on a download.
+"""CIFAR and Tiny ImageNet through tensorflow-datasets, without ever waiting on a download.
 
 `load_tfds_split` reads prepared tfds data from `data_dir`. When the data is not prepared
 but the official archive lies in tfds' manual-download folder (`<data_dir>/downloads/manual`),
-it prepares `data_dir` from that archive with tfds' own CIFAR builder, reading the local file
-instead of its URL. Otherwise it fails at once with instructions: tfds' own download would
-retry for minutes on a machine with no network.
+it prepares `data_dir` from that archive: with tfds' own CIFAR builder, reading the local
+file instead of its URL, or with this package's Tiny ImageNet builder
+(`mixmo_tf.data.tiny_imagenet`). Otherwise it fails at once with instructions: tfds' own
+download would retry for minutes on a machine with no network.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import tarfile
 
 import numpy as np
 
-from mixmo_tf.data.specs import DatasetSpec
-
-CIFAR_HOMEPAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+from mixmo_tf.data.specs import CIFAR_HOMEPAGE, DatasetSpec  # noqa: F401  (tests read it)
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -39,6 +38,10 @@ def manual_dir(data_dir: str) -> str:
 def _builder_class(spec: DatasetSpec):
     import tensorflow_datasets as tfds
 
+    if spec.name == "tiny_imagenet":
+        from mixmo_tf.data.tiny_imagenet import TinyImagenet  # registers "tiny_imagenet"
+
+        return TinyImagenet
     return tfds.builder_cls(spec.name)
 
 
@@ -66,32 +69,45 @@ def _archive_builder(spec: DatasetSpec, archive_path: str, data_dir: str):
     return LocalArchiveBuilder(data_dir=data_dir)
 
 
-def _check_archive(archive_path: str) -> None:
+def _check_archive(spec: DatasetSpec, archive_path: str) -> None:
     try:
-        with tarfile.open(archive_path, "r:gz") as archive:
-            archive.getmembers()
-    except (tarfile.TarError, OSError, EOFError) as error:
+        if spec.name == "tiny_imagenet":
+            from mixmo_tf.data.tiny_imagenet import check_archive
+
+            check_archive(archive_path)
+        else:
+            with tarfile.open(archive_path, "r:gz") as archive:
+                archive.getmembers()
+    except (tarfile.TarError, OSError, EOFError, ValueError) as error:
         raise DataNotFoundError(
             f"The archive {archive_path} is corrupt or incomplete ({error}). Download it again "
-            f"from {CIFAR_HOMEPAGE} and place it there."
+            f"from {spec.homepage} and place it there."
         ) from error
 
 
 def prepare_from_archive(spec: DatasetSpec, archive_path: str, data_dir: str) -> None:
-    """Writes prepared tfds data for `spec` into `data_dir` from the official binary archive."""
-    _check_archive(archive_path)
-    builder = _archive_builder(spec, archive_path, data_dir)
+    """Writes prepared tfds data for `spec` into `data_dir` from the official archive."""
+    import tensorflow_datasets as tfds
+
+    _check_archive(spec, archive_path)
+    if spec.name == "tiny_imagenet":  # reads the manual folder itself
+        builder = _builder_class(spec)(data_dir=data_dir)
+    else:
+        builder = _archive_builder(spec, archive_path, data_dir)
     download_dir = os.path.join(data_dir, "downloads", f"{spec.name}_local")
     # tfds reuses an extraction named after the archive file, so a replaced archive would be
     # ignored in favour of the previous (e.g. wrong) one's extraction. Once prepared, the
     # extraction (~180 MB for CIFAR) is no longer needed either.
     shutil.rmtree(download_dir, ignore_errors=True)
     try:
-        builder.download_and_prepare(download_dir=download_dir)
+        builder.download_and_prepare(
+            download_dir=download_dir,
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir(data_dir)),
+        )
     except Exception as error:  # tfds raises many types; all mean the archive is unusable.
         raise DataNotFoundError(
             f"Could not prepare {spec.name} from {archive_path}: {error}. Is it the official "
-            f"binary archive ({spec.archive_name}) from {CIFAR_HOMEPAGE}?"
+            f"archive ({spec.archive_name}) from {spec.homepage}?"
         ) from error
     finally:
         shutil.rmtree(download_dir, ignore_errors=True)
@@ -104,7 +120,7 @@ def _missing_data_message(spec: DatasetSpec, data_dir: str) -> str:
         "(offline machines would retry for minutes). Either:\n"
         f"  1. pass --data_dir=DIR where DIR holds tfds data prepared elsewhere "
         f"(e.g. by `tfds build {spec.name} --data_dir=DIR` on a machine with network), or\n"
-        f"  2. download {spec.archive_name} from {CIFAR_HOMEPAGE} and place it in "
+        f"  2. download {spec.archive_name} from {spec.homepage} and place it in "
         f"{manual_dir(data_dir)}/; it is prepared on the next run."
     )
 

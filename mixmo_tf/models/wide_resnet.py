@@ -11,21 +11,15 @@ from collections.abc import Sequence
 
 import keras
 
+from mixmo_tf.backbones import Backbone, check_wrn
 from mixmo_tf.models.batch_norm import FusedBatchNormalization
-from mixmo_tf.models.mixmo import build_mixmo_network
+from mixmo_tf.models.mixmo import network_from_backbone
 
 STEM_CHANNELS = 16
 # PyTorch's BatchNorm defaults, which the reference uses (Keras: epsilon 1e-3, momentum .99).
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 _CONV_INIT = "he_normal"
-
-
-def _check_depth_width(depth: int, width: int) -> None:
-    if depth < 10 or (depth - 4) % 6:
-        raise ValueError(f"depth must be 6n+4 with n >= 1, e.g. 28. Received: depth={depth}")
-    if width < 1:
-        raise ValueError(f"width must be >= 1, e.g. 10. Received: width={width}")
 
 
 def _conv(filters: int, kernel: int, stride: int, name: str) -> keras.layers.Conv2D:
@@ -75,7 +69,7 @@ def wide_resnet_core(
     Returns:
         A functional model `(batch, H, W, 16) -> (batch, 64 * width)`.
     """
-    _check_depth_width(depth, width)
+    check_wrn(depth, width)
     blocks_per_group = (depth - 4) // 6
     features = keras.Input(shape=tuple(input_shape), name="mixed_features")
     x = features
@@ -106,17 +100,20 @@ def wide_resnet(
         input_shape: one image's `(H, W, C)`. Defaults to `(32, 32, 3)`.
 
     Returns:
-        The functional network of `build_mixmo_network`.
+        The `MixMoNetwork` of `build_mixmo_network`.
     """
-    _check_depth_width(depth, width)
-    core_input = (input_shape[0], input_shape[1], STEM_CHANNELS)
-    return build_mixmo_network(
+    return network_from_backbone(
+        wide_resnet_backbone(depth, width, input_shape), num_classes, num_members, input_shape
+    )
+
+
+def wide_resnet_backbone(depth: int, width: int, input_shape: Sequence[int]) -> Backbone:
+    """The registry's builder of `--backbone=wrn`: per-member stems and the shared core."""
+    check_wrn(depth, width)
+    return Backbone(
         stem_factory=wide_resnet_stem,
-        core=wide_resnet_core(depth, width, core_input),
-        num_classes=num_classes,
-        num_members=num_members,
-        input_shape=input_shape,
-        name=f"mixmo_wrn{depth}_{width}_m{num_members}",
+        core=wide_resnet_core(depth, width, (input_shape[0], input_shape[1], STEM_CHANNELS)),
+        name=f"wrn{depth}_{width}",
     )
 
 

@@ -1,0 +1,37 @@
+"""`main.py --help` lists the MixMo flags grouped by topic (model, method, data, ...)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+
+import pytest
+from absl import flags
+
+from mixmo_tf import cli
+from mixmo_tf import flags as mixmo_flags
+from mixmo_tf.config import Config
+
+
+def test_grouped_help_lists_every_flag_once_under_its_topic():
+    values = flags.FlagValues()
+    mixmo_flags.define_flags(values)
+    text = mixmo_flags.grouped_help(values)
+    listed = re.findall(r"^  --(\w+)$", text, flags=re.MULTILINE)
+    names = ["mode", "smoke", *(field.name for field in dataclasses.fields(Config))]
+    assert sorted(listed) == sorted(names)
+    topics = re.findall(r"^(\w+):$", text, flags=re.MULTILINE)
+    assert topics[:5] == ["model", "method", "data", "optimisation", "run"]
+    model_section = text.split("\nmethod:")[0]
+    assert "--backbone" in model_section and "preact_resnet" in model_section
+    assert "(default: 'wrn')" in model_section
+
+
+def test_main_help_prints_the_groups(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["main.py", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run()
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--helpfull lists every flag" in out and "\noptimisation:\n" in out
