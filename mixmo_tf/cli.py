@@ -46,6 +46,8 @@ def main(argv: list[str]) -> None:
         sys.exit(_serving_mode(flags.FLAGS))
 
     # TensorFlow work starts only after the flags are valid.
+    import tensorflow as tf
+
     from mixmo_tf import checkpointing, distribute, distributed_loop, experiment, run_guard
 
     try:
@@ -82,6 +84,9 @@ def main(argv: list[str]) -> None:
     except OSError as error:
         # Any other file that cannot be read or written, in any mode.
         _fail(run_guard.describe_os_error(error))
+    except (tf.errors.PermissionDeniedError, tf.errors.NotFoundError) as error:
+        # The same through TensorFlow's file system (checkpoints, TensorBoard, gs:// paths).
+        _fail(f"{error.message.splitlines()[0]}. Fix the path or its permissions, then rerun.")
 
 
 def _fail(message: str) -> NoReturn:

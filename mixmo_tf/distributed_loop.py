@@ -137,6 +137,8 @@ class DistributedLoop:
     def evaluate(self, dataset: tf.data.Dataset, callbacks) -> dict[str, float]:
         """Runs `test_step` over the whole (finite) `dataset`; returns the metrics."""
         steps = int(dataset.cardinality())
+        if steps < 0:
+            raise ValueError("Multi-worker evaluation needs a dataset of known length.")
         self.model.reset_metrics()
         callbacks.on_test_begin()
         iterator = iter(self._distribute(dataset))
