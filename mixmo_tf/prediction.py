@@ -74,13 +74,14 @@ def image_paths(pattern: str) -> list[str]:
 
 
 def _error_summary(error: tf.errors.OpError) -> str:
-    """The line of a graph error that says what was wrong (the failed check's message)."""
+    """The line of a graph error that says what was wrong (a failed check, a decoder's error).
+
+    TensorFlow puts it just before the `[[{{node ...}}]]` line, after the stack of the
+    Python code that defined the op.
+    """
     lines = [line.strip() for line in error.message.splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith("assertion failed:"):
-            return line
-    noise = ("Graph execution error", "Detected at node", "<stack traces", "[[")
-    return next((line for line in lines if not line.startswith(noise)), error.message)
+    node_line = next((i for i, line in enumerate(lines) if line.startswith("[[")), len(lines))
+    return lines[node_line - 1] if node_line else error.message
 
 
 def _records(paths: Sequence[str], outputs: Mapping[str, tf.Tensor], names) -> list[dict]:

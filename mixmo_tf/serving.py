@@ -116,8 +116,8 @@ def _decode_image(encoded: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
     check = tf.debugging.Assert(
         tf.logical_or(is_png, is_jpeg),
         [
-            'image_bytes must hold JPEG or PNG files (base64 in JSON: {"b64": ...}); this '
-            "element starts with",
+            "image_bytes must hold JPEG or PNG files (in a JSON request, base64 under the key "
+            "b64); this element starts with",
             tf.strings.substr(encoded, 0, 8),
         ],
     )

@@ -339,9 +339,12 @@ def test_serving_bench_times_the_export_against_keras_and_keeps_its_kernels(caps
     )
     throughput = {line["variant"]: line for line in lines if line["bench"] == "serving_throughput"}
     assert set(throughput) == {"keras_predict", "predict_normalized", "serving_default"}
-    keras_median = throughput["keras_predict"]["median_s"]
+    keras = throughput["keras_predict"]
+    keras_median = keras["median_s"]
     for line in throughput.values():
         assert line["over_keras"] == pytest.approx(line["median_s"] / keras_median)
+        paired = [a / b for a, b in zip(line["durations_s"], keras["durations_s"])]
+        assert line["paired_over_keras"] == pytest.approx(np.median(paired))
         assert line["images_per_s"] == pytest.approx(8 / line["median_s"])
     latency = {line["signature"]: line for line in lines if line["bench"] == "serving_latency"}
     assert set(latency) == {"serving_default", "predict_image_bytes"}

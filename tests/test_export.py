@@ -503,15 +503,22 @@ def test_predict_mode_predicts_good_files_and_lists_bad_ones(run, loaded, test_i
 
 
 def test_predict_mode_from_a_run_writes_csv_and_matches_the_export(
-    run, loaded, test_images, tmp_path
+    run, loaded, test_images, tmp_path, capsys
 ):
     folder = tmp_path / "digits"
     folder.mkdir()
     for index in range(3):
         (folder / f"{index}.png").write_bytes(png(test_images[index]))
+    (folder / "3.png").write_bytes(png(test_images[3])[:50])
     output = tmp_path / "predictions.csv"
     code = serving_modes.predict(str(folder / "*.png"), run[0].model_dir, None, str(output), None)
-    assert code == 0
+    assert code == 1
+    # The graph built in memory reports a corrupt file as the export does.
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == [
+        f"ERROR: {folder / '3.png'}: Invalid PNG data, size 50",
+        "Predicted 3 of 4 files; 1 failed.",
+    ]
     with open(output, newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert list(rows[0]) == [
