@@ -107,7 +107,7 @@ def prepare_from_archive(spec: DatasetSpec, archive_path: str, data_dir: str) ->
     except Exception as error:  # tfds raises many types; all mean the archive is unusable.
         raise DataNotFoundError(
             f"Could not prepare {spec.name} from {archive_path}: {error}. Is it the official "
-            f"archive ({spec.archive_name}) from {spec.homepage}?"
+            f"binary archive ({spec.archive_name}) from {spec.homepage}?"
         ) from error
     finally:
         shutil.rmtree(download_dir, ignore_errors=True)
