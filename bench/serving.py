@@ -107,7 +107,7 @@ def time_network(network: str, values: flags.FlagValues) -> list[dict[str, Any]]
             signatures = tf.saved_model.load(path).signatures
             record = harness.run_record("serving", network, config)
             records += throughput_records(model, signatures, config, record, values)
-            records += latency_records(signatures, record, values)
+            records += latency_records(signatures, config, record, values)
             records.append(graph_record(path, model, signatures, config, record))
     return records
 
@@ -115,7 +115,7 @@ def time_network(network: str, values: flags.FlagValues) -> list[dict[str, Any]]
 def throughput_records(model, signatures, config, record, values) -> list[dict[str, Any]]:
     """Batch throughput of the Keras prediction and the two image signatures, interleaved."""
     normalized = eval_images(config)
-    pixels, _ = harness.synthetic_cifar(config.batch_size, config.spec.num_classes, seed=0)
+    pixels, _ = harness.synthetic_data(config.batch_size, config.spec, seed=0)
     timings = harness.interleaved_medians(
         {
             "keras_predict": predict_function(model, normalized),
@@ -150,9 +150,9 @@ def throughput_records(model, signatures, config, record, values) -> list[dict[s
     ]
 
 
-def latency_records(signatures, record, values) -> list[dict[str, Any]]:
+def latency_records(signatures, config, record, values) -> list[dict[str, Any]]:
     """Batch-1 latency percentiles of the uint8 and the encoded-image signatures."""
-    pixels, _ = harness.synthetic_cifar(1, 10, seed=1)
+    pixels, _ = harness.synthetic_data(1, config.spec, seed=1)
     timings = harness.interleaved_medians(
         {
             SERVING_DEFAULT: _signature_call(
@@ -184,7 +184,7 @@ def latency_records(signatures, record, values) -> list[dict[str, Any]]:
 def graph_record(path: str, model, signatures, config, record) -> dict[str, Any]:
     """Op types of the exported graph; kernels one batch ran through Keras and the export."""
     op_counts = graph_op_counts(path)
-    pixels, _ = harness.synthetic_cifar(config.batch_size, config.spec.num_classes, seed=0)
+    pixels, _ = harness.synthetic_data(config.batch_size, config.spec, seed=0)
     served = _signature_call(signatures[SERVING_DEFAULT], "images", tf.constant(pixels))
     return {
         **record,

@@ -125,7 +125,7 @@ TOPICS = {
         "jit_compile",
     ),
     "evaluation": ("ensemble_dirs", "corruptions", "corruptions_dir", "ood_dataset"),
-    "export and prediction": ("export_dir", "temperature", "images", "saved_model", "output"),
+    "serving": ("export_dir", "temperature", "images", "saved_model", "output"),
 }
 _HELP_WIDTH = 100
 

@@ -1,9 +1,9 @@
 """Evaluation of trained runs: `--mode=evaluate --model_dir=RUN` alone, ensembles of runs,
 the validation temperature, and flags checked against the recorded run.
 
-Two brief digits runs (WRN-10-1, single network, 40 steps, 10% of the training split held
-out) are trained once for the module; they learn a little (~20-25% test accuracy, chance
-10%), enough for their ensemble to beat them.
+Two brief digits runs (WRN-10-1, single network, 80 steps of 64, 10% of the training split held
+out) are trained once for the module; they learn a little (20% and 49% test accuracy, chance
+10%; 55% for their ensemble on this machine), enough for their ensemble to beat them.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def digits_run(model_dir, seed: int) -> Config:
         width=1,
         num_members=1,
         mixing="none",
-        batch_size=32,
+        batch_size=64,
         batch_repetitions=1,
         epochs=2,
-        steps_per_epoch=20,
+        steps_per_epoch=40,
         lr=0.4,
         warmup_epochs=0,
         lr_decay_epochs=(3,),
