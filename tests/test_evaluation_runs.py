@@ -73,7 +73,7 @@ def test_evaluate_with_model_dir_alone_writes_results_report_and_figures(trained
     result = run_main("--mode=evaluate", f"--model_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     headline = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
-    assert headline["step"] == 40
+    assert headline["step"] == 80
 
     with open(os.path.join(run_dir, "eval", "results.json")) as stream:
         results = json.load(stream)
