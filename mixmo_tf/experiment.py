@@ -15,7 +15,6 @@ from mixmo_tf import (
     data,
     distributed_loop,
     precision,
-    recorded_run,
     run_guard,
 )
 from mixmo_tf.config import Config
@@ -85,18 +84,6 @@ def build_model(config: Config) -> MixMoModel:
     model(np.zeros((1, *spec.image_shape), np.float32))
     model.optimizer.build(model.trainable_variables)
     return model
-
-
-def config_from_run(model_dir: str) -> Config:
-    """The Config recorded in `<model_dir>/run_config.json` by the run's training.
-
-    Modes that read a trained run (evaluate, export, predict) need only `--model_dir`; see
-    `recorded_run.recorded_config`.
-
-    Raises:
-        FileNotFoundError: `model_dir` holds no run_config.json.
-    """
-    return recorded_run.recorded_config(model_dir)
 
 
 def train_stream(config: Config) -> data.TrainStream:

@@ -149,9 +149,10 @@ def restore_run(model_dir: str) -> tuple[keras.Model, Config, str]:
         CheckpointMismatchError: the checkpoint holds another model.
     """
     # Imported here: experiment pulls in training, which the serving graph does not need.
-    from mixmo_tf.experiment import build_model, config_from_run
+    from mixmo_tf.experiment import build_model
+    from mixmo_tf.recorded_run import recorded_config
 
-    config = dataclasses.replace(config_from_run(model_dir), precision="float32")
+    config = dataclasses.replace(recorded_config(model_dir), precision="float32")
     checkpoint_dir = os.path.join(model_dir, checkpointing.CHECKPOINT_SUBDIR)
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if latest is None:

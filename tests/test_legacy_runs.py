@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from mixmo_tf import checkpointing, experiment
+from mixmo_tf import checkpointing, experiment, recorded_run
 from mixmo_tf.models import MixMoNetwork
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "legacy_wrn10_1_digits")
@@ -49,7 +49,7 @@ def test_a_legacy_keras_file_loads_with_its_parts_and_predicts_the_same(referenc
 def test_a_legacy_checkpoint_restores_into_todays_model(reference, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(FIXTURE, run)
-    config = experiment.config_from_run(str(run))
+    config = recorded_run.recorded_config(str(run))
     model = experiment.build_model(config)
     assert not np.allclose(model(reference["images"])["ensemble"], reference["ensemble"])
     step = checkpointing.restore_latest(checkpointing.checkpoint_manager(model, str(run)))

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmo_tf import checkpointing, experiment
+from mixmo_tf import checkpointing, experiment, recorded_run
 from mixmo_tf.config import Config
 from mixmo_tf.optimizers import PyTorchSGD
 from mixmo_tf.schedules import WarmupStepDecay
@@ -137,4 +137,4 @@ def test_runs_recorded_before_the_choice_resume_only_with_keras_sgd(tmp_path):
     with pytest.raises(checkpointing.CheckpointMismatchError, match="--optimizer"):
         checkpointing.record_run_config(dataclasses.replace(old, optimizer="pytorch_sgd"))
     checkpointing.record_run_config(old)
-    assert experiment.config_from_run(str(tmp_path)).optimizer == "keras_sgd"
+    assert recorded_run.recorded_config(str(tmp_path)).optimizer == "keras_sgd"

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from flag_helpers import FLAGS_DIR, parse
 
-from mixmo_tf import checkpointing, data, experiment
+from mixmo_tf import checkpointing, data, experiment, recorded_run
 from mixmo_tf.config import Config
 
 # Two epochs of three steps on digits, a checkpoint every two steps: 2, 3 (epoch end), 4, 6.
@@ -292,13 +292,13 @@ def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
     assert not os.path.exists(tmp_path / experiment.EVAL_RESULTS)
 
 
-def test_config_from_run_reads_the_recorded_settings(tmp_path):
+def test_recorded_config_reads_the_recorded_settings(tmp_path):
     config = _smoke(tmp_path / "run", mixing="linear", seed=3, lr_decay_epochs=(2,))
     checkpointing.record_run_config(config)
     moved = tmp_path / "moved"
     os.rename(tmp_path / "run", moved)
-    assert experiment.config_from_run(str(moved)) == dataclasses.replace(
+    assert recorded_run.recorded_config(str(moved)) == dataclasses.replace(
         config, model_dir=str(moved)
     )
     with pytest.raises(FileNotFoundError, match="run_config.json does not exist"):
-        experiment.config_from_run(str(tmp_path / "nowhere"))
+        recorded_run.recorded_config(str(tmp_path / "nowhere"))
