@@ -40,6 +40,12 @@ METHODS = (
 STEPS_PER_EPOCH = 50
 
 
+def decay_epochs(epochs: int) -> str:
+    """x0.1 at 5/6 of the run and again for its last epoch, as the digits flagfile's 10,12 of 12."""
+    first = max(1, round(epochs * 5 / 6))
+    return str(epochs) if first >= epochs else f"{first},{epochs}"
+
+
 def method_config(flagfile: str, steps: int, seed: int, model_dir: str):
     """The Config of one method's row on the digits budget."""
     from absl import flags
@@ -65,7 +71,7 @@ def method_config(flagfile: str, steps: int, seed: int, model_dir: str):
             f"--steps_per_epoch={STEPS_PER_EPOCH}",
             "--lr=0.8",
             "--warmup_epochs=0.2",
-            f"--lr_decay_epochs={epochs}",
+            f"--lr_decay_epochs={decay_epochs(epochs)}",
             "--l2=1e-4",
             f"--seed={seed}",
             "--eval_batch_size=360",
@@ -81,27 +87,35 @@ def train_and_evaluate(args) -> None:
     done = set()
     if os.path.exists(args.output):
         with open(args.output) as stream:
-            done = {(row["method"], row["seed"]) for row in map(json.loads, stream)}
+            recorded = [json.loads(line) for line in stream]
+        other_budgets = {row["steps"] for row in recorded} - {args.steps}
+        if other_budgets:
+            raise SystemExit(
+                f"{args.output} holds runs of {sorted(other_budgets)} steps, not --steps="
+                f"{args.steps}: one table is one budget. Pass another --output."
+            )
+        done = {(row["method"], row["seed"]) for row in recorded}
     # Seeds outer: a partial run still has every method.
-    for seed in args.seeds:
-        for name, stem in METHODS:
-            if (name, seed) in done:
-                continue
-            model_dir = os.path.join(args.runs_dir, f"{stem}_seed{seed}")
-            config = method_config(f"cifar100_wrn28-10_{stem}.flags", args.steps, seed, model_dir)
-            start = time.perf_counter()
-            experiment.train(config)
-            results = experiment.evaluate(config)
-            row = {
-                "method": name,
-                "seed": seed,
-                "steps": args.steps,
-                "seconds": round(time.perf_counter() - start, 1),
-                **{k: results[k] for k in ("accuracy", "nll", "ece", "mean_member_accuracy")},
-                "ts": {k: results["temperature_scaled"][k] for k in ("nll", "ece", "temperature")},
-            }
-            with open(args.output, "a") as stream:
-                stream.write(json.dumps(row) + "\n")
+    pairs = [(seed, name, stem) for seed in args.seeds for name, stem in METHODS]
+    index, count = args.shard
+    for seed, name, stem in pairs[index::count]:
+        if (name, seed) in done:
+            continue
+        model_dir = os.path.join(args.runs_dir, f"{stem}_seed{seed}")
+        config = method_config(f"cifar100_wrn28-10_{stem}.flags", args.steps, seed, model_dir)
+        start = time.perf_counter()
+        experiment.train(config)
+        results = experiment.evaluate(config)
+        row = {
+            "method": name,
+            "seed": seed,
+            "steps": args.steps,
+            "seconds": round(time.perf_counter() - start, 1),
+            **{k: results[k] for k in ("accuracy", "nll", "ece", "mean_member_accuracy")},
+            "ts": {k: results["temperature_scaled"][k] for k in ("nll", "ece", "temperature")},
+        }
+        with open(args.output, "a") as stream:
+            stream.write(json.dumps(row) + "\n")
 
 
 def _cell(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -149,12 +163,26 @@ def write_table(args) -> None:
     print("\n".join(lines))
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, count = (int(part) for part in text.split("/"))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard must be i/n with 0 <= i < n, got {text}")
+    return index, count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="experiments/results/digits_table.jsonl")
     parser.add_argument("--runs_dir", default="runs/digits_table")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        help="i/n: run every n-th (seed, method) pair from the i-th, so n processes share the "
+        "table (each appends its lines to --output).",
+    )
     parser.add_argument("--table_only", action="store_true")
     args = parser.parse_args()
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

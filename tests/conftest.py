@@ -4,6 +4,11 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow turns oneDNN on by default only on Intel CPUs. The suite runs it on every CPU
+# (subprocesses inherit it): its convolutions train the tests' WRNs faster on the AMD CPUs
+# CI may get (bench/results/2026-11-27b/onednn_train_step.jsonl), and the suite's numerics
+# then do not depend on the CPU's vendor.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TESTS)
 # The bench scripts import each other by file name, as when run as python bench/<name>.py.

@@ -2,13 +2,13 @@
 
 Flag parsing is tested in-process on fresh FlagValues; a few subprocess runs of main.py show
 what a user sees: a bad flag or missing data fails within seconds, and a smoke run of a paper
-flagfile on a tiny CIFAR-100 archive in the official format trains, evaluates and resumes.
+flagfile on a tiny CIFAR-100 archive in the official format trains and resumes
+(`--mode=evaluate` through main.py: tests/test_evaluation_runs.py).
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -155,7 +155,7 @@ def test_main_without_data_fails_fast_with_instructions(tmp_path):
     assert "cpu_feature_guard" not in result.stderr and "InitializeLog" not in result.stderr
 
 
-def test_main_trains_evaluates_and_resumes_a_flagfile_on_a_real_format_archive(tmp_path):
+def test_main_trains_and_resumes_a_flagfile_on_a_real_format_archive(tmp_path):
     data_dir, model_dir = tmp_path / "data", tmp_path / "run"
     smoke_dir = tmp_path / "run_smoke"  # --smoke keeps its runs apart from the real one
     write_cifar_archive(manual_dir(str(data_dir)), "cifar100", num_train=64, num_test=64)
@@ -180,10 +180,3 @@ def test_main_trains_evaluates_and_resumes_a_flagfile_on_a_real_format_archive(t
     assert os.path.exists(smoke_dir / "checkpoints" / "ckpt-6.index")
     assert os.path.exists(smoke_dir / "model.keras")
     assert glob.glob(str(smoke_dir / "logs" / "**" / "events.out.tfevents.*"), recursive=True)
-
-    evaluated = run_main(*common, "--mode=evaluate")
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    results = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
-    assert results["step"] == 6
-    assert 0.0 <= results["accuracy"] <= 1.0 and results["nll"] > 0
-    assert {"member_0_accuracy", "member_1_accuracy", "ece", "brier", "top5"} <= set(results)

@@ -2,9 +2,10 @@
 
 - "auto" resolves from the device: AMX-BF16 CPUs read from /proc/cpuinfo-style files.
 - Building a model in one precision leaves the process's global policy untouched.
-- Every precision, with and without XLA, trains a smoke run end to end on CPU: layers
-  compute in the chosen dtype, variables and outputs stay float32, the saved model reloads
-  with its policy, and run_config.json records the resolved precision.
+- Every precision trains a smoke run end to end on CPU: layers compute in the chosen dtype,
+  variables and outputs stay float32, the saved model reloads with its policy, and
+  run_config.json records the resolved precision. (Under XLA: test_training.py's XLA test,
+  in mixed_float16.)
 - mixed_float16's loss scaling: one step's update matches the float32 step's update.
 - A run is not resumed in another precision.
 """
@@ -91,18 +92,9 @@ def test_the_policy_scope_restores_the_global_policy_even_on_error():
     assert keras.config.dtype_policy().name == before
 
 
-@pytest.mark.parametrize(
-    "name, jit_compile",
-    [
-        ("float32", False),
-        ("mixed_bfloat16", False),
-        ("mixed_float16", False),
-        ("mixed_bfloat16", True),
-        ("mixed_float16", True),
-    ],
-)
-def test_each_precision_trains_saves_and_reloads(tmp_path, name, jit_compile):
-    config = _smoke(tmp_path, precision=name, jit_compile=jit_compile)
+@pytest.mark.parametrize("name", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_each_precision_trains_saves_and_reloads(tmp_path, name):
+    config = _smoke(tmp_path, precision=name)
     model = experiment.train(config)
 
     assert int(model.optimizer.iterations.numpy()) == config.total_steps

@@ -301,9 +301,11 @@ def test_sigint_mid_epoch_checkpoints_and_the_rerun_matches(tmp_path, uninterrup
             super().on_train_batch_end(batch, logs)
 
     monkeypatch.setattr(checkpointing, "PeriodicCheckpoint", SignalAtStep7)
+    # What pytest started with: Python's default, or SIG_IGN under nohup or a background job.
+    handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(run_guard.Interrupted, match="Stopped by SIGINT at step 7; saved "):
         experiment.train(_signal_config(tmp_path))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # restored
     assert (tmp_path / "checkpoints" / "ckpt-7.index").exists()
     monkeypatch.undo()
     _assert_rerun_finishes_as(tmp_path, uninterrupted)
