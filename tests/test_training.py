@@ -247,10 +247,16 @@ def test_a_folder_holding_another_run_is_refused_not_mixed(tmp_path):
 
 # ---- learning and evaluation ---------------------------------------------------------------------
 
-# The digits demo flagfile: 600 steps of WRN-10-1, M=2. In float32 it reached ensemble test
-# accuracy 0.953, members 0.906 / 0.956 (bench/results/2026-11-27/digits_accuracy.jsonl). The
-# run is deterministic; the margins leave room for other platforms and precisions.
-LEARNING = parse(f"--flagfile={os.path.join(FLAGS_DIR, 'digits_wrn10-1_cut_mixmo.flags')}")
+# The digits demo flagfile (WRN-10-1, M=2, B=64, b=2) shortened to 400 steps, x0.1 at steps
+# 300 and 350: ensemble test accuracy 0.778, members 0.636 / 0.778 on 2026-11-27 (AMD EPYC,
+# oneDNN, float32); the whole 600-step demo (0.953) is bench/digits_accuracy.py's. MixMo's
+# members need a few hundred steps on digits before they read their own inputs out of the
+# mix (experiments/results/digits_table.md): the margins leave room for other CPUs' numerics.
+LEARNING = dataclasses.replace(
+    parse(f"--flagfile={os.path.join(FLAGS_DIR, 'digits_wrn10-1_cut_mixmo.flags')}"),
+    epochs=8,
+    lr_decay_epochs=(7, 8),
+)
 
 
 def test_cut_mixmo_learns_digits(tmp_path):
@@ -259,10 +265,10 @@ def test_cut_mixmo_learns_digits(tmp_path):
     experiment.train(config)
     results = experiment.evaluate(config)
     print(f"digits Cut-MixMo: {results} in {time.perf_counter() - start:.0f}s")
-    assert results["step"] == 600
-    assert results["accuracy"] >= 0.85
+    assert results["step"] == 400
+    assert results["accuracy"] >= 0.6  # chance is 0.1
     for member in range(2):
-        assert results[f"member_{member}_accuracy"] >= 0.7  # chance is 0.1
+        assert results[f"member_{member}_accuracy"] >= 0.45
 
 
 def test_evaluate_writes_results_of_the_last_checkpoint(reference_run):
