@@ -16,3 +16,5 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 # Nesterov SGD as PyTorch (the paper's runs) or as Keras computes it (mixmo_tf.optimizers).
 OPTIMIZERS = ("pytorch_sgd", "keras_sgd")
+# When tfds may download a dataset (mixmo_tf.data.downloads).
+DOWNLOAD_MODES = ("auto", "never", "always")

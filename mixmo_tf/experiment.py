@@ -18,6 +18,7 @@ from mixmo_tf import (
     run_guard,
 )
 from mixmo_tf.config import Config
+from mixmo_tf.data import sources
 from mixmo_tf.distribute import make_strategy
 from mixmo_tf.evaluation.options import EvaluationOptions
 from mixmo_tf.models.mixmo import network_from_backbone
@@ -114,6 +115,21 @@ def _segments(start_step: int, config: Config) -> list[tuple[int, int, int]]:
     return segments
 
 
+def dataset_of_run(config: Config) -> data.DatasetSpec:
+    """The spec of the run's data once it is ready to read (prepared, or downloaded if
+    `config.download` allows), checked against the run's recorded spec on a resume.
+
+    Raises:
+        FileNotFoundError: the data is missing or unusable (path and fix in the message).
+        ValueError: the data changed since the run started, or is too small for a step.
+    """
+    data.prepare_source(config.dataset, config.data_dir, config.download)
+    spec = sources.resolved_spec(config.dataset, config.image_size, config.data_dir)
+    sources.check_unchanged(spec, config.model_dir)
+    config.check_split_size()
+    return spec
+
+
 def train(config: Config) -> MixMoModel:
     """Trains (or resumes) the run in `config.model_dir`; returns the trained model.
 
@@ -125,12 +141,12 @@ def train(config: Config) -> MixMoModel:
     strategy = make_strategy(config.distribution, config.tpu)
     config = resolve_device_defaults(config)
     print(f"Precision: {config.precision}.")
-    spec = config.spec
-    train_images, train_labels = data.load_split(spec, "train", config.data_dir)
+    spec = dataset_of_run(config)
+    train_images, train_labels = data.open_split(spec, "train", config.data_dir, config.download)
     (train_images, train_labels), _ = data.split_validation(
         train_images, train_labels, config.num_validation_examples
     )
-    test_images, test_labels = data.load_split(spec, "test", config.data_dir)
+    test_images, test_labels = data.open_split(spec, "test", config.data_dir, config.download)
     # One writer per run folder (a multi-worker run's chief); SIGTERM / SIGINT checkpoint at
     # the next step, then stop. Other workers write to a scratch folder, deleted at the end.
     chief = distributed_loop.is_chief(strategy)
@@ -161,6 +177,7 @@ def _train_in_folder(config, strategy, train_split, test_split, stop, scratch) -
     keras.utils.set_random_seed(config.seed)
     if scratch is None:
         checkpointing.record_run_config(config)
+        sources.record_spec(spec, config.model_dir)
     with strategy.scope():
         model = build_model(config)
     # Every worker resumes from the chief's checkpoints (on a shared file system).

@@ -1,0 +1,200 @@
+"""The `--dataset` value as a data source, and its spec (imports no TensorFlow).
+
+Three kinds of source:
+- a named dataset of `mixmo_tf.data.specs.DATASETS` (cifar10, cifar100, digits,
+  tiny_imagenet), whose spec is fixed;
+- `tfds:NAME`, any tfds image-classification dataset: classes, class names and split sizes
+  from its tfds info (it must be prepared, or downloaded with --download), images resized to
+  --image_size;
+- `folder:PATH`, an image folder with train/<class>/* and test/<class>/*
+  (`mixmo_tf.data.folder`), images resized to --image_size.
+
+The spec of a tfds or folder source depends on the data, so a run records the spec it trained
+with in `<model_dir>/dataset_spec.json`; evaluation, export and prediction read it from there
+(the data need not be on the serving machine), and a resume whose data changed is refused.
+
+Choices for the new sources (deviations from nothing in the paper, which has no such
+sources): mean = std = 0.5 per channel (inputs in [-1, 1]), as the authors use for Tiny
+ImageNet; it assumes nothing about the images' statistics, and the first BatchNorm adapts
+anyway. Horizontal flips on. Crop padding = image size / 8, CIFAR's 4 pixels at 32x32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+
+from mixmo_tf.data.specs import DATASETS, DatasetSpec
+
+TFDS_PREFIX = "tfds:"
+FOLDER_PREFIX = "folder:"
+# --image_size=0 gives tfds and folder sources this size (Tiny ImageNet's).
+DEFAULT_IMAGE_SIZE = 64
+SPEC_FILE = "dataset_spec.json"
+# Inputs in [-1, 1]; see the module docstring.
+SOURCE_MEAN = SOURCE_STD = (0.5, 0.5, 0.5)
+# The random crop's zero padding per side: CIFAR's 4 pixels at 32x32, scaled with the size.
+PADDING_FRACTION = 8
+
+
+def source_kind(dataset: str) -> str:
+    """ "named", "tfds" or "folder"."""
+    if dataset.startswith(TFDS_PREFIX):
+        return "tfds"
+    if dataset.startswith(FOLDER_PREFIX):
+        return "folder"
+    return "named"
+
+
+def source_argument(dataset: str) -> str:
+    """The tfds name of `tfds:NAME`, the absolute folder of `folder:PATH`."""
+    kind = source_kind(dataset)
+    if kind == "folder":
+        return os.path.abspath(os.path.expanduser(dataset[len(FOLDER_PREFIX) :]))
+    return dataset[len(TFDS_PREFIX) :] if kind == "tfds" else dataset
+
+
+def check_dataset(dataset: str, image_size: int) -> None:
+    """Raises ValueError naming the flag unless `dataset` and `image_size` can make a source."""
+    kind = source_kind(dataset)
+    if kind == "named" and dataset not in DATASETS:
+        raise ValueError(
+            f"--dataset must be one of {sorted(DATASETS)}, tfds:NAME (a tfds image "
+            f"classification dataset) or folder:PATH (an image folder). Received: "
+            f"dataset={dataset!r}"
+        )
+    if kind != "named" and not source_argument(dataset).strip("/"):
+        raise ValueError(
+            f"--dataset={dataset} names no dataset: write e.g. tfds:oxford_flowers102 or "
+            "folder:/data/pets."
+        )
+    if image_size < 0 or (image_size and image_size < 8):
+        raise ValueError(
+            f"--image_size must be >= 8 (0: {DEFAULT_IMAGE_SIZE}). Received: "
+            f"image_size={image_size}"
+        )
+    if kind == "named" and image_size:
+        raise ValueError(
+            f"--image_size applies to tfds:NAME and folder:PATH sources; {dataset} has its own "
+            f"size {DATASETS[dataset].image_shape[:2]}. Drop the flag. Received: "
+            f"image_size={image_size}"
+        )
+
+
+def dataset_label(dataset: str) -> str:
+    """The dataset's part of a run folder name: oxford_flowers102 for tfds:oxford_flowers102,
+    the folder's name for folder:PATH."""
+    kind = source_kind(dataset)
+    if kind == "folder":
+        return os.path.basename(source_argument(dataset).rstrip("/"))
+    return source_argument(dataset).replace("/", "-")
+
+
+def source_spec(
+    dataset: str,
+    image_size: int,
+    num_classes: int,
+    num_train: int,
+    num_test: int,
+    class_names: tuple[str, ...],
+    homepage: str = "",
+) -> DatasetSpec:
+    """The spec of a tfds or folder source with the module's normalisation and augmentation."""
+    size = image_size or DEFAULT_IMAGE_SIZE
+    return DatasetSpec(
+        dataset,
+        num_classes,
+        num_train,
+        num_test,
+        (size, size, 3),
+        SOURCE_MEAN,
+        SOURCE_STD,
+        pad=max(1, size // PADDING_FRACTION),
+        homepage=homepage,
+        class_names=class_names,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def resolved_spec(dataset: str, image_size: int, data_dir: str | None) -> DatasetSpec:
+    """The spec of `dataset` read from the data itself (once per process).
+
+    Raises:
+        FileNotFoundError: the data is missing or not usable (the message says why and how
+            to fix it).
+    """
+    kind = source_kind(dataset)
+    if kind == "named":
+        return DATASETS[dataset]
+    if kind == "folder":
+        from mixmo_tf.data.folder import index_folder
+
+        folder = index_folder(source_argument(dataset))
+        splits = folder.splits
+        return source_spec(
+            dataset,
+            image_size,
+            len(folder.class_names),
+            len(splits["train"].paths),
+            len(splits["test"].paths),
+            folder.class_names,
+        )
+    from mixmo_tf.data.tfds_loading import tfds_source_spec
+
+    return tfds_source_spec(dataset, image_size, data_dir)
+
+
+def _spec_from_json(fields: dict) -> DatasetSpec:
+    return DatasetSpec(
+        **{key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()}
+    )
+
+
+def recorded_spec(model_dir: str) -> DatasetSpec | None:
+    """The spec recorded in `<model_dir>/dataset_spec.json` by training, or None."""
+    path = os.path.join(model_dir, SPEC_FILE)
+    if not model_dir or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as stream:
+        return _spec_from_json(json.load(stream))
+
+
+def run_spec(dataset: str, image_size: int, data_dir: str | None, model_dir: str) -> DatasetSpec:
+    """The spec of a run: fixed for named datasets, else the run's recorded one if it has one,
+    else read from the data (`resolved_spec`)."""
+    if source_kind(dataset) == "named":
+        return DATASETS[dataset]
+    return recorded_spec(model_dir) or resolved_spec(dataset, image_size, data_dir)
+
+
+def record_spec(spec: DatasetSpec, model_dir: str) -> None:
+    """Writes the spec of a tfds or folder source to `<model_dir>/dataset_spec.json`."""
+    if source_kind(spec.name) == "named":
+        return
+    path = os.path.join(model_dir, SPEC_FILE)
+    partial = f"{path}.{os.getpid()}.part"
+    with open(partial, "w", encoding="utf-8") as stream:
+        json.dump(dataclasses.asdict(spec), stream, indent=2)
+    os.replace(partial, path)
+
+
+def check_unchanged(spec: DatasetSpec, model_dir: str) -> None:
+    """Raises ValueError if the run in `model_dir` recorded another spec than the data's now.
+
+    A folder with other files, or a tfds dataset of another version, would change the
+    stream of a resumed run, and its labels.
+    """
+    recorded = recorded_spec(model_dir)
+    if recorded is not None and recorded != spec:
+        changed = [
+            field.name
+            for field in dataclasses.fields(spec)
+            if getattr(recorded, field.name) != getattr(spec, field.name)
+        ]
+        raise ValueError(
+            f"The data of {spec.name} changed since the run in {model_dir} started "
+            f"({', '.join(changed)} differ from {os.path.join(model_dir, SPEC_FILE)}). Restore "
+            "the data it trained on, or train in another --model_dir."
+        )
