@@ -45,7 +45,7 @@ def _tfds_cached_split(
 
         data_dir = tfds_loading.ensure_prepared(spec, data_dir, download)
         builder = TinyImagenet(data_dir=data_dir)
-        count = spec.num_train if split == "train" else spec.num_test
+        count = builder.info.splits[split].num_examples
     else:
         name = sources.source_argument(spec.name)
         data_dir = tfds_loading.ensure_tfds_prepared(name, data_dir, download)
