@@ -121,12 +121,16 @@ def dataset_of_run(config: Config) -> data.DatasetSpec:
 
     Raises:
         FileNotFoundError: the data is missing or unusable (path and fix in the message).
-        ValueError: the data changed since the run started, or is too small for a step.
+        sources.DataSourceError: the data changed since the run started, or is too small for
+            a step.
     """
     data.prepare_source(config.dataset, config.data_dir, config.download)
     spec = sources.resolved_spec(config.dataset, config.image_size, config.data_dir)
     sources.check_unchanged(spec, config.model_dir)
-    config.check_split_size()
+    try:
+        config.check_split_size()
+    except ValueError as error:
+        raise sources.DataSourceError(str(error)) from error
     return spec
 
 

@@ -11,15 +11,8 @@ import textwrap
 
 from absl import flags
 
+from mixmo_tf import choices
 from mixmo_tf.backbones import backbone_names
-from mixmo_tf.choices import (
-    DISTRIBUTIONS,
-    DOWNLOAD_MODES,
-    MIXING_METHODS,
-    MSDA_KINDS,
-    OPTIMIZERS,
-    PRECISIONS,
-)
 from mixmo_tf.config import Config
 from mixmo_tf.data.sources import DEFAULT_IMAGE_SIZE
 from mixmo_tf.data.specs import DATASETS
@@ -96,12 +89,12 @@ _HELP = {
     "mixed_float16 on GPUs with tensor cores, float32 elsewhere (bench/README.md).",
 }
 _CHOICES = {
-    "download": list(DOWNLOAD_MODES),
-    "mixing": list(MIXING_METHODS),
-    "msda": list(MSDA_KINDS),
-    "distribution": list(DISTRIBUTIONS),
-    "optimizer": list(OPTIMIZERS),
-    "precision": list(PRECISIONS),
+    "download": list(choices.DOWNLOAD_MODES),
+    "mixing": list(choices.MIXING_METHODS),
+    "msda": list(choices.MSDA_KINDS),
+    "distribution": list(choices.DISTRIBUTIONS),
+    "optimizer": list(choices.OPTIMIZERS),
+    "precision": list(choices.PRECISIONS),
 }
 
 

@@ -227,6 +227,15 @@ def test_main_trains_on_an_image_folder_and_the_run_keeps_its_class_names(image_
     assert class_names(recorded.spec) == CLASSES
 
 
+def test_a_resume_on_changed_data_is_refused(image_folder, tmp_path):
+    spec = _spec(f"folder:{image_folder}")
+    sources.record_spec(spec, str(tmp_path))
+    sources.check_unchanged(spec, str(tmp_path))  # the same data: fine
+    grown = dataclasses.replace(spec, num_train=spec.num_train + 1)
+    with pytest.raises(sources.DataSourceError, match="changed.*num_train.*another --model_dir"):
+        sources.check_unchanged(grown, str(tmp_path))
+
+
 def _write_flowers_metadata(data_dir: str, splits=("train", "test")) -> None:
     """Real tfds metadata of oxford_flowers102 (as `tfds build` writes it), tiny splits."""
     builder = tfds.builder("oxford_flowers102", data_dir=data_dir)

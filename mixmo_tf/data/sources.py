@@ -39,6 +39,10 @@ SOURCE_MEAN = SOURCE_STD = (0.5, 0.5, 0.5)
 PADDING_FRACTION = 8
 
 
+class DataSourceError(ValueError):
+    """The data of a tfds or folder source does not fit the run (changed, or too small)."""
+
+
 def source_kind(dataset: str) -> str:
     """ "named", "tfds" or "folder"."""
     if dataset.startswith(TFDS_PREFIX):
@@ -181,7 +185,7 @@ def record_spec(spec: DatasetSpec, model_dir: str) -> None:
 
 
 def check_unchanged(spec: DatasetSpec, model_dir: str) -> None:
-    """Raises ValueError if the run in `model_dir` recorded another spec than the data's now.
+    """Raises DataSourceError if the run in `model_dir` recorded another spec than the data's now.
 
     A folder with other files, or a tfds dataset of another version, would change the
     stream of a resumed run, and its labels.
@@ -193,7 +197,7 @@ def check_unchanged(spec: DatasetSpec, model_dir: str) -> None:
             for field in dataclasses.fields(spec)
             if getattr(recorded, field.name) != getattr(spec, field.name)
         ]
-        raise ValueError(
+        raise DataSourceError(
             f"The data of {spec.name} changed since the run in {model_dir} started "
             f"({', '.join(changed)} differ from {os.path.join(model_dir, SPEC_FILE)}). Restore "
             "the data it trained on, or train in another --model_dir."
