@@ -123,9 +123,10 @@ class ImageCache(StreamedImages):
     def _with_rows(self, rows: np.ndarray) -> ImageCache:
         return ImageCache(self.path, rows)
 
-    def _take(self, rows: np.ndarray) -> np.ndarray:
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """uint8 `(len(rows), H, W, C)`: a copy of the storage rows `rows`."""
         return np.asarray(self._array[rows])
 
     def _read(self, rows: tf.Tensor) -> tf.Tensor:
-        images = tf.numpy_function(self._take, [rows], tf.uint8, stateful=False)
+        images = tf.numpy_function(self.take, [rows], tf.uint8, stateful=False)
         return tf.ensure_shape(images, (None, *self.image_shape))
