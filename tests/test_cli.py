@@ -144,7 +144,10 @@ def test_main_rejects_a_bad_flag_before_building_anything():
 
 def test_main_without_data_fails_fast_with_instructions(tmp_path):
     start = time.monotonic()
-    result = run_main("--dataset=cifar100", "--mixing=cutmix", f"--data_dir={tmp_path}")
+    # never: with the default (auto) a machine with network would download CIFAR-100 here.
+    result = run_main(
+        "--dataset=cifar100", "--mixing=cutmix", f"--data_dir={tmp_path}", "--download=never"
+    )
     elapsed = time.monotonic() - start
     assert result.returncode == 2
     assert "--data_dir" in result.stderr
