@@ -2,7 +2,8 @@
 
 `Config` validates against these, `mixmo_tf.flags` offers them as enum flags, and the
 modules that implement them (`input_mixing`, `precision`, `distribute`) read them from here.
-Datasets live with their specs (`mixmo_tf.data.specs.DATASETS`), backbones in their registry
+Datasets live with their specs (`mixmo_tf.data.specs.DATASETS`) and sources
+(`mixmo_tf.data.sources`: also tfds:NAME and folder:PATH), backbones in their registry
 (`mixmo_tf.backbones`), since both can grow.
 """
 

@@ -206,15 +206,16 @@ def _train_in_folder(config, strategy, train_split, test_split, stop, scratch) -
     step = start_step
     for first_epoch, end_epoch, steps_per_epoch in _segments(start_step, config):
         end_step = step + (end_epoch - first_epoch) * steps_per_epoch
-        fit(
-            data.train_dataset(train_images, train_labels, spec, stream, step, end_step),
-            initial_epoch=first_epoch,
-            epochs=end_epoch,
-            steps_per_epoch=steps_per_epoch,
-            shuffle=False,  # the stream is already ordered by its seed
-            validation_data=eval_batches,
-            callbacks=callbacks,
-        )
+        with data.naming_unreadable_files(train_images, test_images):
+            fit(
+                data.train_dataset(train_images, train_labels, spec, stream, step, end_step),
+                initial_epoch=first_epoch,
+                epochs=end_epoch,
+                steps_per_epoch=steps_per_epoch,
+                shuffle=False,  # the stream is already ordered by its seed
+                validation_data=eval_batches,
+                callbacks=callbacks,
+            )
         step = end_step
     checkpointing.save_model_atomically(
         model, os.path.join(scratch or config.model_dir, FINAL_MODEL)

@@ -141,6 +141,18 @@ def test_bad_folders_fail_before_training_with_the_path_and_the_fix(tmp_path, ca
     assert named in str(caught.value) and fix in str(caught.value)
 
 
+def test_a_corrupt_body_behind_a_valid_header_is_named_at_its_first_read(tmp_path):
+    root = write_image_folder(str(tmp_path), 2, 1)
+    path = os.path.join(root, "train", "dog", "1.png")
+    with open(path, "wb") as stream:
+        stream.write(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    spec = _spec(f"folder:{root}")  # the header passes the start-up check
+    images, labels = data.open_split(spec, "train")
+    with pytest.raises(ImageFolderError, match=f"{path} cannot be decoded.*replace or delete"):
+        with data.naming_unreadable_files(images):
+            list(data.eval_dataset(images, labels, spec, batch_size=4))
+
+
 # ---------------------------------------------------------------- streaming and resume
 
 

@@ -7,7 +7,7 @@ are those with the extensions Keras reads (bmp, gif, jpeg, jpg, png, any case); 
 named with its path and its fix: a missing folder, a class folder without images, a class of
 `test/` that `train/` lacks (or the reverse), and a file whose first bytes are no image
 format's signature (an empty file, an HTML error page saved as .jpg). Checking signatures reads
-16 bytes per file; a file with a valid signature but a corrupt body fails when it is decoded,
+8 bytes per file; a file with a valid signature but a corrupt body fails when it is decoded,
 with TensorFlow's decoder error.
 """
 
@@ -63,8 +63,8 @@ def _class_folders(root: str, split: str) -> list[str]:
 
 def _is_image(path: str) -> bool:
     with open(path, "rb") as stream:
-        head = stream.read(16)
-    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        head = stream.read(8)
+    return head.startswith(_SIGNATURES)
 
 
 def _image_files(folder: str) -> list[str]:

@@ -74,7 +74,7 @@ def check_dataset(dataset: str, image_size: int) -> None:
             f"--dataset={dataset} names no dataset: write e.g. tfds:oxford_flowers102 or "
             "folder:/data/pets."
         )
-    if image_size < 0 or (image_size and image_size < 8):
+    if image_size and image_size < 8:
         raise ValueError(
             f"--image_size must be >= 8 (0: {DEFAULT_IMAGE_SIZE}). Received: "
             f"image_size={image_size}"

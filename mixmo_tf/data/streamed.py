@@ -17,9 +17,12 @@ each of M members).
 from __future__ import annotations
 
 import abc
+import contextlib
 
 import numpy as np
 import tensorflow as tf
+
+from mixmo_tf.data.folder import ImageFolderError
 
 
 def to_rgb_uint8(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
@@ -109,6 +112,42 @@ class ImageFiles(StreamedImages):
         paths = tf.gather(tf.constant(self.paths), rows)
         signature = tf.TensorSpec(self.image_shape, tf.uint8)
         return tf.map_fn(decode, paths, fn_output_signature=signature)
+
+    def first_unreadable(self) -> tuple[str, str] | None:
+        """(path, TensorFlow's message) of the first file that does not decode, or None.
+
+        Decodes every file eagerly: called only after a read failed, to name the file.
+        """
+        for path in self.paths:
+            try:
+                tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+            except tf.errors.OpError as error:
+                return path, error.message.splitlines()[0]
+        return None
+
+
+@contextlib.contextmanager
+def naming_unreadable_files(*splits):
+    """Turns a decoding failure inside the block into an ImageFolderError naming the file.
+
+    A file whose header is an image's but whose body is corrupt passes the start-up check
+    (`mixmo_tf.data.folder`); TensorFlow's decoder error in the tf.data map names no file.
+
+    Args:
+        *splits: the images the block reads (only `ImageFiles` are searched).
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        for images in splits:
+            found = images.first_unreadable() if isinstance(images, ImageFiles) else None
+            if found:
+                path, message = found
+                raise ImageFolderError(
+                    f"{path} cannot be decoded ({message}): replace or delete it, then rerun "
+                    "(the run resumes from its last checkpoint)."
+                ) from error
+        raise
 
 
 class ImageCache(StreamedImages):
