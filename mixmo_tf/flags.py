@@ -33,7 +33,9 @@ _HELP = {
     "within 3 s), never (fail at once with instructions), always (no check; tfds retries for "
     "minutes without network).",
     "data_dir": "tfds data folder holding prepared data, or the official archive in its "
-    "downloads/manual/ subfolder. Defaults to $TFDS_DATA_DIR or ~/tensorflow_datasets.",
+    "downloads/manual/ subfolder. Defaults to $TFDS_DATA_DIR or ~/tensorflow_datasets. "
+    "tiny_imagenet and tfds:NAME also write their streamed uint8 cache there, in "
+    "<dataset>/<version>/mixmo_cache/.",
     "model_dir": "Folder for checkpoints, TensorBoard logs and the final model.keras (default: "
     "runs/<dataset>_<backbone>_<mixing>_m<M>[_<msda>], e.g. runs/cifar100_wrn28-10_cutmix_m2). "
     "A rerun "
