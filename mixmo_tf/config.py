@@ -107,6 +107,8 @@ class Config:
 
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
+        # folder:PATH made absolute: the run records where its data is, whatever the cwd.
+        object.__setattr__(self, "dataset", sources.normalized_dataset(self.dataset))
         self.validate()
         if not self.model_dir:
             object.__setattr__(self, "model_dir", self.default_model_dir())

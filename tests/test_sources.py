@@ -88,6 +88,8 @@ def test_flags_accept_sources_and_name_the_run_folder_after_them(image_folder):
     assert parse("--dataset=tfds:oxford_flowers102").model_dir.startswith(
         "runs/oxford_flowers102_wrn"
     )
+    relative = os.path.relpath(image_folder)
+    assert parse(f"--dataset=folder:{relative}").dataset == f"folder:{image_folder}"
     with pytest.raises(ValueError, match="--image_size applies to tfds:NAME"):
         parse("--dataset=cifar10", "--image_size=24")
     with pytest.raises(ValueError, match="tfds:NAME.*folder:PATH.*Received: dataset='cifar1'"):

@@ -60,6 +60,13 @@ def source_argument(dataset: str) -> str:
     return dataset[len(TFDS_PREFIX) :] if kind == "tfds" else dataset
 
 
+def normalized_dataset(dataset: str) -> str:
+    """`dataset` with the folder of `folder:PATH` absolute (and `~` expanded)."""
+    if source_kind(dataset) != "folder" or not dataset[len(FOLDER_PREFIX) :]:
+        return dataset
+    return FOLDER_PREFIX + source_argument(dataset)
+
+
 def check_dataset(dataset: str, image_size: int) -> None:
     """Raises ValueError naming the flag unless `dataset` and `image_size` can make a source."""
     kind = source_kind(dataset)
