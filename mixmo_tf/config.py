@@ -20,7 +20,13 @@ from mixmo_tf.choices import (
     OPTIMIZERS,
     PRECISIONS,
 )
-from mixmo_tf.data import sources
+from mixmo_tf.data.sources import (
+    check_dataset,
+    dataset_label,
+    normalized_dataset,
+    run_spec,
+    source_kind,
+)
 from mixmo_tf.data.specs import DatasetSpec
 
 # Unique images per step that the reference learning rate of 0.1 is quoted for.
@@ -108,7 +114,7 @@ class Config:
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
         # folder:PATH made absolute: the run records where its data is, whatever the cwd.
-        object.__setattr__(self, "dataset", sources.normalized_dataset(self.dataset))
+        object.__setattr__(self, "dataset", normalized_dataset(self.dataset))
         self.validate()
         if not self.model_dir:
             object.__setattr__(self, "model_dir", self.default_model_dir())
@@ -119,13 +125,13 @@ class Config:
         For example runs/cifar100_wrn28-10_cutmix_m2 or
         runs/tiny_imagenet_preact_resnet18-2_cutmix_m2.
         """
-        dataset = sources.dataset_label(self.dataset)
+        dataset = dataset_label(self.dataset)
         name = f"{dataset}_{self.network_label}_{self.mixing}_m{self.num_members}"
         return f"runs/{name}" + ("" if self.msda == "none" else f"_{self.msda}")
 
     def validate(self) -> None:
         """Raises ValueError naming the flag for any value the method cannot run with."""
-        sources.check_dataset(self.dataset, self.image_size)
+        check_dataset(self.dataset, self.image_size)
         _require(
             self.download in DOWNLOAD_MODES,
             f"--download must be one of {DOWNLOAD_MODES}. Received: download={self.download!r}",
@@ -221,7 +227,7 @@ class Config:
             self.eval_batch_size >= 1,
             f"--eval_batch_size must be >= 1. Received: eval_batch_size={self.eval_batch_size}",
         )
-        if sources.source_kind(self.dataset) == "named":
+        if source_kind(self.dataset) == "named":
             self.check_split_size()
 
     def check_split_size(self) -> None:
@@ -246,8 +252,8 @@ class Config:
     @property
     def spec(self) -> DatasetSpec:
         # Named datasets: fixed. tfds and folder sources: the run's recorded spec, else read
-        # from the data (which must then be ready: `mixmo_tf.data.prepare_source`).
-        return sources.run_spec(self.dataset, self.image_size, self.data_dir, self.model_dir)
+        # from the data (which must then be ready: `mixmo_tf.data.resolved_spec`).
+        return run_spec(self.dataset, self.image_size, self.data_dir, self.model_dir)
 
     @property
     def num_validation_examples(self) -> int:

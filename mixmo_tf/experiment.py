@@ -125,7 +125,7 @@ def dataset_of_run(config: Config) -> data.DatasetSpec:
             a step.
     """
     data.prepare_source(config.dataset, config.data_dir, config.download)
-    spec = sources.resolved_spec(config.dataset, config.image_size, config.data_dir)
+    spec = data.resolved_spec(config.dataset, config.image_size, config.data_dir)
     sources.check_unchanged(spec, config.model_dir)
     try:
         config.check_split_size()

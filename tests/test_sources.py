@@ -61,7 +61,7 @@ def image_folder(tmp_path_factory) -> str:
 
 
 def _spec(dataset: str, image_size: int = 16, data_dir: str | None = None):
-    return sources.resolved_spec(dataset, image_size, data_dir)
+    return data.resolved_spec(dataset, image_size, data_dir)
 
 
 # --------------------------------------------------------------------------- folder:PATH

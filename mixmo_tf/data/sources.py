@@ -22,10 +22,10 @@ anyway. Horizontal flips on. Crop padding = image size / 8, CIFAR's 4 pixels at 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 
+from mixmo_tf.data.folder import index_folder
 from mixmo_tf.data.specs import DATASETS, DatasetSpec
 
 TFDS_PREFIX = "tfds:"
@@ -128,33 +128,32 @@ def source_spec(
     )
 
 
-@functools.lru_cache(maxsize=16)
-def resolved_spec(dataset: str, image_size: int, data_dir: str | None) -> DatasetSpec:
-    """The spec of `dataset` read from the data itself (once per process).
+def folder_spec(dataset: str, image_size: int) -> DatasetSpec:
+    """The spec of a `folder:PATH` source, from its files (indexed once per process).
 
     Raises:
-        FileNotFoundError: the data is missing or not usable (the message says why and how
-            to fix it).
+        ImageFolderError: the folder does not have the layout or the files it needs.
     """
-    kind = source_kind(dataset)
-    if kind == "named":
-        return DATASETS[dataset]
-    if kind == "folder":
-        from mixmo_tf.data.folder import index_folder
+    folder = index_folder(source_argument(dataset))
+    splits = folder.splits
+    return source_spec(
+        dataset,
+        image_size,
+        len(folder.class_names),
+        len(splits["train"].paths),
+        len(splits["test"].paths),
+        folder.class_names,
+    )
 
-        folder = index_folder(source_argument(dataset))
-        splits = folder.splits
-        return source_spec(
-            dataset,
-            image_size,
-            len(folder.class_names),
-            len(splits["train"].paths),
-            len(splits["test"].paths),
-            folder.class_names,
-        )
-    from mixmo_tf.data.tfds_loading import tfds_source_spec
 
-    return tfds_source_spec(dataset, image_size, data_dir)
+# Specs read from the data in this process (`mixmo_tf.data.resolved_spec` fills it): a
+# tfds source's spec needs tensorflow_datasets, which this module does not import.
+_READ_SPECS: dict[tuple[str, int, str | None], DatasetSpec] = {}
+
+
+def remember_spec(spec: DatasetSpec, image_size: int, data_dir: str | None) -> None:
+    """Keeps the spec read from the data of `spec.name` for `run_spec`."""
+    _READ_SPECS[spec.name, image_size, data_dir] = spec
 
 
 def _spec_from_json(fields: dict) -> DatasetSpec:
@@ -173,11 +172,25 @@ def recorded_spec(model_dir: str) -> DatasetSpec | None:
 
 
 def run_spec(dataset: str, image_size: int, data_dir: str | None, model_dir: str) -> DatasetSpec:
-    """The spec of a run: fixed for named datasets, else the run's recorded one if it has one,
-    else read from the data (`resolved_spec`)."""
+    """The spec of a run: fixed for named datasets; else the run's recorded one if it has one,
+    else the one read from the data in this process, else (a folder) read now.
+
+    Raises:
+        FileNotFoundError: a tfds source whose spec was not read yet (by
+            `mixmo_tf.data.resolved_spec`, as training does), or a bad image folder.
+    """
     if source_kind(dataset) == "named":
         return DATASETS[dataset]
-    return recorded_spec(model_dir) or resolved_spec(dataset, image_size, data_dir)
+    known = recorded_spec(model_dir) or _READ_SPECS.get((dataset, image_size, data_dir))
+    if known is not None:
+        return known
+    if source_kind(dataset) == "folder":
+        return folder_spec(dataset, image_size)
+    raise FileNotFoundError(
+        f"The spec of {dataset} comes from its tfds info, not read yet in this process and "
+        f"not recorded in {os.path.join(model_dir, SPEC_FILE)}: call "
+        "mixmo_tf.data.resolved_spec(dataset, image_size, data_dir) first (training does)."
+    )
 
 
 def record_spec(spec: DatasetSpec, model_dir: str) -> None:
