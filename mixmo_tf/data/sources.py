@@ -13,9 +13,9 @@ The spec of a tfds or folder source depends on the data, so a run records the sp
 with in `<model_dir>/dataset_spec.json`; evaluation, export and prediction read it from there
 (the data need not be on the serving machine), and a resume whose data changed is refused.
 
-Choices for the new sources (deviations from nothing in the paper, which has no such
-sources): mean = std = 0.5 per channel (inputs in [-1, 1]), as the authors use for Tiny
-ImageNet; it assumes nothing about the images' statistics, and the first BatchNorm adapts
+Choices for the new sources (the paper has none; this project's, not the authors'):
+mean = std = 0.5 per channel (inputs in [-1, 1]), as the authors use for Tiny ImageNet; it
+assumes nothing about the images' statistics, and the first BatchNorm adapts
 anyway. Horizontal flips on. Crop padding = image size / 8, CIFAR's 4 pixels at 32x32.
 """
 
