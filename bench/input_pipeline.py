@@ -1,29 +1,42 @@
 """Throughput of the training input pipeline alone, without partners and with them.
 
 `mixmo_tf.data.train_dataset` (index shuffle, batch repetition, member permutations,
-per-slot crop and flip, normalisation, and partners for input MSDA) on CIFAR-shaped data in
-memory, no model. The pipelines compared are read in interleaved blocks after a warm-up, each
-block the steps [0, --block_batches) through a fresh iterator; one JSON line per --msda value
-gives the median block's images/s, counting the B slots of a batch and, separately, the
-B x M augmented member images (and partner images).
-The project's target is >= 3,000 slot images/s on 2 cores.
+per-slot crop and flip, normalisation, and partners for input MSDA) on synthetic data, no
+model, from each --sources storage: `memory` (one constant, as CIFAR), `cache` (a memory-
+mapped uint8 .npy, as Tiny ImageNet and tfds:NAME stream) or `folder` (one JPEG per image,
+decoded and resized per batch, as folder:PATH). The pipelines compared are read in
+interleaved blocks after a warm-up, each block the steps [0, --block_batches) through a fresh
+iterator; one JSON line per (source, --msda value) gives the median block's images/s,
+counting the B slots of a batch and, separately, the B x M augmented member images (and
+partner images). The project's target is >= 3,000 slot images/s on 2 cores.
 
 Example: python bench/input_pipeline.py --msda=none,cutmix
+         python bench/input_pipeline.py --sources=memory,cache,folder --image_size=64 \
+             --num_examples=10000 --msda=none
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import harness
+import numpy as np
 import tensorflow as tf
 from absl import flags
 
 from mixmo_tf import data
 from mixmo_tf.config import Config
+from mixmo_tf.data.sources import source_spec
+from mixmo_tf.data.streamed import ImageCache, ImageFiles
 from mixmo_tf.experiment import train_stream
+
+SOURCES = ("memory", "cache", "folder")
+# Classes of the synthetic folder (its images are spread over them).
+FOLDER_CLASSES = 10
 
 # The network only shapes the Config; the pipeline does not depend on it.
 NETWORK = "28-10"
@@ -51,6 +64,18 @@ def define_flags(values: flags.FlagValues) -> None:
     flags.DEFINE_integer("block_batches", 200, "Batches per timed block.", flag_values=values)
     flags.DEFINE_integer(
         "timed_blocks", 5, "Timed blocks per pipeline; the median is reported.", flag_values=values
+    )
+    flags.DEFINE_list(
+        "sources",
+        ["memory"],
+        f"Storages of the images to compare: {', '.join(SOURCES)}.",
+        flag_values=values,
+    )
+    flags.DEFINE_integer(
+        "image_size",
+        0,
+        "Side of the synthetic images (0: CIFAR's 32; e.g. 64 for Tiny ImageNet's shape).",
+        flag_values=values,
     )
 
 
@@ -115,20 +140,48 @@ def pipeline_record(
     return record
 
 
+def _stored(source: str, images: np.ndarray, folder: str):
+    """`images` in the storage `source`, written under `folder` if it is a file storage."""
+    if source == "memory":
+        return images
+    if source == "cache":
+        path = os.path.join(folder, "images.npy")
+        np.save(path, images)
+        return ImageCache(path)
+    paths = []
+    for index, image in enumerate(images):
+        class_folder = os.path.join(folder, "train", str(index % FOLDER_CLASSES))
+        os.makedirs(class_folder, exist_ok=True)
+        paths.append(os.path.join(class_folder, f"{index}.jpg"))
+        with open(paths[-1], "wb") as stream:
+            stream.write(tf.io.encode_jpeg(image, quality=90).numpy())
+    return ImageFiles(paths, images.shape[1:])
+
+
 def run(values: flags.FlagValues) -> None:
-    """Times the pipeline of each --msda value, interleaved, and prints their JSON lines."""
+    """Times the pipeline of each (source, --msda value), interleaved; prints JSON lines."""
     configs = {msda: pipeline_config(msda, values) for msda in values.msda}
     spec = next(iter(configs.values())).spec
+    if values.image_size:
+        spec = source_spec("synthetic", values.image_size, spec.num_classes, 0, 0, ())
     images, labels = harness.synthetic_data(values.num_examples, spec, seed=0)
-    blocks = {}
-    for msda, config in configs.items():
-        stream = train_stream(config)
-        dataset = data.train_dataset(images, labels, spec, stream, 0, values.block_batches)
-        warm_up(dataset, values.warmup_batches)
-        blocks[msda] = block_function(dataset)
-    timings = harness.interleaved_medians(blocks, warmup=0, timed=values.timed_blocks)
-    for msda, config in configs.items():
-        harness.emit(pipeline_record(config, timings[msda], values.block_batches, len(labels)))
+    blocks, records = {}, {}
+    with tempfile.TemporaryDirectory(prefix="input_pipeline_") as folder:
+        for source in values.sources:
+            os.makedirs(os.path.join(folder, source))
+            stored = _stored(source, images, os.path.join(folder, source))
+            for msda, config in configs.items():
+                dataset = data.train_dataset(
+                    stored, labels, spec, train_stream(config), 0, values.block_batches
+                )
+                warm_up(dataset, values.warmup_batches)
+                blocks[source, msda] = block_function(dataset)
+                records[source, msda] = config
+        timings = harness.interleaved_medians(blocks, warmup=0, timed=values.timed_blocks)
+    for (source, msda), config in records.items():
+        record = pipeline_record(config, timings[source, msda], values.block_batches, len(labels))
+        record.update(source=source, image_shape=list(spec.image_shape))
+        harness.emit(record)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 `Config` validates against these, `mixmo_tf.flags` offers them as enum flags, and the
 modules that implement them (`input_mixing`, `precision`, `distribute`) read them from here.
-Datasets live with their specs (`mixmo_tf.data.specs.DATASETS`), backbones in their registry
+Datasets live with their specs (`mixmo_tf.data.specs.DATASETS`) and sources
+(`mixmo_tf.data.sources`: also tfds:NAME and folder:PATH), backbones in their registry
 (`mixmo_tf.backbones`), since both can grow.
 """
 
@@ -16,3 +17,5 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 # Nesterov SGD as PyTorch (the paper's runs) or as Keras computes it (mixmo_tf.optimizers).
 OPTIMIZERS = ("pytorch_sgd", "keras_sgd")
+# When tfds may download a dataset (mixmo_tf.data.downloads).
+DOWNLOAD_MODES = ("auto", "never", "always")

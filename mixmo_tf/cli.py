@@ -49,6 +49,7 @@ def main(argv: list[str]) -> None:
     import tensorflow as tf
 
     from mixmo_tf import checkpointing, distribute, distributed_loop, experiment, run_guard
+    from mixmo_tf.data.sources import DataSourceError
 
     try:
         if flags.FLAGS.mode == "train":
@@ -76,6 +77,7 @@ def main(argv: list[str]) -> None:
         distributed_loop.WorkerLostError,
         distribute.StrategyError,
         OptionError,
+        DataSourceError,
     ) as error:
         # Missing or corrupt data (DataNotFoundError), no checkpoint, another run's
         # checkpoint, a diverged run, an unusable or busy folder, a lost worker, no TPU:

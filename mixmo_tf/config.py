@@ -12,8 +12,22 @@ import dataclasses
 import math
 
 from mixmo_tf.backbones import backbone_entry
-from mixmo_tf.choices import DISTRIBUTIONS, MIXING_METHODS, MSDA_KINDS, OPTIMIZERS, PRECISIONS
-from mixmo_tf.data.specs import DATASETS, DatasetSpec, dataset_spec
+from mixmo_tf.choices import (
+    DISTRIBUTIONS,
+    DOWNLOAD_MODES,
+    MIXING_METHODS,
+    MSDA_KINDS,
+    OPTIMIZERS,
+    PRECISIONS,
+)
+from mixmo_tf.data.sources import (
+    check_dataset,
+    dataset_label,
+    normalized_dataset,
+    run_spec,
+    source_kind,
+)
+from mixmo_tf.data.specs import DatasetSpec
 
 # Unique images per step that the reference learning rate of 0.1 is quoted for.
 LR_REFERENCE_BATCH = 128
@@ -56,6 +70,9 @@ class Config:
 
     dataset: str = "cifar100"
     data_dir: str | None = _changeable_on_resume(None)
+    # Fixed per run: it shapes the model's input. 0: the source's own size.
+    image_size: int = 0
+    download: str = _changeable_on_resume("auto")
     model_dir: str = _changeable_on_resume("")
     backbone: str = "wrn"
     depth: int = 28
@@ -96,6 +113,8 @@ class Config:
 
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
+        # folder:PATH made absolute: the run records where its data is, whatever the cwd.
+        object.__setattr__(self, "dataset", normalized_dataset(self.dataset))
         self.validate()
         if not self.model_dir:
             object.__setattr__(self, "model_dir", self.default_model_dir())
@@ -106,14 +125,16 @@ class Config:
         For example runs/cifar100_wrn28-10_cutmix_m2 or
         runs/tiny_imagenet_preact_resnet18-2_cutmix_m2.
         """
-        name = f"{self.dataset}_{self.network_label}_{self.mixing}_m{self.num_members}"
+        dataset = dataset_label(self.dataset)
+        name = f"{dataset}_{self.network_label}_{self.mixing}_m{self.num_members}"
         return f"runs/{name}" + ("" if self.msda == "none" else f"_{self.msda}")
 
     def validate(self) -> None:
         """Raises ValueError naming the flag for any value the method cannot run with."""
+        check_dataset(self.dataset, self.image_size)
         _require(
-            self.dataset in DATASETS,
-            f"--dataset must be one of {sorted(DATASETS)}. Received: dataset={self.dataset!r}",
+            self.download in DOWNLOAD_MODES,
+            f"--download must be one of {DOWNLOAD_MODES}. Received: download={self.download!r}",
         )
         _require(
             self.mixing in MIXING_METHODS,
@@ -206,6 +227,15 @@ class Config:
             self.eval_batch_size >= 1,
             f"--eval_batch_size must be >= 1. Received: eval_batch_size={self.eval_batch_size}",
         )
+        if source_kind(self.dataset) == "named":
+            self.check_split_size()
+
+    def check_split_size(self) -> None:
+        """Raises ValueError if a step needs more unique images than the training split has.
+
+        Checked by `validate` for the named datasets; tfds and folder sources know their size
+        once their data is read (`mixmo_tf.experiment.train` checks then).
+        """
         _require(
             self.batch_size // self.batch_repetitions <= self.num_train_examples,
             f"--batch_size / --batch_repetitions ({self.unique_per_step} unique images per "
@@ -221,7 +251,9 @@ class Config:
 
     @property
     def spec(self) -> DatasetSpec:
-        return dataset_spec(self.dataset)
+        # Named datasets: fixed. tfds and folder sources: the run's recorded spec, else read
+        # from the data (which must then be ready: `mixmo_tf.data.resolved_spec`).
+        return run_spec(self.dataset, self.image_size, self.data_dir, self.model_dir)
 
     @property
     def num_validation_examples(self) -> int:

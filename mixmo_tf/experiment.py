@@ -18,6 +18,7 @@ from mixmo_tf import (
     run_guard,
 )
 from mixmo_tf.config import Config
+from mixmo_tf.data import sources
 from mixmo_tf.distribute import make_strategy
 from mixmo_tf.evaluation.options import EvaluationOptions
 from mixmo_tf.models.mixmo import network_from_backbone
@@ -114,6 +115,25 @@ def _segments(start_step: int, config: Config) -> list[tuple[int, int, int]]:
     return segments
 
 
+def dataset_of_run(config: Config) -> data.DatasetSpec:
+    """The spec of the run's data once it is ready to read (prepared, or downloaded if
+    `config.download` allows), checked against the run's recorded spec on a resume.
+
+    Raises:
+        FileNotFoundError: the data is missing or unusable (path and fix in the message).
+        sources.DataSourceError: the data changed since the run started, or is too small for
+            a step.
+    """
+    data.prepare_source(config.dataset, config.data_dir, config.download)
+    spec = data.resolved_spec(config.dataset, config.image_size, config.data_dir)
+    sources.check_unchanged(spec, config.model_dir)
+    try:
+        config.check_split_size()
+    except ValueError as error:
+        raise sources.DataSourceError(str(error)) from error
+    return spec
+
+
 def train(config: Config) -> MixMoModel:
     """Trains (or resumes) the run in `config.model_dir`; returns the trained model.
 
@@ -125,12 +145,12 @@ def train(config: Config) -> MixMoModel:
     strategy = make_strategy(config.distribution, config.tpu)
     config = resolve_device_defaults(config)
     print(f"Precision: {config.precision}.")
-    spec = config.spec
-    train_images, train_labels = data.load_split(spec, "train", config.data_dir)
+    spec = dataset_of_run(config)
+    train_images, train_labels = data.open_split(spec, "train", config.data_dir, config.download)
     (train_images, train_labels), _ = data.split_validation(
         train_images, train_labels, config.num_validation_examples
     )
-    test_images, test_labels = data.load_split(spec, "test", config.data_dir)
+    test_images, test_labels = data.open_split(spec, "test", config.data_dir, config.download)
     # One writer per run folder (a multi-worker run's chief); SIGTERM / SIGINT checkpoint at
     # the next step, then stop. Other workers write to a scratch folder, deleted at the end.
     chief = distributed_loop.is_chief(strategy)
@@ -161,6 +181,7 @@ def _train_in_folder(config, strategy, train_split, test_split, stop, scratch) -
     keras.utils.set_random_seed(config.seed)
     if scratch is None:
         checkpointing.record_run_config(config)
+        sources.record_spec(spec, config.model_dir)
     with strategy.scope():
         model = build_model(config)
     # Every worker resumes from the chief's checkpoints (on a shared file system).
@@ -185,15 +206,16 @@ def _train_in_folder(config, strategy, train_split, test_split, stop, scratch) -
     step = start_step
     for first_epoch, end_epoch, steps_per_epoch in _segments(start_step, config):
         end_step = step + (end_epoch - first_epoch) * steps_per_epoch
-        fit(
-            data.train_dataset(train_images, train_labels, spec, stream, step, end_step),
-            initial_epoch=first_epoch,
-            epochs=end_epoch,
-            steps_per_epoch=steps_per_epoch,
-            shuffle=False,  # the stream is already ordered by its seed
-            validation_data=eval_batches,
-            callbacks=callbacks,
-        )
+        with data.naming_unreadable_files(train_images, test_images):
+            fit(
+                data.train_dataset(train_images, train_labels, spec, stream, step, end_step),
+                initial_epoch=first_epoch,
+                epochs=end_epoch,
+                steps_per_epoch=steps_per_epoch,
+                shuffle=False,  # the stream is already ordered by its seed
+                validation_data=eval_batches,
+                callbacks=callbacks,
+            )
         step = end_step
     checkpointing.save_model_atomically(
         model, os.path.join(scratch or config.model_dir, FINAL_MODEL)

@@ -11,19 +11,31 @@ import textwrap
 
 from absl import flags
 
+from mixmo_tf import choices
 from mixmo_tf.backbones import backbone_names
-from mixmo_tf.choices import DISTRIBUTIONS, MIXING_METHODS, MSDA_KINDS, OPTIMIZERS, PRECISIONS
 from mixmo_tf.config import Config
+from mixmo_tf.data.sources import DEFAULT_IMAGE_SIZE
 from mixmo_tf.data.specs import DATASETS
 
 MODES = ("train", "evaluate", "export", "predict")
 
 _HELP = {
-    "dataset": "Dataset: cifar10, cifar100 and tiny_imagenet (the official zip in "
-    "<data_dir>/downloads/manual/) through tensorflow-datasets; digits is "
-    "scikit-learn's bundled 8x8 digits upsampled to 32x32 (no download; for quick checks).",
+    "dataset": f"Dataset: {', '.join(sorted(DATASETS))}, tfds:NAME or folder:PATH. cifar10, "
+    "cifar100 and tiny_imagenet (the official zip in <data_dir>/downloads/manual/) through "
+    "tensorflow-datasets; digits is scikit-learn's bundled 8x8 digits upsampled to 32x32 (no "
+    "download; for quick checks); tfds:NAME is any tfds image-classification dataset with "
+    "'train' and 'test' splits (e.g. tfds:oxford_flowers102); folder:PATH is an image folder "
+    "PATH/train/<class>/* and PATH/test/<class>/* (classes: the sorted subfolder names). "
+    "tiny_imagenet, tfds: and folder: sources stream from their files.",
+    "image_size": "Side in pixels that tfds:NAME and folder:PATH images are resized to "
+    f"(0: {DEFAULT_IMAGE_SIZE}); the named datasets keep their own size.",
+    "download": "When tfds may download missing data: auto (if the download host answers "
+    "within 3 s), never (fail at once with instructions), always (no check; tfds retries for "
+    "minutes without network).",
     "data_dir": "tfds data folder holding prepared data, or the official archive in its "
-    "downloads/manual/ subfolder. Defaults to $TFDS_DATA_DIR or ~/tensorflow_datasets.",
+    "downloads/manual/ subfolder. Defaults to $TFDS_DATA_DIR or ~/tensorflow_datasets. "
+    "tiny_imagenet and tfds:NAME also write their streamed uint8 cache there, in "
+    "<dataset>/<version>/mixmo_cache/.",
     "model_dir": "Folder for checkpoints, TensorBoard logs and the final model.keras (default: "
     "runs/<dataset>_<backbone>_<mixing>_m<M>[_<msda>], e.g. runs/cifar100_wrn28-10_cutmix_m2). "
     "A rerun "
@@ -79,12 +91,12 @@ _HELP = {
     "mixed_float16 on GPUs with tensor cores, float32 elsewhere (bench/README.md).",
 }
 _CHOICES = {
-    "dataset": sorted(DATASETS),
-    "mixing": list(MIXING_METHODS),
-    "msda": list(MSDA_KINDS),
-    "distribution": list(DISTRIBUTIONS),
-    "optimizer": list(OPTIMIZERS),
-    "precision": list(PRECISIONS),
+    "download": list(choices.DOWNLOAD_MODES),
+    "mixing": list(choices.MIXING_METHODS),
+    "msda": list(choices.MSDA_KINDS),
+    "distribution": list(choices.DISTRIBUTIONS),
+    "optimizer": list(choices.OPTIMIZERS),
+    "precision": list(choices.PRECISIONS),
 }
 
 
@@ -101,7 +113,16 @@ TOPICS = {
         "msda_prob",
         "msda_alpha",
     ),
-    "data": ("dataset", "data_dir", "batch_size", "batch_repetitions", "validation_split", "seed"),
+    "data": (
+        "dataset",
+        "data_dir",
+        "image_size",
+        "download",
+        "batch_size",
+        "batch_repetitions",
+        "validation_split",
+        "seed",
+    ),
     "optimisation": (
         "epochs",
         "lr",

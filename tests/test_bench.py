@@ -359,3 +359,38 @@ def test_serving_bench_times_the_export_against_keras_and_keeps_its_kernels(caps
         k for k in native["ms_by_kernel"] if "Conv" in k or "BatchNorm" in k
     }
     assert served["onednn_share"] == pytest.approx(native["onednn_share"], abs=0.1)
+
+
+def test_input_pipeline_compares_memory_cache_and_folder_storage(capsys):
+    lines = run_script(
+        input_pipeline,
+        capsys,
+        "--sources=memory,cache,folder",
+        "--image_size=16",
+        "--num_examples=64",
+        "--batch_size=8",
+        "--msda=none",
+        "--warmup_batches=1",
+        "--block_batches=2",
+        "--timed_blocks=1",
+    )
+    assert [line["source"] for line in lines] == ["memory", "cache", "folder"]
+    for line in lines:
+        assert line["image_shape"] == [16, 16, 3] and line["images_per_s"] > 0
+
+
+def test_random_access_times_tfds_data_source_against_the_cache(capsys):
+    import random_access
+
+    lines = run_script(
+        random_access,
+        capsys,
+        "--num_examples=32",
+        "--image_size=16",
+        "--batch_size=4",
+        "--batches=2",
+        "--timed_blocks=1",
+    )
+    assert [line["reader"] for line in lines] == ["tfds_data_source", "npy_cache"]
+    for line in lines:
+        assert line["images_per_s"] == pytest.approx(4 * 2 / line["median_block_s"])

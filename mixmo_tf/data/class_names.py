@@ -3,6 +3,7 @@
 CIFAR's names come with the official archives (batches.meta.txt, fine_label_names.txt), which
 tfds reads only while preparing the data; tfds ships no copy, so the package carries them as
 text files (`labels/<dataset>.txt`, one name per line, line i = label i). Digits are "0".."9".
+tfds and folder sources carry theirs in their spec (tfds' ClassLabel names, the folder names).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def class_names(spec: DatasetSpec) -> tuple[str, ...]:
     Raises:
         ValueError: the package has no names for the dataset, or not as many as its classes.
     """
-    if spec.name == "digits":
+    if spec.class_names:
+        names = spec.class_names
+    elif spec.name == "digits":
         names = tuple(str(digit) for digit in range(spec.num_classes))
     elif spec.name in _LABEL_FILES:
         text = resources.files("mixmo_tf.data").joinpath("labels", _LABEL_FILES[spec.name])

@@ -3,7 +3,8 @@
 Every training batch is a pure function of (seed, global step): the epoch's order of unique
 images comes from `tf.random.experimental.index_shuffle`, member permutations and
 augmentations from stateless RNGs. A run resumed at step s therefore sees exactly the
-batches it would have seen, and parallel map stays deterministic.
+batches it would have seen, and parallel map stays deterministic. Images in memory are
+gathered from a constant; `StreamedImages` are read from their files by the same indices.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from mixmo_tf.data.specs import DatasetSpec
+from mixmo_tf.data.streamed import StreamedImages
 
 _ORDER_STREAM, _MEMBER_STREAM, _AUGMENT_STREAM = 0, 1, 2
 
@@ -42,6 +44,17 @@ class TrainStream:
     @property
     def unique_per_batch(self) -> int:
         return self.batch_size // self.batch_repetitions
+
+
+def image_reader(images: np.ndarray | StreamedImages):
+    """A function from example indices (any shape) to their uint8 images.
+
+    In memory: a gather from one constant. Streamed: a read of those rows from the files.
+    """
+    if isinstance(images, StreamedImages):
+        return images.gather
+    constant = tf.constant(images)
+    return lambda indices: tf.gather(constant, indices)
 
 
 def normalize(images: tf.Tensor, spec: DatasetSpec) -> tf.Tensor:
@@ -109,7 +122,7 @@ def train_batch_indices(step: tf.Tensor, num_examples: int, stream: TrainStream)
 
 
 def train_dataset(
-    images: np.ndarray,
+    images: np.ndarray | StreamedImages,
     labels: np.ndarray,
     spec: DatasetSpec,
     stream: TrainStream,
@@ -120,6 +133,9 @@ def train_dataset(
 
     Yields dicts: `images` `(B, M, H, W, C)` float32 normalised, `labels` `(B, M)` int32, and
     with partners also `partner_images`, `partner_labels` of the same shapes.
+
+    Args:
+        images: `(N, H, W, C)` uint8 in memory, or `StreamedImages` read per batch.
     """
     num_examples = len(labels)
     if num_examples < stream.unique_per_batch:
@@ -128,7 +144,7 @@ def train_dataset(
             f"{stream.unique_per_batch} unique images a batch needs "
             "(batch_size / batch_repetitions)."
         )
-    all_images = tf.constant(images)
+    read_images = image_reader(images)
     all_labels = tf.constant(labels, tf.int32)
 
     def make_batch(step):
@@ -140,7 +156,7 @@ def train_dataset(
             tf.random.experimental.stateless_split(step_key, 3)
         )
         batch = {
-            "images": _augment_members(tf.gather(all_images, indices), own_seed, spec),
+            "images": _augment_members(read_images(indices), own_seed, spec),
             "labels": tf.gather(all_labels, indices),
         }
         if stream.with_partners:
@@ -148,7 +164,7 @@ def train_dataset(
                 tf.shape(indices), partner_seed, minval=0, maxval=num_examples, dtype=tf.int32
             )
             batch["partner_images"] = _augment_members(
-                tf.gather(all_images, partners), partner_augment_seed, spec
+                read_images(partners), partner_augment_seed, spec
             )
             batch["partner_labels"] = tf.gather(all_labels, partners)
         return batch
@@ -161,20 +177,27 @@ def train_dataset(
 
 
 def eval_dataset(
-    images: np.ndarray, labels: np.ndarray, spec: DatasetSpec, batch_size: int, num_batches: int = 0
+    images: np.ndarray | StreamedImages,
+    labels: np.ndarray,
+    spec: DatasetSpec,
+    batch_size: int,
+    num_batches: int = 0,
 ) -> tf.data.Dataset:
     """Normalised test batches `{"images": (batch, H, W, C), "labels": (batch,)}`, in order.
 
     Args:
+        images: `(N, H, W, C)` uint8 in memory, or `StreamedImages` read per batch.
         num_batches: keep only the first batches (smoke runs); 0 keeps the whole split.
     """
-    dataset = tf.data.Dataset.from_tensor_slices(
-        {"images": images, "labels": labels.astype(np.int32)}
-    )
-    dataset = dataset.batch(batch_size)
+    read_images = image_reader(images)
+    all_labels = tf.constant(labels, tf.int32)
+    dataset = tf.data.Dataset.range(len(labels)).batch(batch_size)
     if num_batches:
         dataset = dataset.take(num_batches)
     return dataset.map(
-        lambda batch: {"images": normalize(batch["images"], spec), "labels": batch["labels"]},
+        lambda indices: {
+            "images": normalize(read_images(indices), spec),
+            "labels": tf.gather(all_labels, indices),
+        },
         num_parallel_calls=tf.data.AUTOTUNE,
     ).prefetch(tf.data.AUTOTUNE)

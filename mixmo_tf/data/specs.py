@@ -22,6 +22,8 @@ class DatasetSpec:
         pad: zero padding (pixels) of the random crop.
         archive_name: official archive tfds reads from its manual-download folder, if any.
         homepage: where that archive is downloaded from.
+        class_names: the label names, in label order, of sources that carry them (tfds info,
+            folder names); empty for the named datasets (`mixmo_tf.data.class_names`).
     """
 
     name: str
@@ -35,6 +37,7 @@ class DatasetSpec:
     pad: int = 4
     archive_name: str | None = None
     homepage: str = CIFAR_HOMEPAGE
+    class_names: tuple[str, ...] = ()
 
 
 _CIFAR_MEAN = (0.4914, 0.4824, 0.4467)

@@ -69,7 +69,7 @@ def _validation_temperature(
 ) -> dict:
     """T fitted on the held-out training slice, and the test metrics with it."""
     config = ensemble.config
-    images, labels = data.load_split(config.spec, "train", config.data_dir)
+    images, labels = data.open_split(config.spec, "train", config.data_dir, config.download)
     _, (images, labels) = data.split_validation(images, labels, config.num_validation_examples)
     _, logits, labels = ensemble(images, labels)
     fitted = temperature.fit_temperature(logits, labels)
@@ -164,7 +164,7 @@ def evaluate_runs(configs: Sequence[Config], options: EvaluationOptions | None =
     options = options or EvaluationOptions()
     config = configs[0]
     ensemble = _Ensemble(configs)
-    images, labels = data.load_split(config.spec, "test", config.data_dir)
+    images, labels = data.open_split(config.spec, "test", config.data_dir, config.download)
     run_logits, labels = ensemble.run_logits(images, labels)
     member_logits = np.concatenate(run_logits, axis=1)
     ensemble_logits = np.mean([logits.mean(axis=1) for logits in run_logits], axis=0)
