@@ -30,7 +30,7 @@ setup(
         "matplotlib==3.10.8",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "scikit-learn>=1.5"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "scikit-learn>=1.5"],
         "dev": ["ruff>=0.6"],
     },
     entry_points={"console_scripts": ["mixmo-tf=mixmo_tf.cli:run"]},

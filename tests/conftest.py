@@ -9,6 +9,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # CI may get (bench/results/2026-11-27b/onednn_train_step.jsonl), and the suite's numerics
 # then do not depend on the CPU's vendor.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N runs N processes: one TensorFlow thread each keeps them from fighting over
+    # the cores (the tests' tiny networks gain nothing from a second thread).
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TESTS)
 # The bench scripts import each other by file name, as when run as python bench/<name>.py.

@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -113,7 +114,8 @@ def test_a_diverging_run_keeps_only_finite_checkpoints_and_the_rerun_resumes(tmp
 def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(tmp_path):
     with pytest.raises(FloatingPointError) as error:
         experiment.train(_smoke(tmp_path, lr=1e30, checkpoint_every_steps=0))
-    assert "the training loss became nan" in str(error.value)
+    # nan or inf: which one a step of lr 1e30 reaches first depends on the CPU's kernels.
+    assert re.search(r"the training loss became (nan|inf)\.", str(error.value))
     assert "No checkpoint was saved before it" in str(error.value)
     assert "starts from step 0" in str(error.value)
     assert not glob.glob(str(tmp_path / "checkpoints" / "ckpt-*"))
