@@ -11,7 +11,7 @@ the test split). One JSON line per run goes to --output; a finished or partial f
 turned into a Markdown table (mean +- std over seeds) and a plot by --table_only.
 
     python experiments/digits_table.py --output=experiments/results/digits_table.jsonl \
-        --steps=200 --seeds=0,1,2
+        --steps=600 --seeds=0,1,2 [--shard=i/n]
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -53,3 +54,23 @@ def test_table_reports_mean_and_std_over_seeds(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "| MIMO (M=2) | 2 | 85.00 ± 5.00 | 0.200 ± 0.000 |" in table
     assert (tmp_path / "table.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_decays_fall_at_five_sixths_and_the_last_epoch_as_the_digits_flagfile():
+    assert digits_table.decay_epochs(12) == "10,12"  # flags/digits_wrn10-1_cut_mixmo.flags
+    assert digits_table.decay_epochs(4) == "3,4"
+    assert digits_table.decay_epochs(1) == "1"
+
+
+def test_shards_parse_and_a_bad_one_is_refused():
+    assert digits_table._shard("1/2") == (1, 2)
+    with pytest.raises(argparse.ArgumentTypeError, match="0 <= i < n"):
+        digits_table._shard("2/2")
+
+
+def test_an_output_of_another_budget_is_refused_before_training(tmp_path):
+    output = tmp_path / "table.jsonl"
+    output.write_text(json.dumps({"method": "Vanilla", "seed": 0, "steps": 200}) + "\n")
+    args = argparse.Namespace(output=str(output), steps=600, seeds=[0], shard=(0, 1))
+    with pytest.raises(SystemExit, match=r"runs of \[200\] steps, not --steps=600"):
+        digits_table.train_and_evaluate(args)

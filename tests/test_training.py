@@ -209,7 +209,7 @@ def test_xla_compiled_steps_train_and_are_deterministic():
     seed, so a compiled run is its own reproducible stream, not the eager run's. One model
     is compiled once (XLA compiles dominate this test's time) and its three steps are run
     twice from the same state. mixed_float16 is the GPU path where XLA is most used, loss
-    scaling included; bfloat16 under XLA trains in test_precision.py.
+    scaling included. (bfloat16 under XLA, another ~40 s compile, is left to XLA's own tests.)
     """
     config = _smoke("unused", jit_compile=True, precision="mixed_float16", epochs=1)
     keras.utils.set_random_seed(config.seed)
@@ -251,7 +251,7 @@ def test_a_folder_holding_another_run_is_refused_not_mixed(tmp_path):
 # 300 and 350: ensemble test accuracy 0.778, members 0.636 / 0.778 on 2026-11-27 (AMD EPYC,
 # oneDNN, float32); the whole 600-step demo (0.953) is bench/digits_accuracy.py's. MixMo's
 # members need a few hundred steps on digits before they read their own inputs out of the
-# mix (experiments/results/digits_table.md): the margins leave room for other CPUs' numerics.
+# mix (per-epoch curves: experiments/README.md); the margins leave room for other CPUs.
 LEARNING = dataclasses.replace(
     parse(f"--flagfile={os.path.join(FLAGS_DIR, 'digits_wrn10-1_cut_mixmo.flags')}"),
     epochs=8,
