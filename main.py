@@ -9,16 +9,13 @@ import sys
 
 
 @contextlib.contextmanager
-def _stderr_discarded(discard: bool):
-    """Sends file descriptor 2 to /dev/null inside the block when `discard`.
+def _stderr_discarded():
+    """Sends file descriptor 2 to /dev/null inside the block.
 
     TensorFlow 2.21 writes some lines at import, before it reads TF_CPP_MIN_LOG_LEVEL (with
     oneDNN on: "oneDNN custom operations are on ..."). An import error still shows: its
     traceback is printed after the block.
     """
-    if not discard:
-        yield
-        return
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -37,7 +34,7 @@ def _stderr_discarded(discard: bool):
 _QUIET = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-with _stderr_discarded(_QUIET):
+with _stderr_discarded() if _QUIET else contextlib.nullcontext():
     from mixmo_tf.cli import run
 
 if __name__ == "__main__":
