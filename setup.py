@@ -25,6 +25,8 @@ setup(
         # tensorflow-cpu 2.21 no longer pulls it in; Keras' TensorBoard callback needs it.
         "tensorboard==2.21.0",
         "absl-py>=2.1",
+        # The package's lazy public names (PEP 562): the settings layer loads no TensorFlow.
+        "lazy_loader>=0.4",
         "numpy>=1.26",
         # Evaluation figures (reliability diagrams) as PNG.
         "matplotlib==3.10.8",

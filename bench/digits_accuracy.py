@@ -19,9 +19,10 @@ import time
 import harness
 from absl import flags
 
-from mixmo_tf import experiment
-from mixmo_tf import flags as mixmo_flags
-from mixmo_tf.precision import PRECISIONS
+from mixmo_tf.cli import flags as mixmo_flags
+from mixmo_tf.config.choices import PRECISIONS
+from mixmo_tf.evaluation.run import evaluate
+from mixmo_tf.training.run import train
 
 DIGITS_FLAGFILE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -57,9 +58,9 @@ def train_and_evaluate(flagfile: str, precision: str) -> dict:
         config = demo_config(flagfile, precision, model_dir)
         with harness.progress_to_stderr():
             start = time.perf_counter()
-            experiment.train(config)
+            train(config)
             seconds = time.perf_counter() - start
-            results = experiment.evaluate(config)
+            results = evaluate(config)
     members = [results[f"member_{i}_accuracy"] for i in range(config.num_members)]
     return {
         "bench": "digits_accuracy",

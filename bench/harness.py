@@ -26,13 +26,13 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from mixmo_tf.backbones import backbone_entry
-from mixmo_tf.choices import PRECISIONS
 from mixmo_tf.config import Config
+from mixmo_tf.config.choices import PRECISIONS
 from mixmo_tf.data.specs import DatasetSpec
-from mixmo_tf.experiment import build_model, resolve_device_defaults
-from mixmo_tf.models import MixMoNetwork
-from mixmo_tf.training import MixMoModel
+from mixmo_tf.models import MixMoModel, MixMoNetwork
+from mixmo_tf.models.backbones import backbone_entry
+from mixmo_tf.models.build import build_model
+from mixmo_tf.training.precision import resolve_device_defaults
 
 PLAIN = 1  # M of the plain single network, the baseline of every ratio.
 GIGA = 1e9  # FLOPs per GFLOP

@@ -20,7 +20,7 @@ from absl import flags
 
 from mixmo_tf import data
 from mixmo_tf.config import Config
-from mixmo_tf.training import MixMoModel
+from mixmo_tf.models import MixMoModel
 
 
 def define_flags(values: flags.FlagValues) -> None:

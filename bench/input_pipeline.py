@@ -32,7 +32,7 @@ from mixmo_tf import data
 from mixmo_tf.config import Config
 from mixmo_tf.data.sources import source_spec
 from mixmo_tf.data.streamed import ImageCache, ImageFiles
-from mixmo_tf.experiment import train_stream
+from mixmo_tf.training.run import train_stream
 
 SOURCES = ("memory", "cache", "folder")
 # Classes of the synthetic folder (its images are spread over them).

@@ -26,7 +26,7 @@ from absl import flags
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 from train_step import define_run_flags, pipeline_batches, step_config, step_function
 
-from mixmo_tf.experiment import build_model
+from mixmo_tf.models.build import build_model
 
 _PS_PER_MS = 1e9
 # Layer-name fragments of the WRN built by mixmo_tf.models, in matching order.

@@ -39,9 +39,9 @@ from inference import eval_images, predict_function
 from profile_step import breakdown, op_times
 from tensorflow.core.protobuf import saved_model_pb2
 
-from mixmo_tf.experiment import build_model
-from mixmo_tf.export import export_saved_model
-from mixmo_tf.serving import IMAGE_BYTES_SIGNATURE, NORMALIZED_SIGNATURE, SERVING_DEFAULT
+from mixmo_tf.models.build import build_model
+from mixmo_tf.serving.export import export_saved_model
+from mixmo_tf.serving.graph import IMAGE_BYTES_SIGNATURE, NORMALIZED_SIGNATURE, SERVING_DEFAULT
 
 _MS = 1e3
 

@@ -20,10 +20,10 @@ from absl import flags
 
 from mixmo_tf import data
 from mixmo_tf.config import Config
-from mixmo_tf.experiment import train_stream
-from mixmo_tf.input_mixing import MSDA_KINDS
-from mixmo_tf.precision import resolve_precision
-from mixmo_tf.training import MixMoModel
+from mixmo_tf.config.choices import MSDA_KINDS
+from mixmo_tf.models import MixMoModel
+from mixmo_tf.training.precision import resolve_precision
+from mixmo_tf.training.run import train_stream
 
 # Enough distinct images for the batches of a short timing run.
 NUM_EXAMPLES = 1024

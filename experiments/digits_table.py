@@ -50,7 +50,7 @@ def method_config(flagfile: str, steps: int, seed: int, model_dir: str):
     """The Config of one method's row on the digits budget."""
     from absl import flags
 
-    from mixmo_tf import flags as mixmo_flags
+    from mixmo_tf.cli import flags as mixmo_flags
 
     values = flags.FlagValues()
     mixmo_flags.define_flags(values)
@@ -82,7 +82,8 @@ def method_config(flagfile: str, steps: int, seed: int, model_dir: str):
 
 
 def train_and_evaluate(args) -> None:
-    from mixmo_tf import experiment
+    from mixmo_tf.evaluation.run import evaluate
+    from mixmo_tf.training.run import train
 
     done = set()
     if os.path.exists(args.output):
@@ -104,8 +105,8 @@ def train_and_evaluate(args) -> None:
         model_dir = os.path.join(args.runs_dir, f"{stem}_seed{seed}")
         config = method_config(f"cifar100_wrn28-10_{stem}.flags", args.steps, seed, model_dir)
         start = time.perf_counter()
-        experiment.train(config)
-        results = experiment.evaluate(config)
+        train(config)
+        results = evaluate(config)
         row = {
             "method": name,
             "seed": seed,

@@ -2,51 +2,56 @@
 
 MixMo trains M subnetworks inside one network by mixing their inputs' stem features; at test
 time the same image goes to every member and the heads form an ensemble for about the cost
-of one network. Paper: https://arxiv.org/abs/2103.06132.
+of one network. Paper: https://arxiv.org/abs/2103.06132; the method as implemented here:
+docs/method.md.
+
+The package, by layer (each name below loads on first use, so `from mixmo_tf.config import
+Config` and the command line's flag parsing load no TensorFlow):
+
+- `config`: the run's settings (Config, choices, run record, run folder); no TensorFlow;
+- `data`: dataset sources and the tf.data pipelines;
+- `mixing`: feature mixing and input MixUp / CutMix;
+- `models`: backbone registry, networks, `MixMoModel`, `build_model`, `load_model`;
+- `training`: a run (`train`), checkpoints, guards, strategies, optimizers, precision;
+- `evaluation`: metrics, temperature scaling, reports of trained runs (`evaluate`);
+- `serving`: the serving graph, SavedModel export, predictions on files;
+- `cli`: the command line of main.py.
 """
 
-from mixmo_tf.config import Config
-from mixmo_tf.experiment import build_model, evaluate, train
-from mixmo_tf.export import export_saved_model
-from mixmo_tf.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
-from mixmo_tf.mixing import FeatureMixing
-from mixmo_tf.models import (
-    FusedBatchNormalization,
-    MixMoNetwork,
-    build_mixmo_network,
-    preact_resnet,
-    wide_resnet,
-    wrn10_1,
-    wrn16_4,
-    wrn28_10,
-)
-from mixmo_tf.optimizers import PyTorchSGD
-from mixmo_tf.saving import load_model
-from mixmo_tf.schedules import WarmupStepDecay
-from mixmo_tf.training import MixMoModel
+import lazy_loader
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BrierScore",
-    "Config",
-    "ExpectedCalibrationError",
-    "FeatureMixing",
-    "FusedBatchNormalization",
-    "MixMoModel",
-    "MixMoNetwork",
-    "NegativeLogLikelihood",
-    "PyTorchSGD",
-    "WarmupStepDecay",
-    "build_mixmo_network",
-    "build_model",
-    "evaluate",
-    "export_saved_model",
-    "load_model",
-    "preact_resnet",
-    "train",
-    "wide_resnet",
-    "wrn10_1",
-    "wrn16_4",
-    "wrn28_10",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submodules=["cli", "config", "data", "evaluation", "mixing", "models", "serving", "training"],
+    submod_attrs={
+        "config": ["Config"],
+        "evaluation": ["evaluate"],
+        "mixing": ["FeatureMixing"],
+        "models": [
+            # The registry module, at the top level as the README's examples use it.
+            "backbones",
+            "FusedBatchNormalization",
+            "MixMoModel",
+            "MixMoNetwork",
+            "build_mixmo_network",
+            "build_model",
+            "load_model",
+            "preact_resnet",
+            "wide_resnet",
+            "wrn10_1",
+            "wrn16_4",
+            "wrn28_10",
+        ],
+        "serving": ["export_saved_model"],
+        "training": [
+            "BrierScore",
+            "ExpectedCalibrationError",
+            "NegativeLogLikelihood",
+            "PyTorchSGD",
+            "WarmupStepDecay",
+            "train",
+        ],
+    },
+)

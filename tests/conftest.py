@@ -1,7 +1,10 @@
-"""Shared test settings: quiet TensorFlow; tests and the bench/ scripts importable."""
+"""Shared test settings and fixtures: quiet TensorFlow; tests and the bench/ scripts
+importable; the trained tiny run; the `slow` tests first."""
 
 import os
 import sys
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow turns oneDNN on by default only on Intel CPUs. The suite runs it on every CPU
@@ -29,3 +32,15 @@ def pytest_collection_modifyitems(items):
     """Moves the modules in _LONGEST_FIRST to the front; each module stays in one piece."""
     rank = {name: index for index, name in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_run(tmp_path_factory):
+    """A finished `run_helpers.tiny_run_config` run, trained once per test process: (config,
+    model). Tests read it (export, predict, restore); they must not train it further."""
+    from run_helpers import tiny_run_config
+
+    from mixmo_tf.training.run import train
+
+    config = tiny_run_config(tmp_path_factory.mktemp("tiny_run"))
+    return config, train(config)

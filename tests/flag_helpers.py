@@ -6,7 +6,7 @@ import os
 
 from absl import flags
 
-from mixmo_tf import flags as mixmo_flags
+from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.config import Config
 
 FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from mixmo_tf.models import wide_resnet
-from mixmo_tf.training import MixMoModel
+from mixmo_tf.models import MixMoModel, wide_resnet
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10

@@ -17,9 +17,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from mixmo_tf.models import build_mixmo_network
+from mixmo_tf.models import MixMoModel, build_mixmo_network
 from mixmo_tf.models.batch_norm import FusedBatchNormalization
-from mixmo_tf.training import MixMoModel
 
 IMAGE_SHAPE = (8, 8, 3)
 NUM_CLASSES = 5
@@ -139,7 +138,7 @@ def head_logits(weights: list[tuple[np.ndarray, np.ndarray]], pooled: np.ndarray
 def own_shares(seen: dict[str, np.ndarray]) -> np.ndarray:
     """Own image's share of what each member keeps, `(batch, M)`, from what the network saw.
 
-    lambda' = mean(own pixels * m_member) / (mean(m_member) + 1e-8), spec 6; the probe's
+    lambda' = mean(own pixels * m_member) / (mean(m_member) + 1e-8), docs/method.md §6; the probe's
     stems do not downsample, so the pixel grid is the feature grid.
     """
     own = seen["images"][..., OWN_CHANNEL]  # (batch, M, H, W)

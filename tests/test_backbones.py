@@ -1,4 +1,4 @@
-"""The backbone registry and PreActResNet-18-w (spec section 2).
+"""The backbone registry and PreActResNet-18-w (docs/method.md §2).
 
 Proven here:
 - PreActResNet-18-w on 200 classes and 64x64x3 images has the trainable parameter counts of
@@ -7,27 +7,28 @@ Proven here:
   (symmetrically); its projections read the pre-activated input; no BN-ReLU before the
   pooling; heads start N(0, 0.01) with zero biases.
 - The prediction path (stem features summed) equals the mixed path with masks 1/M.
-- `--backbone=preact_resnet` trains (smoke) through `experiment.train`; a backbone defined
-  in this file is registered by one public call and trained the same way.
-- Config speaks of the backbone: run folder, depth rule for the WRN only; and the modules
-  Config imports name no TensorFlow.
+- `--backbone=preact_resnet` trains (smoke) through `mixmo_tf.training.run.train`; a backbone
+  defined in this file is registered by one public call and trained the same way.
+- Config speaks of the backbone: run folder, depth rule for the WRN only (that the settings
+  layer imports no TensorFlow is tests/test_package.py's).
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import os
 
 import keras
 import numpy as np
 import pytest
 from model_helpers import perturb_batchnorm, uniform_masks
+from run_helpers import smoke_config
 
-from mixmo_tf import backbones, data, experiment
-from mixmo_tf.backbones import Backbone
+from mixmo_tf import backbones, data
 from mixmo_tf.config import Config
 from mixmo_tf.models import preact_resnet
+from mixmo_tf.models.backbones import Backbone
+from mixmo_tf.models.build import build_model
+from mixmo_tf.training.run import train, train_stream
 
 TINY_IMAGENET = (64, 64, 3)
 
@@ -50,6 +51,7 @@ def test_preact_resnet18_1_trainable_parameters_match_the_authors(preact18_1):
     assert _trainable_count(preact_resnet(1, 200, 1, TINY_IMAGENET)) == 11_268_616
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "width, expected_m2, expected_m1", [(2, 44_991_376, 44_784_648), (3, 100_846_992, 100_537_864)]
 )
@@ -125,23 +127,19 @@ def test_prediction_equals_the_mixed_path_with_masks_one_over_m(preact18_1):
 
 
 def _smoke(tmp_path, backbone: str) -> Config:
-    return Config(
-        dataset="digits",
-        backbone=backbone,
-        width=1,
-        model_dir=str(tmp_path / backbone),
-        precision="float32",
-    ).smoke()
+    # Config.smoke keeps a custom backbone's depth; WRN-10 is the smoke depth of "wrn" only.
+    return smoke_config(tmp_path / backbone, backbone=backbone, depth=28, precision="float32")
 
 
+@pytest.mark.slow
 def test_preact_resnet_trains_from_a_config(tmp_path):
     """The network `--backbone=preact_resnet` builds learns from the training pipeline."""
     config = dataclasses.replace(_smoke(tmp_path, "preact_resnet"), batch_size=8)
-    model = experiment.build_model(config)
+    model = build_model(config)
     assert model.network.name == "mixmo_preact_resnet18_1_m2"
     before = [variable.numpy() for variable in model.trainable_variables]
     images, labels = data.load_split(config.spec, "train")
-    stream = experiment.train_stream(config)
+    stream = train_stream(config)
     history = model.fit(
         data.train_dataset(images, labels, config.spec, stream, 0, 2),
         steps_per_epoch=2,
@@ -176,7 +174,7 @@ def test_a_backbone_registered_by_one_call_trains(tmp_path):
         backbones.register_backbone("tiny_test_net", _tiny_backbone)
     config = _smoke(tmp_path, "tiny_test_net")
     assert config.network_label == "tiny_test_net-1"
-    model = experiment.train(config)
+    model = train(config)
     assert model.network.mask_shape == (16, 16)
     assert model.network.core.name == "tiny_core"
     assert int(model.optimizer.iterations.numpy()) == 6
@@ -190,31 +188,3 @@ def test_config_speaks_of_the_backbone():
         Config(dataset="digits", depth=27)
     with pytest.raises(ValueError, match="--backbone must be one of .*preact_resnet"):
         Config(dataset="digits", backbone="resnet50")
-
-
-def _imported_modules(path: str) -> set[str]:
-    with open(path) as stream:
-        tree = ast.parse(stream.read())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
-
-
-def test_config_and_the_choice_lists_import_no_tensorflow():
-    """Follows config.py's imports through the project's modules (not package __init__s)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(experiment.__file__)))
-    seen, pending = set(), ["mixmo_tf.config"]
-    while pending:
-        module = pending.pop()
-        seen.add(module)
-        for name in _imported_modules(os.path.join(root, *module.split(".")) + ".py"):
-            assert name.split(".")[0] not in ("tensorflow", "keras", "tensorflow_datasets"), (
-                f"{module} imports {name}"
-            )
-            if name.startswith("mixmo_tf.") and name not in seen:
-                pending.append(name)
-    assert {"mixmo_tf.choices", "mixmo_tf.backbones", "mixmo_tf.data.specs"} <= seen

@@ -113,6 +113,7 @@ def test_interleaved_medians_alternate_and_keep_only_timed_rounds():
     assert timings["slow"]["median_s"] == np.median(timings["slow"]["durations_s"])
 
 
+@pytest.mark.slow
 def test_peak_rss_grows_past_a_larger_allocation():
     before = harness.peak_rss_mib()
     assert before > 0
@@ -170,6 +171,7 @@ def test_bad_networks_or_members_fail_at_parse_time(bad_flag):
 # ---- scripts ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_step_lines(capsys):
     lines = run_script(
         train_step,
@@ -228,6 +230,7 @@ def test_input_pipeline_lines(capsys):
     assert "partner_images_per_s" not in pipelines["none"]
 
 
+@pytest.mark.slow
 def test_peak_memory_runs_each_member_count_in_its_own_process(capsys):
     lines = run_script(peak_memory, capsys, *TINY_RUN, "--timed_steps=1", "--precision=float32")
     runs = by_bench(lines, "peak_memory")
@@ -241,6 +244,7 @@ def test_peak_memory_runs_each_member_count_in_its_own_process(capsys):
     assert_ratio(lines, "peak_memory_ratio", "peak_rss_mib", peaks)
 
 
+@pytest.mark.slow
 def test_precision_lines_compare_every_variant_to_the_first(capsys):
     lines = run_script(
         precision,
@@ -261,6 +265,7 @@ def test_precision_lines_compare_every_variant_to_the_first(capsys):
     )
 
 
+@pytest.mark.slow
 def test_profile_lines_split_the_step_into_its_parts(capsys):
     lines = run_script(profile_step, capsys, *TINY_RUN, "--timed_steps=1", "--precision=float32")
     profiles = by_bench(lines, "profile_step")
@@ -308,6 +313,7 @@ def test_archive_preparation_line(capsys, monkeypatch):
     assert line["preparation_s"] > 0 and line["archive_mib"] > 0
 
 
+@pytest.mark.slow
 def test_digits_accuracy_line(capsys, tmp_path):
     """A two-step version of the demo flagfile: a line per precision, with the run's metrics."""
     flagfile = tmp_path / "short.flags"
@@ -333,6 +339,7 @@ def test_suite_time_line(capsys, tmp_path):
         suite_time.time_suite([str(failing), "-q"])
 
 
+@pytest.mark.slow
 def test_serving_bench_times_the_export_against_keras_and_keeps_its_kernels(capsys):
     lines = run_script(
         serving, capsys, *TINY_RUN, "--timed_steps=2", "--latency_rounds=4", "--members=2"

@@ -143,6 +143,7 @@ def test_main_rejects_a_bad_flag_before_building_anything():
     assert time.monotonic() - start < 60
 
 
+@pytest.mark.slow
 def test_main_without_data_fails_fast_with_instructions(tmp_path):
     start = time.monotonic()
     # never: with the default (auto) a machine with network would download CIFAR-100 here.
@@ -159,6 +160,7 @@ def test_main_without_data_fails_fast_with_instructions(tmp_path):
     assert "cpu_feature_guard" not in result.stderr and "InitializeLog" not in result.stderr
 
 
+@pytest.mark.slow
 def test_main_trains_and_resumes_a_flagfile_on_a_real_format_archive(tmp_path):
     data_dir, model_dir = tmp_path / "data", tmp_path / "run"
     smoke_dir = tmp_path / "run_smoke"  # --smoke keeps its runs apart from the real one

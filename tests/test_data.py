@@ -12,12 +12,12 @@ What these tests prove:
   afterwards is then prepared normally.
 * tfds-shaped data (`tfds.testing.mock_data`) matches the `DatasetSpec` and feeds both the
   training and the evaluation pipeline.
-* Batch repetition (spec section 5): a batch holds B/b unique images, each exactly b times in
+* Batch repetition (docs/method.md §5): a batch holds B/b unique images, each exactly b times in
   every member's column; members' slot orders are independent random permutations; an epoch
   of floor(N * b / B) steps uses each image at most once, and epochs differ in order.
 * Every batch is a function of (seed, step): the same seed gives the same batches, a run
   resumed at step s yields the batches of a run from 0, another seed gives other batches.
-* Augmentation (spec section 8): each output is a 32x32 window of the 4-pixel zero-padded
+* Augmentation (docs/method.md §8): each output is a 32x32 window of the 4-pixel zero-padded
   image, flipped about half of the time for CIFAR and never for digits, drawn independently
   per slot and per member; normalisation uses the CIFAR mean and std.
 * Input-MSDA partners have shapes (B, M, ...), carry their own source's label, are augmented

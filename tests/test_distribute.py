@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import dataclasses, json, sys
@@ -22,12 +24,12 @@ SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from mixmo_tf import experiment
+    from mixmo_tf.training.run import train
     from mixmo_tf.config import Config
 
     smoke = Config(dataset="digits", distribution="mirrored").smoke()
     config = dataclasses.replace(smoke, model_dir=sys.argv[1])
-    model = experiment.train(config)
+    model = train(config)
     strategy = model.distribute_strategy
     seeds = strategy.run(model._step_seeds)
     local = lambda value: [t.numpy().tolist() for t in strategy.experimental_local_results(value)]
@@ -42,6 +44,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_devices_trains_with_shared_batch_choices(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(

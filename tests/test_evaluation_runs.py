@@ -16,35 +16,36 @@ import sys
 
 import numpy as np
 import pytest
+from run_helpers import tiny_run_config
 
-from mixmo_tf import experiment, recorded_run
-from mixmo_tf.config import Config
+from mixmo_tf.config import Config, run_record
 from mixmo_tf.evaluation import run as evaluation_run
+from mixmo_tf.training.run import train
+
+# Every test here trains for tens of seconds or starts training processes.
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def digits_run(model_dir, seed: int) -> Config:
-    return Config(
-        dataset="digits",
-        model_dir=str(model_dir),
-        depth=10,
-        width=1,
+    # The tiny run, grown to 80 steps of a single network, 10% of the training split held out.
+    return tiny_run_config(
+        model_dir,
         num_members=1,
         mixing="none",
         batch_size=64,
         batch_repetitions=1,
         epochs=2,
         steps_per_epoch=40,
-        lr=0.4,
         warmup_epochs=0,
         lr_decay_epochs=(3,),
         l2=1e-4,
         seed=seed,
         validation_split=0.1,
+        eval_steps=0,
         eval_batch_size=360,
-        precision="float32",
     )
 
 
@@ -53,7 +54,7 @@ def trained_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs")
     configs = [digits_run(folder / f"run{seed}", seed) for seed in (0, 1)]
     for config in configs:
-        experiment.train(config)
+        train(config)
     return configs
 
 
@@ -118,18 +119,18 @@ def test_evaluate_refuses_a_flag_that_contradicts_the_run_before_tensorflow(trai
 def test_recorded_flags_may_change_only_what_does_not_define_the_model(tmp_path):
     recorded = dataclasses.replace(digits_run(tmp_path, 0), eval_batch_size=64)
     flagged = Config(dataset="digits", eval_batch_size=16, data_dir="/data", depth=16, seed=0)
-    changed = recorded_run.config_with_flags(recorded, flagged, ["eval_batch_size", "data_dir"])
+    changed = run_record.config_with_flags(recorded, flagged, ["eval_batch_size", "data_dir"])
     assert (changed.eval_batch_size, changed.data_dir) == (16, "/data")
     assert changed.model_dir == recorded.model_dir and changed.num_members == 1
     # Given with the recorded value: accepted; with another: refused, naming the flag.
-    assert recorded_run.config_with_flags(recorded, flagged, ["seed"]) == recorded
+    assert run_record.config_with_flags(recorded, flagged, ["seed"]) == recorded
     with pytest.raises(ValueError, match="--depth=16 but the run has 10.*--model_dir alone"):
-        recorded_run.config_with_flags(recorded, flagged, ["depth", "seed"])
+        run_record.config_with_flags(recorded, flagged, ["depth", "seed"])
 
 
 def test_evaluate_without_a_recorded_run_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="run_config.json does not exist"):
-        recorded_run.recorded_config(str(tmp_path))
+        run_record.recorded_config(str(tmp_path))
 
 
 def test_ensemble_of_two_runs_is_at_least_as_accurate_as_their_mean(trained_runs):

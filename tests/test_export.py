@@ -20,13 +20,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
+from run_helpers import tiny_run_config
 from tensorflow.core.protobuf import saved_model_pb2
 
-from mixmo_tf import Config, checkpointing, experiment, export, serving, serving_modes
-from mixmo_tf import flags as mixmo_flags
+from mixmo_tf.cli import flags as mixmo_flags
+from mixmo_tf.cli import modes
+from mixmo_tf.config import run_folder, run_record
 from mixmo_tf.data import load_split, normalize
 from mixmo_tf.data.class_names import class_names
 from mixmo_tf.data.specs import DATASETS
+from mixmo_tf.evaluation import ood
+from mixmo_tf.evaluation.predictions import predict_logits
+from mixmo_tf.serving import export, graph
+from mixmo_tf.training.checkpoints import restore_run
 
 DIGITS = DATASETS["digits"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,30 +56,10 @@ INPUTS = {
 }
 
 
-def tiny_run_config(model_dir) -> Config:
-    return Config(
-        dataset="digits",
-        model_dir=str(model_dir),
-        depth=10,
-        width=1,
-        num_members=2,
-        mixing="cutmix",
-        batch_size=16,
-        batch_repetitions=2,
-        epochs=1,
-        steps_per_epoch=3,
-        lr=0.4,
-        eval_steps=1,
-        eval_batch_size=32,
-        precision="float32",
-    )
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A trained digits run and its first export: (config, model, version folder)."""
-    config = tiny_run_config(tmp_path_factory.mktemp("run"))
-    model = experiment.train(config)
+def run(trained_tiny_run):
+    """The trained tiny run and its first export: (config, model, version folder)."""
+    config, model = trained_tiny_run
     return config, model, export.export_run(config.model_dir)
 
 
@@ -118,6 +104,7 @@ def _signature_blocks(text: str) -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2]))
 
 
+@pytest.mark.slow
 def test_saved_model_cli_show_lists_the_documented_signatures(run):
     shown = subprocess.run(
         [SAVED_MODEL_CLI, "show", "--all", "--dir", run[2]],
@@ -139,6 +126,7 @@ def test_saved_model_cli_show_lists_the_documented_signatures(run):
             assert match and match.groups() == (out_dtype, out_shape), (signature, output)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_run_gives_the_models_probabilities(run, test_images, tmp_path):
     _, model, path = run
     np.save(tmp_path / "images.npy", test_images)
@@ -182,6 +170,7 @@ for size in (1, 7, 256):
 """
 
 
+@pytest.mark.slow
 def test_a_process_without_mixmo_tf_serves_batches_of_1_7_and_256(run, tmp_path):
     _, model, path = run
     images = np.random.default_rng(0).integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
@@ -340,12 +329,12 @@ def test_shape_checks_run_when_a_server_feeds_any_tensor(run):
 
 def test_a_fitted_temperature_is_applied_recorded_and_overridable(run, loaded, test_images):
     config, _, first = run
-    with open(os.path.join(config.model_dir, export.TEMPERATURE_FILE), "w") as stream:
+    with open(os.path.join(config.model_dir, run_folder.TEMPERATURE), "w") as stream:
         json.dump({"temperature": 2.5}, stream)
     try:
         second = export.export_run(config.model_dir)
     finally:
-        os.remove(os.path.join(config.model_dir, export.TEMPERATURE_FILE))
+        os.remove(os.path.join(config.model_dir, run_folder.TEMPERATURE))
     assert second == os.path.join(os.path.dirname(first), "2")
     assert sorted(os.listdir(os.path.dirname(first))) == ["1", "2"]
     with open(os.path.join(second, "assets", export.EXPORT_INFO_ASSET)) as stream:
@@ -363,7 +352,7 @@ def test_a_fitted_temperature_is_applied_recorded_and_overridable(run, loaded, t
 
 @pytest.mark.parametrize("content", ['{"temperature": -1}', '{"t": 1.5}', "not json"])
 def test_an_invalid_temperature_file_is_refused(tmp_path, content):
-    (tmp_path / export.TEMPERATURE_FILE).write_text(content)
+    (tmp_path / run_folder.TEMPERATURE).write_text(content)
     with pytest.raises(ValueError, match="temperature"):
         export.read_temperature(str(tmp_path))
 
@@ -402,7 +391,7 @@ def test_export_without_checkpoint_or_into_an_unwritable_place_fails_clearly(run
     with pytest.raises(FileNotFoundError, match="run_config.json does not exist"):
         export.export_run(str(tmp_path / "nothing"))
     untrained = tiny_run_config(tmp_path / "untrained")
-    checkpointing.record_run_config(untrained)
+    run_record.record_run_config(untrained)
     with pytest.raises(FileNotFoundError, match="No checkpoint in"):
         export.export_run(untrained.model_dir)
     blocker = tmp_path / "a_file"
@@ -421,16 +410,16 @@ def test_class_names_of_each_dataset():
 def test_serving_module_refuses_bad_settings(run):
     model = run[1]
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        serving.ServingModule(model, DIGITS, class_names(DIGITS), temperature=0.0)
+        graph.ServingModule(model, DIGITS, class_names(DIGITS), temperature=0.0)
     with pytest.raises(ValueError, match="3 class names for a model of 10 classes"):
-        serving.ServingModule(model, DIGITS, ("a", "b", "c"))
+        graph.ServingModule(model, DIGITS, ("a", "b", "c"))
 
 
 # ---- the command line: --mode=export and --mode=predict -------------------------------------
 
 
 def test_export_mode_writes_a_version_with_the_given_temperature(run, tmp_path, capsys):
-    assert serving_modes.export(run[0].model_dir, str(tmp_path / "models"), 1.5) == 0
+    assert modes.export(run[0].model_dir, str(tmp_path / "models"), 1.5) == 0
     path = str(tmp_path / "models" / "1")
     assert capsys.readouterr().out.strip() == f"Exported {run[0].model_dir} to {path}"
     with open(os.path.join(path, "assets", export.EXPORT_INFO_ASSET)) as stream:
@@ -440,14 +429,15 @@ def test_export_mode_writes_a_version_with_the_given_temperature(run, tmp_path, 
 def test_export_mode_into_an_unwritable_place_prints_one_error(run, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert serving_modes.export(run[0].model_dir, str(blocker / "models"), None) == 2
+    assert modes.export(run[0].model_dir, str(blocker / "models"), None) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1 and err.startswith("ERROR: ")
 
 
+@pytest.mark.slow
 def test_main_export_without_checkpoint_exits_2_with_one_error_line(tmp_path):
     untrained = tiny_run_config(tmp_path / "untrained")
-    checkpointing.record_run_config(untrained)
+    run_record.record_run_config(untrained)
     result = subprocess.run(
         [sys.executable, MAIN, "--mode=export", f"--model_dir={untrained.model_dir}"],
         capture_output=True,
@@ -476,9 +466,7 @@ def test_predict_mode_predicts_good_files_and_lists_bad_ones(run, loaded, test_i
     _image_folder(tmp_path / "photos", test_images)
     out, err = tmp_path / "out.jsonl", tmp_path / "err.txt"
     with open(err, "w") as errors, contextlib.redirect_stderr(errors):
-        code = serving_modes.predict(
-            str(tmp_path / "photos"), "", run[2], str(out), temperature=None
-        )
+        code = modes.predict(str(tmp_path / "photos"), "", run[2], str(out), temperature=None)
     assert code == 1  # some files failed
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [os.path.basename(r["path"]) for r in records] == [
@@ -511,7 +499,7 @@ def test_predict_mode_from_a_run_writes_csv_and_matches_the_export(
         (folder / f"{index}.png").write_bytes(png(test_images[index]))
     (folder / "3.png").write_bytes(png(test_images[3])[:50])
     output = tmp_path / "predictions.csv"
-    code = serving_modes.predict(str(folder / "*.png"), run[0].model_dir, None, str(output), None)
+    code = modes.predict(str(folder / "*.png"), run[0].model_dir, None, str(output), None)
     assert code == 1
     # The graph built in memory reports a corrupt file as the export does.
     errors = capsys.readouterr().err.splitlines()
@@ -545,10 +533,10 @@ def test_predict_mode_from_a_run_writes_csv_and_matches_the_export(
 
 
 def test_predict_mode_without_matching_files_or_model_fails_clearly(run, tmp_path, capsys):
-    assert serving_modes.predict(str(tmp_path / "*.jpg"), run[0].model_dir, None, None, None) == 2
+    assert modes.predict(str(tmp_path / "*.jpg"), run[0].model_dir, None, None, None) == 2
     assert "matches no file" in capsys.readouterr().err
     (tmp_path / "x.png").write_bytes(b"")
-    assert serving_modes.predict(str(tmp_path / "x.png"), "", str(tmp_path), None, None) == 2
+    assert modes.predict(str(tmp_path / "x.png"), "", str(tmp_path), None, None) == 2
     assert "is not a version folder written by --mode=export" in capsys.readouterr().err
 
 
@@ -566,7 +554,7 @@ def test_serving_modes_name_the_missing_flag(
     mode, model_dir, images, saved_model, temperature, message
 ):
     with pytest.raises(ValueError, match=message):
-        serving_modes.check_flags(mode, model_dir, images, saved_model, temperature)
+        modes.check_serving_flags(mode, model_dir, images, saved_model, temperature)
 
 
 def test_serving_flags_parse_next_to_the_config_flags():
@@ -577,3 +565,25 @@ def test_serving_flags_parse_next_to_the_config_flags():
     assert values.export_dir is None and values.temperature is None and values.output is None
     values(["main.py", "--mode=export", "--export_dir=/srv/models/mixmo", "--temperature=1.7"])
     assert (values.export_dir, values.temperature) == ("/srv/models/mixmo", 1.7)
+
+
+# ---- one definition of uncertainty ------------------------------------------------------------
+
+
+def test_served_uncertainty_equals_the_evaluated_one(run, loaded, test_images):
+    """The evaluation's OOD scores and the SavedModel's outputs are the same numbers."""
+    config = run[0]
+    restored = restore_run(config)
+    labels = np.zeros(len(test_images), np.int64)
+    member_logits, _ = predict_logits(restored.model, test_images, labels, DIGITS, 8)
+    scores = ood.confidence_scores(member_logits, member_logits.mean(axis=1))
+    served = loaded.signatures["serving_default"](images=tf.constant(test_images))
+    np.testing.assert_allclose(-scores["entropy"], served["entropy"].numpy(), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(
+        -scores["mutual_information"], served["mutual_information"].numpy(), rtol=0, atol=2e-6
+    )
+    np.testing.assert_allclose(
+        scores["max_probability"], served["scores"].numpy()[:, 0], rtol=0, atol=2e-6
+    )
+    # Mutual information is the served decomposition (>= 0), not entropy of softmax(mean logits).
+    assert np.all(served["mutual_information"].numpy() >= -1e-6)

@@ -9,8 +9,8 @@ import sys
 import pytest
 from absl import flags
 
-from mixmo_tf import cli
-from mixmo_tf import flags as mixmo_flags
+from mixmo_tf.cli import app
+from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.config import Config
 
 
@@ -32,7 +32,7 @@ def test_grouped_help_lists_every_flag_once_under_its_topic():
 def test_main_help_prints_the_groups(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["main.py", "--help"])
     with pytest.raises(SystemExit) as exit_info:
-        cli.run()
+        app.run()
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--helpfull lists every flag" in out and "\noptimisation:\n" in out

@@ -1,4 +1,4 @@
-"""Input-level mixing (+MixUp / +CutMix inside MixMo) follows spec section 6.
+"""Input-level mixing (+MixUp / +CutMix inside MixMo) follows docs/method.md §6.
 
 Proves that:
 - each (slot, member) is mixed independently with probability `prob`, with an own-image
@@ -10,7 +10,7 @@ Proves that:
   labels match plain numpy;
 - where the own image is the minor part, the pixels swap regions and the shares swap, and
   the own share members see after Cut-MixMo + CutMix is distributed as a plain-numpy
-  simulation of spec 6 says (never below 1/2);
+  simulation of docs/method.md §6 says (never below 1/2);
 - the functions give identical results eagerly and inside `tf.data`.
 """
 
@@ -23,7 +23,8 @@ import tensorflow as tf
 from scipy import stats
 from test_mixing import NUM_STANDARD_ERRORS, assert_moments, reference_box_mask
 
-from mixmo_tf import input_mixing, mixing
+from mixmo_tf.mixing import features as feature_mixing
+from mixmo_tf.mixing import inputs as input_mixing
 
 
 def make_params(apply, own_ratios, centers) -> input_mixing.InputMixingParams:
@@ -175,13 +176,13 @@ def test_corrected_own_share_matches_numpy(pixels, grid, kind):
     own = input_mixing.own_pixel_masks(params, kind, pixels, pixels)
     # Cut-MixMo feature masks on the (possibly coarser) feature grid.
     kappa = rng.uniform(size=batch_size).astype(np.float32)
-    feature_params = mixing.MixingParams(
+    feature_params = feature_mixing.MixingParams(
         use_cut=tf.constant(True),
         ratios=tf.constant(np.stack([kappa, 1 - kappa], axis=1)),
         centers=tf.constant(rng.integers(0, grid, (batch_size, 2)), tf.int32),
         roles=tf.constant([1, 0]),
     )
-    member_masks = mixing.mixing_masks(feature_params, grid, grid)
+    member_masks = feature_mixing.mixing_masks(feature_params, grid, grid)
     shares = input_mixing.corrected_own_share(own, member_masks).numpy()
     expected = numpy_corrected_share(own.numpy(), member_masks.numpy())
     np.testing.assert_allclose(shares, expected, rtol=1e-5, atol=1e-6)
@@ -246,7 +247,7 @@ def test_own_majority_swaps_regions_and_shares_where_the_own_image_is_minor():
 
 
 def _numpy_own_share_after_swap(rng, num_slots: int, size: int) -> np.ndarray:
-    """Spec 6 in plain numpy for Cut-MixMo (M = 2) + input CutMix, every slot mixed.
+    """docs/method.md §6 in plain numpy for Cut-MixMo (M = 2) + input CutMix, every slot mixed.
 
     Per slot: kappa ~ Beta(2, 2) box on the feature grid given to a random member, lambda ~
     Beta(1, 1) with the partner's box of area 1 - lambda, lambda' over the member's area,

@@ -15,8 +15,12 @@ import keras
 import numpy as np
 import pytest
 
-from mixmo_tf import checkpointing, experiment, recorded_run
+# keras.saving.load_model below: importing mixmo_tf.models.saving registers the classes.
+import mixmo_tf.models.saving  # noqa: F401
+from mixmo_tf.config import run_record
 from mixmo_tf.models import MixMoNetwork
+from mixmo_tf.models.build import build_model
+from mixmo_tf.training import checkpoints
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "legacy_wrn10_1_digits")
 
@@ -49,9 +53,9 @@ def test_a_legacy_keras_file_loads_with_its_parts_and_predicts_the_same(referenc
 def test_a_legacy_checkpoint_restores_into_todays_model(reference, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(FIXTURE, run)
-    config = recorded_run.recorded_config(str(run))
-    model = experiment.build_model(config)
+    config = run_record.recorded_config(str(run))
+    model = build_model(config)
     assert not np.allclose(model(reference["images"])["ensemble"], reference["ensemble"])
-    step = checkpointing.restore_latest(checkpointing.checkpoint_manager(model, str(run)))
+    step = checkpoints.restore_latest(checkpoints.checkpoint_manager(model, str(run)))
     assert step == 2
     _assert_predicts_reference(model, reference)

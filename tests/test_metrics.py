@@ -1,4 +1,4 @@
-"""The evaluation metrics follow spec section 10.
+"""The evaluation metrics follow docs/method.md §10.
 
 Proves that, against plain numpy implementations and hand-computed examples:
 - NegativeLogLikelihood is -mean log(p_y + 1e-12), finite even when p_y = 0;
@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from mixmo_tf.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
+from mixmo_tf.evaluation import metrics as evaluation_metrics
+from mixmo_tf.training.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
 
 NUM_CLASSES = 10
 
@@ -208,3 +209,26 @@ def test_ece_sample_weights_of_zero_drop_those_samples():
     metric.update_state(labels, probabilities, sample_weight=weights)
     kept = numpy_ece(labels[::2], probabilities[::2])
     assert float(metric.result()) == pytest.approx(kept, abs=1e-5)
+
+
+def test_the_streamed_metrics_equal_the_reported_ones():
+    """Training's per-epoch ECE / NLL / Brier are the evaluation's, over any batching.
+
+    The evaluation (`mixmo_tf.evaluation.metrics`) defines the bins and the epsilon; the
+    streaming metrics take them from there. Confidences exactly on bin edges included.
+    """
+    labels, probabilities = random_predictions(seed=7, count=250)
+    edges = np.linspace(0.0, 1.0, 16)[1:-1].astype(np.float32)
+    on_edges = np.full((len(edges), NUM_CLASSES), 0.0, np.float32)
+    on_edges[:, 0] = edges
+    on_edges[:, 1:] = ((1 - edges) / (NUM_CLASSES - 1))[:, None]
+    probabilities = np.concatenate([probabilities, on_edges])
+    labels = np.concatenate([labels, np.zeros(len(edges), np.int32)])
+    reported = evaluation_metrics.prediction_metrics(probabilities, labels)
+    batches = [(labels[a:b], probabilities[a:b]) for a, b in ((0, 97), (97, 98), (98, 264))]
+    for metric, name in (
+        (ExpectedCalibrationError(), "ece"),
+        (NegativeLogLikelihood(), "nll"),
+        (BrierScore(), "brier"),
+    ):
+        assert evaluate(metric, *batches) == pytest.approx(reported[name], rel=1e-5, abs=1e-7)

@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from mixmo_tf import mixing
+from mixmo_tf.mixing import features as feature_mixing
 
 NUM_SAMPLES = 200_000
 # Tolerance in standard errors for moment checks: a false failure is a ~1e-6 event.
@@ -87,7 +87,7 @@ def assert_same_moments(samples: np.ndarray, other: np.ndarray) -> None:
     )
 
 
-def make_params(ratios, centers=None, roles=None, use_cut=True) -> mixing.MixingParams:
+def make_params(ratios, centers=None, roles=None, use_cut=True) -> feature_mixing.MixingParams:
     """Hand-written mixing parameters (centres default to the corner, roles to identity)."""
     ratios = tf.constant(ratios, tf.float32)
     batch_size, num_members = ratios.shape
@@ -95,7 +95,7 @@ def make_params(ratios, centers=None, roles=None, use_cut=True) -> mixing.Mixing
         centers = np.zeros((batch_size, 2), np.int32)
     if roles is None:
         roles = np.arange(num_members)
-    return mixing.MixingParams(
+    return feature_mixing.MixingParams(
         use_cut=tf.constant(use_cut),
         ratios=ratios,
         centers=tf.constant(centers, tf.int32),
@@ -105,7 +105,7 @@ def make_params(ratios, centers=None, roles=None, use_cut=True) -> mixing.Mixing
 
 def sampled_masks(batch_seed: int, num_members, alpha, cut_prob, batch_size=8, height=8, width=8):
     """Sampled parameters and their masks, shape (batch, height, width, members)."""
-    params = mixing.sample_mixing_params(
+    params = feature_mixing.sample_mixing_params(
         seed(batch_seed),
         seed(batch_seed, 1),
         batch_size,
@@ -115,7 +115,7 @@ def sampled_masks(batch_seed: int, num_members, alpha, cut_prob, batch_size=8, h
         height,
         width,
     )
-    return params, mixing.mixing_masks(params, height, width).numpy()
+    return params, feature_mixing.mixing_masks(params, height, width).numpy()
 
 
 # ---- ratio sampling ------------------------------------------------------------------------
@@ -125,14 +125,14 @@ ALPHAS = [1.0, 2.0, 4.0, 0.5]  # integer path (sum of exponentials) and TF's Gam
 
 @pytest.mark.parametrize("alpha", ALPHAS)
 def test_sample_gamma_has_gamma_moments(alpha):
-    samples = mixing.sample_gamma(seed(3), [NUM_SAMPLES], alpha).numpy()
+    samples = feature_mixing.sample_gamma(seed(3), [NUM_SAMPLES], alpha).numpy()
     assert samples.min() > 0
     assert_moments(samples, mean=alpha, variance=alpha)
 
 
 @pytest.mark.parametrize("alpha", ALPHAS)
 def test_sample_beta_matches_closed_form_moments(alpha):
-    samples = mixing.sample_beta(seed(11), NUM_SAMPLES, alpha).numpy()
+    samples = feature_mixing.sample_beta(seed(11), NUM_SAMPLES, alpha).numpy()
     assert samples.shape == (NUM_SAMPLES,)
     assert 0.0 <= samples.min() and samples.max() <= 1.0
     # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1)).
@@ -141,14 +141,14 @@ def test_sample_beta_matches_closed_form_moments(alpha):
 
 @pytest.mark.parametrize("alpha", ALPHAS)
 def test_sample_beta_matches_numpy_sampler(alpha):
-    samples = mixing.sample_beta(seed(12), NUM_SAMPLES, alpha).numpy()
+    samples = feature_mixing.sample_beta(seed(12), NUM_SAMPLES, alpha).numpy()
     reference = np.random.default_rng(12).beta(alpha, alpha, NUM_SAMPLES)
     assert_same_moments(samples, reference)
 
 
 @pytest.mark.parametrize("alpha", ALPHAS)
 def test_sample_beta_passes_kolmogorov_smirnov_against_beta_cdf(alpha):
-    samples = mixing.sample_beta(seed(13), NUM_SAMPLES, alpha).numpy().astype(np.float64)
+    samples = feature_mixing.sample_beta(seed(13), NUM_SAMPLES, alpha).numpy().astype(np.float64)
     result = stats.kstest(samples, stats.beta(alpha, alpha).cdf)
     assert result.pvalue > 1e-4, result
 
@@ -156,7 +156,7 @@ def test_sample_beta_passes_kolmogorov_smirnov_against_beta_cdf(alpha):
 @pytest.mark.parametrize("num_members", [3, 4])
 @pytest.mark.parametrize("alpha", [1.0, 2.0, 0.5])
 def test_sample_dirichlet_matches_closed_form_and_numpy(num_members, alpha):
-    samples = mixing.sample_dirichlet(seed(21), NUM_SAMPLES, num_members, alpha).numpy()
+    samples = feature_mixing.sample_dirichlet(seed(21), NUM_SAMPLES, num_members, alpha).numpy()
     assert samples.shape == (NUM_SAMPLES, num_members)
     np.testing.assert_allclose(samples.sum(axis=-1), 1.0, atol=1e-5)
     # Symmetric Dirichlet: mean 1/M, variance (1/M)(1 - 1/M) / (M a + 1).
@@ -174,27 +174,27 @@ def test_sample_dirichlet_matches_closed_form_and_numpy(num_members, alpha):
 @pytest.mark.parametrize("alpha", [0.0, -1.0])
 @pytest.mark.parametrize("num_members", [2, 3, 4])
 def test_non_positive_alpha_gives_exactly_equal_ratios(alpha, num_members):
-    ratios = mixing.sample_dirichlet(seed(1), 5, num_members, alpha).numpy()
+    ratios = feature_mixing.sample_dirichlet(seed(1), 5, num_members, alpha).numpy()
     np.testing.assert_array_equal(ratios, np.full((5, num_members), np.float32(1.0 / num_members)))
 
 
 def test_sample_gamma_rejects_non_positive_alpha():
     with pytest.raises(ValueError, match="alpha"):
-        mixing.sample_gamma(seed(1), [3], 0.0)
+        feature_mixing.sample_gamma(seed(1), [3], 0.0)
 
 
 @pytest.mark.parametrize("alpha", [2.0, 0.5])
 def test_sampling_is_deterministic_per_seed(alpha):
-    first = mixing.sample_dirichlet(seed(5, 6), 64, 3, alpha).numpy()
-    again = mixing.sample_dirichlet(seed(5, 6), 64, 3, alpha).numpy()
-    other = mixing.sample_dirichlet(seed(5, 7), 64, 3, alpha).numpy()
+    first = feature_mixing.sample_dirichlet(seed(5, 6), 64, 3, alpha).numpy()
+    again = feature_mixing.sample_dirichlet(seed(5, 6), 64, 3, alpha).numpy()
+    other = feature_mixing.sample_dirichlet(seed(5, 7), 64, 3, alpha).numpy()
     np.testing.assert_array_equal(first, again)
     assert not np.any(first == other), "different seeds should give different ratios"
 
 
 def test_box_centers_are_uniform_over_the_grid():
     height, width = 5, 7
-    centers = mixing.sample_box_centers(seed(9), 70_000, height, width).numpy()
+    centers = feature_mixing.sample_box_centers(seed(9), 70_000, height, width).numpy()
     assert centers.dtype == np.int32
     counts = np.zeros((height, width))
     np.add.at(counts, (centers[:, 0], centers[:, 1]), 1)
@@ -217,7 +217,7 @@ def test_box_masks_match_reference_on_random_and_border_cases(height, width):
     centers[:40] = [[0, 0], [0, width - 1], [height - 1, 0], [height - 1, width - 1]] * 10
     ratios[:20] = 1.0
     ratios[20:25] = 0.0
-    masks = mixing.box_masks(
+    masks = feature_mixing.box_masks(
         tf.constant(ratios), tf.constant(centers, tf.int32), height, width
     ).numpy()
     expected = np.stack(
@@ -242,7 +242,7 @@ def test_box_masks_match_reference_on_random_and_border_cases(height, width):
     ],
 )
 def test_box_area_closed_form_examples(ratio, center, expected_area):
-    mask = mixing.box_masks(tf.constant([ratio]), tf.constant([center]), 8, 8).numpy()[0]
+    mask = feature_mixing.box_masks(tf.constant([ratio]), tf.constant([center]), 8, 8).numpy()[0]
     assert mask.sum() == expected_area
     assert mask.mean() == pytest.approx(expected_area / 64)
 
@@ -279,7 +279,7 @@ def test_mimo_masks_are_one_over_m_and_mixing_is_the_plain_sum(num_members):
     np.testing.assert_allclose(masks, 1.0 / num_members, rtol=1e-6)
     rng = np.random.default_rng(num_members)
     features = [rng.normal(size=(3, 4, 4, 5)).astype(np.float32) for _ in range(num_members)]
-    mixed = mixing.FeatureMixing(num_members)(features + [masks])
+    mixed = feature_mixing.FeatureMixing(num_members)(features + [masks])
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(mixed), np.sum(features, axis=0), rtol=1e-5, atol=1e-5
     )
@@ -288,7 +288,7 @@ def test_mimo_masks_are_one_over_m_and_mixing_is_the_plain_sum(num_members):
 def test_single_member_masks_are_all_ones():
     for use_cut in (True, False):
         params = make_params([[1.0], [1.0]], centers=[[1, 1], [2, 3]], roles=[0], use_cut=use_cut)
-        masks = mixing.mixing_masks(params, 4, 5).numpy()
+        masks = feature_mixing.mixing_masks(params, 4, 5).numpy()
         np.testing.assert_array_equal(masks, np.ones((2, 4, 5, 1)))
 
 
@@ -298,7 +298,7 @@ def test_two_member_cut_masks_are_box_and_complement(roles):
     kappa = rng.uniform(size=6).astype(np.float32)
     centers = np.stack([rng.integers(0, 8, 6), rng.integers(0, 8, 6)], axis=1)
     params = make_params(np.stack([kappa, 1 - kappa], axis=1), centers=centers, roles=roles)
-    masks = mixing.mixing_masks(params, 8, 8).numpy()
+    masks = feature_mixing.mixing_masks(params, 8, 8).numpy()
     boxes = np.stack([reference_box_mask(float(k), tuple(c), 8, 8) for k, c in zip(kappa, centers)])
     box_member = roles.index(0)
     np.testing.assert_array_equal(masks[..., box_member], boxes)
@@ -311,7 +311,7 @@ def test_many_member_cut_masks_share_the_rest_in_proportion_to_kappa(roles):
     ratios = np.random.default_rng(num_members).dirichlet([2.0] * num_members, 5).astype(np.float32)
     centers = np.full((5, 2), 8, np.int32)  # centred on a 16x16 grid: no clipping
     params = make_params(ratios, centers=centers, roles=roles)
-    masks = mixing.mixing_masks(params, 16, 16).numpy()
+    masks = feature_mixing.mixing_masks(params, 16, 16).numpy()
     for sample, kappa in enumerate(ratios):
         box = reference_box_mask(float(kappa[0]), (8, 8), 16, 16)
         role_masks = [box] + [(1 - box) * k / kappa[1:].sum() for k in kappa[1:]]
@@ -358,7 +358,7 @@ def test_box_member_is_shuffled_per_batch_and_shared_within_a_batch():
 @tf.function
 def _batch_choices(batch_seeds, cut_prob, num_members):
     def draw(batch_seed):
-        params = mixing.sample_mixing_params(
+        params = feature_mixing.sample_mixing_params(
             batch_seed, batch_seed + 1, 2, num_members, 2.0, cut_prob, 4, 4
         )
         return params.use_cut, params.roles
@@ -388,8 +388,8 @@ def test_cut_is_chosen_per_batch_with_probability_cut_prob(cut_prob):
 def test_batch_choices_depend_only_on_the_batch_seed():
     """Replicas share the batch seed: same cut decision and roles, different per-sample draws."""
     batch_seed = seed(42)
-    first = mixing.sample_mixing_params(batch_seed, seed(1), 16, 3, 2.0, 0.5, 8, 8)
-    second = mixing.sample_mixing_params(batch_seed, seed(2), 16, 3, 2.0, 0.5, 8, 8)
+    first = feature_mixing.sample_mixing_params(batch_seed, seed(1), 16, 3, 2.0, 0.5, 8, 8)
+    second = feature_mixing.sample_mixing_params(batch_seed, seed(2), 16, 3, 2.0, 0.5, 8, 8)
     assert bool(first.use_cut) == bool(second.use_cut)
     np.testing.assert_array_equal(first.roles.numpy(), second.roles.numpy())
     assert not np.allclose(first.ratios.numpy(), second.ratios.numpy())
@@ -407,7 +407,7 @@ def test_cut_probability_schedule(progress, expected):
     # p(t) = 0.5 * min(1, max(0, (1 - t) / (1 - 11/12))).
     closed_form = 0.5 * min(1.0, max(0.0, (1.0 - progress) / (1.0 - 11 / 12)))
     assert closed_form == pytest.approx(expected)
-    value = float(mixing.cut_probability(progress, 0.5, 11 / 12))
+    value = float(feature_mixing.cut_probability(progress, 0.5, 11 / 12))
     assert value == pytest.approx(expected, abs=1e-6)
 
 
@@ -419,14 +419,16 @@ def test_loss_weights_match_numpy(num_members, power):
     )
     rooted = ratios.astype(np.float64) ** (1.0 / power)
     expected = num_members * rooted / rooted.sum(axis=1, keepdims=True)
-    weights = mixing.loss_weights(tf.constant(ratios), power).numpy()
+    weights = feature_mixing.loss_weights(tf.constant(ratios), power).numpy()
     np.testing.assert_allclose(weights, expected, rtol=1e-5)
     np.testing.assert_allclose(weights.sum(axis=1), num_members, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kappa", [0.0, 0.1, 0.3, 0.5, 0.8, 1.0])
 def test_two_member_loss_weights_closed_form(kappa):
-    weights = mixing.loss_weights(tf.constant([[kappa, 1 - kappa]], tf.float32), 3.0).numpy()[0]
+    weights = feature_mixing.loss_weights(
+        tf.constant([[kappa, 1 - kappa]], tf.float32), 3.0
+    ).numpy()[0]
     root = kappa ** (1 / 3)
     expected_first = 2 * root / (root + (1 - kappa) ** (1 / 3))
     assert weights[0] == pytest.approx(expected_first, abs=1e-5)
@@ -437,16 +439,18 @@ def test_two_member_loss_weights_closed_form(kappa):
 def test_equal_ratios_give_unit_loss_weights(num_members):
     ratios = tf.fill([4, num_members], 1.0 / num_members)
     for power in (1.0, 3.0):
-        np.testing.assert_allclose(mixing.loss_weights(ratios, power).numpy(), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(
+            feature_mixing.loss_weights(ratios, power).numpy(), 1.0, rtol=1e-6
+        )
 
 
 def test_loss_weights_of_a_clipped_box_follow_its_mask_mean():
     """A corner box of kappa 0.25 covers 4/64: the weights follow 1/16, not 0.25."""
     params = make_params([[0.25, 0.75]], centers=[[0, 0]])
-    masks = mixing.mixing_masks(params, 8, 8)
+    masks = feature_mixing.mixing_masks(params, 8, 8)
     ratios = tf.reduce_mean(masks, axis=[1, 2]).numpy()
     np.testing.assert_allclose(ratios, [[1 / 16, 15 / 16]], rtol=1e-6)
-    weights = mixing.loss_weights(tf.constant(ratios), 3.0).numpy()[0]
+    weights = feature_mixing.loss_weights(tf.constant(ratios), 3.0).numpy()[0]
     first = 2 * (1 / 16) ** (1 / 3) / ((1 / 16) ** (1 / 3) + (15 / 16) ** (1 / 3))
     np.testing.assert_allclose(weights, [first, 2 - first], rtol=1e-5)
 
@@ -465,16 +469,16 @@ def random_features_and_masks(num_members, seed_value=0, shape=(2, 4, 4, 3)):
 def test_feature_mixing_is_m_times_masked_sum(num_members):
     features, masks = random_features_and_masks(num_members)
     expected = num_members * sum(masks[..., i : i + 1] * f for i, f in enumerate(features))
-    output = mixing.FeatureMixing(num_members)(features + [masks])
+    output = feature_mixing.FeatureMixing(num_members)(features + [masks])
     assert tuple(output.shape) == features[0].shape
     np.testing.assert_allclose(keras.ops.convert_to_numpy(output), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_feature_mixing_config_round_trip_gives_same_outputs():
-    layer = mixing.FeatureMixing(3, name="mix")
+    layer = feature_mixing.FeatureMixing(3, name="mix")
     config = layer.get_config()
     assert config["num_members"] == 3
-    restored = mixing.FeatureMixing.from_config(config)
+    restored = feature_mixing.FeatureMixing.from_config(config)
     assert restored.num_members == 3 and restored.name == "mix"
     features, masks = random_features_and_masks(3, seed_value=1)
     np.testing.assert_array_equal(
@@ -482,19 +486,19 @@ def test_feature_mixing_config_round_trip_gives_same_outputs():
         keras.ops.convert_to_numpy(restored(features + [masks])),
     )
     deserialized = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert isinstance(deserialized, mixing.FeatureMixing) and deserialized.num_members == 3
+    assert isinstance(deserialized, feature_mixing.FeatureMixing) and deserialized.num_members == 3
 
 
 @pytest.mark.parametrize("given", [1, 3])
 def test_feature_mixing_rejects_wrong_number_of_inputs(given):
     features, masks = random_features_and_masks(given)
     with pytest.raises(ValueError, match=rf"expects 2 feature maps.*Received: {given}"):
-        mixing.FeatureMixing(2)(features + [masks])
+        feature_mixing.FeatureMixing(2)(features + [masks])
 
 
 def test_feature_mixing_rejects_zero_members():
     with pytest.raises(ValueError, match="num_members must be >= 1"):
-        mixing.FeatureMixing(0)
+        feature_mixing.FeatureMixing(0)
 
 
 # ---- eager, tf.function and tf.data agree ----------------------------------------------------
@@ -502,8 +506,8 @@ def test_feature_mixing_rejects_zero_members():
 
 def _masks_from_seed(step):
     batch_seed = tf.stack([tf.cast(step, tf.int64), tf.constant(0, tf.int64)])
-    params = mixing.sample_mixing_params(batch_seed, batch_seed + 5, 4, 2, 2.0, 0.5, 6, 6)
-    return mixing.mixing_masks(params, 6, 6)
+    params = feature_mixing.sample_mixing_params(batch_seed, batch_seed + 5, 4, 2, 2.0, 0.5, 6, 6)
+    return feature_mixing.mixing_masks(params, 6, 6)
 
 
 def test_mixing_masks_identical_eager_graph_and_dataset_map():
@@ -524,9 +528,9 @@ def test_box_masks_identical_eager_and_dataset_map():
     rng = np.random.default_rng(2)
     ratios = rng.uniform(size=12).astype(np.float32)
     centers = rng.integers(0, 9, (12, 2)).astype(np.int32)
-    eager = mixing.box_masks(tf.constant(ratios), tf.constant(centers), 9, 9).numpy()
+    eager = feature_mixing.box_masks(tf.constant(ratios), tf.constant(centers), 9, 9).numpy()
     dataset = tf.data.Dataset.from_tensor_slices((ratios, centers)).batch(4)
     mapped = np.concatenate(
-        [m.numpy() for m in dataset.map(lambda r, c: mixing.box_masks(r, c, 9, 9))]
+        [m.numpy() for m in dataset.map(lambda r, c: feature_mixing.box_masks(r, c, 9, 9))]
     )
     np.testing.assert_array_equal(eager, mapped)

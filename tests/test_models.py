@@ -1,4 +1,4 @@
-"""Architecture invariants of the MixMo networks (spec sections 2 and 7).
+"""Architecture invariants of the MixMo networks (docs/method.md §2 and §7).
 
 Proven here:
 - WRN-28-10 on 100 classes has the spec's trainable parameter counts (36,601,416 for M=2,
@@ -36,9 +36,10 @@ from model_helpers import (
     uniform_masks,
 )
 
-from mixmo_tf.models import build_mixmo_network, wide_resnet, wrn28_10
-from mixmo_tf.schedules import WarmupStepDecay
-from mixmo_tf.training import MixMoModel
+# keras.saving.load_model below: importing mixmo_tf.models.saving registers the classes.
+import mixmo_tf.models.saving  # noqa: F401
+from mixmo_tf.models import MixMoModel, build_mixmo_network, wide_resnet, wrn28_10
+from mixmo_tf.training.schedules import WarmupStepDecay
 
 GRID = IMAGE_SHAPE[:2]
 

@@ -23,6 +23,9 @@ import textwrap
 import numpy as np
 import pytest
 
+# Every test here trains for tens of seconds or starts training processes.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # One worker: trains the smoke run, saves its final state. With a step number and a signal
@@ -33,26 +36,28 @@ WORKER = textwrap.dedent(
     """
     import dataclasses, os, signal, sys
     import numpy as np
-    from mixmo_tf import checkpointing, experiment, run_guard
+    from mixmo_tf.training.run import train
+    from mixmo_tf.cli import exit_codes
     from mixmo_tf.config import Config
+    from mixmo_tf.training import callbacks, run_guard
 
     model_dir, out, at_step, signal_name = sys.argv[1:5]
 
-    class SignalAt(checkpointing.PeriodicCheckpoint):
+    class SignalAt(callbacks.PeriodicCheckpoint):
         def on_train_batch_end(self, batch, logs=None):
             if int(self.model.optimizer.iterations.numpy()) == int(at_step):
                 os.kill(os.getpid(), getattr(signal, signal_name))
             super().on_train_batch_end(batch, logs)
 
-    checkpointing.PeriodicCheckpoint = SignalAt
+    callbacks.PeriodicCheckpoint = SignalAt
     smoke = Config(
         dataset="digits", distribution="multi_worker_mirrored", checkpoint_every_steps=1
     ).smoke()
     try:
-        model = experiment.train(dataclasses.replace(smoke, model_dir=model_dir))
+        model = train(dataclasses.replace(smoke, model_dir=model_dir))
     except run_guard.Interrupted as stopped:
         print(stopped, file=sys.stderr)
-        sys.exit(run_guard.EXIT_INTERRUPTED)
+        sys.exit(exit_codes.INTERRUPTED)
     np.savez(out, *[np.asarray(v) for v in model.weights + model.optimizer.variables])
     """
 )

@@ -1,4 +1,4 @@
-"""`PyTorchSGD` is torch.optim.SGD's Nesterov step, and runs use it (spec 9).
+"""`PyTorchSGD` is torch.optim.SGD's Nesterov step, and runs use it (docs/method.md §9).
 
 Proven here:
 - over a sequence with changing learning rates (per-step warm-up, then two x0.1 decays) its
@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmo_tf import checkpointing, experiment, recorded_run
-from mixmo_tf.config import Config
-from mixmo_tf.optimizers import PyTorchSGD
-from mixmo_tf.schedules import WarmupStepDecay
+from mixmo_tf.config import Config, run_folder, run_record
+from mixmo_tf.models.build import build_model
+from mixmo_tf.training.optimizers import PyTorchSGD
+from mixmo_tf.training.schedules import WarmupStepDecay
 
 MOMENTUM = 0.9
 STEPS = 12
@@ -119,7 +119,7 @@ def test_serializes_and_resumes_from_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("name, kind", [("pytorch_sgd", PyTorchSGD), ("keras_sgd", None)])
 def test_build_model_uses_the_chosen_formulation(name, kind):
-    model = experiment.build_model(
+    model = build_model(
         Config(dataset="digits", depth=10, width=1, optimizer=name, precision="float32")
     )
     optimizer = model.optimizer
@@ -132,9 +132,9 @@ def test_runs_recorded_before_the_choice_resume_only_with_keras_sgd(tmp_path):
     recorded = dataclasses.asdict(old)
     del recorded["optimizer"]  # as written before the field existed
     os.makedirs(tmp_path, exist_ok=True)
-    with open(tmp_path / checkpointing.RUN_CONFIG, "w") as stream:
+    with open(tmp_path / run_folder.RUN_CONFIG, "w") as stream:
         json.dump(recorded, stream)
-    with pytest.raises(checkpointing.CheckpointMismatchError, match="--optimizer"):
-        checkpointing.record_run_config(dataclasses.replace(old, optimizer="pytorch_sgd"))
-    checkpointing.record_run_config(old)
-    assert recorded_run.recorded_config(str(tmp_path)).optimizer == "keras_sgd"
+    with pytest.raises(run_record.CheckpointMismatchError, match="--optimizer"):
+        run_record.record_run_config(dataclasses.replace(old, optimizer="pytorch_sgd"))
+    run_record.record_run_config(old)
+    assert run_record.recorded_config(str(tmp_path)).optimizer == "keras_sgd"

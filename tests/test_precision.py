@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -21,16 +20,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from model_helpers import random_train_batch
+from run_helpers import smoke_config
 
-from mixmo_tf import checkpointing, experiment, precision
-from mixmo_tf.config import Config
+# keras.saving.load_model below: importing mixmo_tf.models.saving registers the classes.
+import mixmo_tf.models.saving  # noqa: F401
+from mixmo_tf.config import Config, run_folder, run_record
+from mixmo_tf.models.build import build_model
+from mixmo_tf.training import precision
+from mixmo_tf.training.run import train
 
-SMOKE = Config(dataset="digits", epochs=1).smoke()
 _COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 
 
 def _smoke(model_dir, **overrides) -> Config:
-    return dataclasses.replace(SMOKE, model_dir=str(model_dir), **overrides)
+    return smoke_config(model_dir, **{"epochs": 1, **overrides})
 
 
 def _write_cpu_info(path, flags: str) -> str:
@@ -92,10 +95,11 @@ def test_the_policy_scope_restores_the_global_policy_even_on_error():
     assert keras.config.dtype_policy().name == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["float32", "mixed_bfloat16", "mixed_float16"])
 def test_each_precision_trains_saves_and_reloads(tmp_path, name):
     config = _smoke(tmp_path, precision=name)
-    model = experiment.train(config)
+    model = train(config)
 
     assert int(model.optimizer.iterations.numpy()) == config.total_steps
     assert np.isfinite(model.history.history["loss"]).all()
@@ -110,35 +114,37 @@ def test_each_precision_trains_saves_and_reloads(tmp_path, name):
     assert outputs["ensemble"].dtype == np.float32
     np.testing.assert_allclose(outputs["ensemble"].sum(axis=-1), 1.0, rtol=1e-5)
 
-    reloaded = keras.saving.load_model(os.path.join(config.model_dir, experiment.FINAL_MODEL))
+    reloaded = keras.saving.load_model(os.path.join(config.model_dir, run_folder.FINAL_MODEL))
     assert reloaded.network.get_layer("stem_0").compute_dtype == _COMPUTE_DTYPES[name]
     np.testing.assert_allclose(
         reloaded.predict(images, verbose=0)["ensemble"], outputs["ensemble"], atol=1e-6
     )
-    with open(os.path.join(config.model_dir, checkpointing.RUN_CONFIG)) as stream:
+    with open(os.path.join(config.model_dir, run_folder.RUN_CONFIG)) as stream:
         assert json.load(stream)["precision"] == name
 
 
+@pytest.mark.slow
 def test_auto_is_recorded_resolved_and_another_precision_is_not_resumed(tmp_path):
-    experiment.train(_smoke(tmp_path, precision="auto"))
-    with open(os.path.join(tmp_path, checkpointing.RUN_CONFIG)) as stream:
+    train(_smoke(tmp_path, precision="auto"))
+    with open(os.path.join(tmp_path, run_folder.RUN_CONFIG)) as stream:
         recorded = json.load(stream)["precision"]
     assert recorded == precision.resolve_precision("auto")
 
     other = "float32" if recorded != "float32" else "mixed_bfloat16"
-    with pytest.raises(checkpointing.CheckpointMismatchError, match="--precision"):
-        experiment.train(_smoke(tmp_path, precision=other, epochs=2))
+    with pytest.raises(run_record.CheckpointMismatchError, match="--precision"):
+        train(_smoke(tmp_path, precision=other, epochs=2))
 
 
 def _one_step_update(name: str, batch) -> list[np.ndarray]:
     """Weight changes of one training step of a fixed-seed smoke model in `name`."""
     keras.utils.set_random_seed(0)
-    model = experiment.build_model(_smoke("/tmp/unused", precision=name, l2=0.0))
+    model = build_model(_smoke("/tmp/unused", precision=name, l2=0.0))
     before = [v.numpy() for v in model.trainable_variables]
     model.train_on_batch(batch)
     return [v.numpy() - b for v, b in zip(model.trainable_variables, before)]
 
 
+@pytest.mark.slow
 def test_mixed_float16_loss_scaling_gives_the_float32_update():
     """The loss is scaled before the gradient and the gradients unscaled before SGD.
 

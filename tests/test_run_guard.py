@@ -17,7 +17,6 @@ Proven here:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import glob
 import json
 import os
@@ -36,16 +35,20 @@ import keras
 import numpy as np
 import pytest
 from absl import flags
+from run_helpers import smoke_config
 
-from mixmo_tf import checkpointing, cli, experiment, run_guard
-from mixmo_tf.config import Config
+from mixmo_tf.cli import app, exit_codes
+from mixmo_tf.config import Config, run_folder
+from mixmo_tf.models.build import build_model
+from mixmo_tf.training import callbacks, checkpoints, run_guard
+from mixmo_tf.training.run import train
+from mixmo_tf.training.schedules import learning_rate_schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = Config(dataset="digits", checkpoint_every_steps=1).smoke()
 
 
 def _smoke(model_dir, **overrides) -> Config:
-    return dataclasses.replace(SMOKE, model_dir=str(model_dir), **overrides)
+    return smoke_config(model_dir, **{"checkpoint_every_steps": 1, **overrides})
 
 
 def _state(model: keras.Model) -> list[np.ndarray]:
@@ -55,8 +58,8 @@ def _state(model: keras.Model) -> list[np.ndarray]:
 def _checkpoint_states(config: Config) -> dict[str, list[np.ndarray]]:
     """Every checkpoint kept in the run folder, restored into a fresh model."""
     states = {}
-    model = experiment.build_model(config)
-    manager = checkpointing.checkpoint_manager(model, config.model_dir)
+    model = build_model(config)
+    manager = checkpoints.checkpoint_manager(model, config.model_dir)
     for path in manager.checkpoints:
         manager.checkpoint.restore(path).assert_existing_objects_matched()
         states[os.path.basename(path)] = _state(model)
@@ -73,7 +76,7 @@ def _run_main(*args: str) -> tuple[int, str, str]:
     code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            cli.main(["main.py"])
+            app.main(["main.py"])
     except SystemExit as exit_:
         code = exit_.code
     finally:
@@ -88,16 +91,17 @@ def _smoke_flags(model_dir) -> list[str]:
 # ---- divergence ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_diverging_run_keeps_only_finite_checkpoints_and_the_rerun_resumes(tmp_path):
-    experiment.train(_smoke(tmp_path, epochs=1))  # healthy checkpoints at steps 1, 2, 3
+    train(_smoke(tmp_path, epochs=1))  # healthy checkpoints at steps 1, 2, 3
     # An absurd rate: after step 4 the loss is still finite, but weights of ~1e26 overflow
     # the L2 penalty of step 5. The state of step 4 must not be checkpointed.
     diverging = _smoke(tmp_path, lr=1e30)
     with pytest.raises(FloatingPointError) as error:
-        experiment.train(diverging)
+        train(diverging)
     message = str(error.value)
     assert "diverged at step 4 " in message and "overflows" in message
-    rate_of_step_4 = experiment.learning_rate_schedule(diverging)(3)  # after 3 finished steps
+    rate_of_step_4 = learning_rate_schedule(diverging)(3)  # after 3 finished steps
     assert f"learning rate {float(keras.ops.convert_to_numpy(rate_of_step_4)):.3g}" in message
     last = os.path.join(diverging.model_dir, "checkpoints", "ckpt-3")
     assert f"the last is {last}. Lower --lr" in message and "resumes from ckpt-3" in message
@@ -106,14 +110,15 @@ def test_a_diverging_run_keeps_only_finite_checkpoints_and_the_rerun_resumes(tmp
     assert sorted(states) == ["ckpt-1", "ckpt-2", "ckpt-3"]
     assert all(np.isfinite(v).all() for state in states.values() for v in state)
 
-    model = experiment.train(_smoke(tmp_path))  # the sane default --lr: resumes and finishes
+    model = train(_smoke(tmp_path))  # the sane default --lr: resumes and finishes
     assert int(model.optimizer.iterations.numpy()) == 6
     assert all(np.isfinite(v).all() for v in _state(model))
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(tmp_path):
     with pytest.raises(FloatingPointError) as error:
-        experiment.train(_smoke(tmp_path, lr=1e30, checkpoint_every_steps=0))
+        train(_smoke(tmp_path, lr=1e30, checkpoint_every_steps=0))
     # nan or inf: which one a step of lr 1e30 reaches first depends on the CPU's kernels.
     assert re.search(r"the training loss became (nan|inf)\.", str(error.value))
     assert "No checkpoint was saved before it" in str(error.value)
@@ -123,13 +128,11 @@ def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(tmp_pa
 
 # ---- one writer per run folder -------------------------------------------------------------------
 
-# Loads run_guard by file (no TensorFlow import) and holds the lock until killed.
+# Holds the lock until killed (run_guard imports no TensorFlow: the process starts at once).
 _HOLD_LOCK = """
-import importlib.util, sys, time
-spec = importlib.util.spec_from_file_location("run_guard", sys.argv[1])
-run_guard = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(run_guard)
-with run_guard.hold_run_folder(sys.argv[2]):
+import sys, time
+from mixmo_tf.training import run_guard
+with run_guard.hold_run_folder(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)
 """
@@ -138,18 +141,18 @@ with run_guard.hold_run_folder(sys.argv[2]):
 def test_a_locked_folder_is_refused_naming_the_holder_and_taken_over_after_kill_9(tmp_path, capsys):
     model_dir = tmp_path / "run_smoke"
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, run_guard.__file__, str(model_dir)],
+        [sys.executable, "-c", _HOLD_LOCK, str(model_dir)],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
         code, _, err = _run_main(*_smoke_flags(tmp_path / "run"))
-        assert code == run_guard.EXIT_ERROR
+        assert code == exit_codes.ERROR
         expected = f"ERROR: {model_dir} is in use by process {holder.pid} on host "
         assert err.startswith(expected + socket.gethostname())
         assert len(err.strip().splitlines()) == 1
-        assert not os.path.exists(model_dir / checkpointing.RUN_CONFIG)  # nothing written
+        assert not os.path.exists(model_dir / run_folder.RUN_CONFIG)  # nothing written
     finally:
         holder.kill()  # SIGKILL: the holder cannot clean up
         holder.wait()
@@ -160,9 +163,9 @@ def test_a_locked_folder_is_refused_naming_the_holder_and_taken_over_after_kill_
         assert (
             f"Taking over the lock of {model_dir} from process {holder.pid} on host" in taken_over
         )
-        assert (model_dir / run_guard.LOCK_FILE).read_text().split()[0] == str(os.getpid())
+        assert (model_dir / run_folder.LOCK).read_text().split()[0] == str(os.getpid())
     # Released normally, the lock is empty: the next holder takes it quietly.
-    assert (model_dir / run_guard.LOCK_FILE).read_text() == ""
+    assert (model_dir / run_folder.LOCK).read_text() == ""
     with run_guard.hold_run_folder(str(model_dir)):
         assert "Taking over" not in capsys.readouterr().out
 
@@ -221,6 +224,7 @@ def test_an_unreachable_tpu_fails_within_seconds_with_one_error_line(tmp_path):
     assert time.monotonic() - start < 15
 
 
+@pytest.mark.slow
 def test_evaluating_a_read_only_run_prints_the_metrics_then_fails(shared_tmp, uninterrupted):
     model_dir, _ = uninterrupted
     read_only = shared_tmp / "run"
@@ -233,7 +237,7 @@ def test_evaluating_a_read_only_run_prints_the_metrics_then_fails(shared_tmp, un
     results = json.loads(out[out.index("{") :])
     assert results["step"] == 30 and 0 <= results["accuracy"] <= 1
     assert err.count("\n") == 1 and "this user cannot write there" in err
-    assert not os.path.exists(read_only / experiment.EVAL_RESULTS)
+    assert not os.path.exists(read_only / os.path.join(run_folder.EVALUATION, run_folder.RESULTS))
 
 
 # ---- signals -------------------------------------------------------------------------------------
@@ -256,16 +260,17 @@ def _signal_flags(model_dir) -> list[str]:
 def uninterrupted(tmp_path_factory):
     """The uninterrupted run: (its folder, its final state)."""
     model_dir = tmp_path_factory.mktemp("uninterrupted")
-    return model_dir, _state(experiment.train(_signal_config(model_dir)))
+    return model_dir, _state(train(_signal_config(model_dir)))
 
 
 def _assert_rerun_finishes_as(model_dir, uninterrupted) -> None:
-    model = experiment.train(_signal_config(model_dir))
+    model = train(_signal_config(model_dir))
     assert int(model.optimizer.iterations.numpy()) == 30
     for resumed, reference in zip(_state(model), uninterrupted[1], strict=True):
         np.testing.assert_array_equal(resumed, reference)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_checkpoints_exits_3_and_the_rerun_matches(tmp_path, uninterrupted):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
@@ -283,7 +288,7 @@ def test_sigterm_mid_epoch_checkpoints_exits_3_and_the_rerun_matches(tmp_path, u
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
 
-    assert process.returncode == run_guard.EXIT_INTERRUPTED, err[-3000:]
+    assert process.returncode == exit_codes.INTERRUPTED, err[-3000:]
     assert "Traceback" not in err
     last_line = err.strip().splitlines()[-1]
     assert last_line.startswith("Stopped by SIGTERM at step ")
@@ -293,20 +298,21 @@ def test_sigterm_mid_epoch_checkpoints_exits_3_and_the_rerun_matches(tmp_path, u
     _assert_rerun_finishes_as(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigint_mid_epoch_checkpoints_and_the_rerun_matches(tmp_path, uninterrupted, monkeypatch):
     """Ctrl-C, delivered to this process by the kernel at the end of step 7."""
 
-    class SignalAtStep7(checkpointing.PeriodicCheckpoint):
+    class SignalAtStep7(callbacks.PeriodicCheckpoint):
         def on_train_batch_end(self, batch, logs=None):
             if int(self.model.optimizer.iterations.numpy()) == 7:
                 os.kill(os.getpid(), signal.SIGINT)
             super().on_train_batch_end(batch, logs)
 
-    monkeypatch.setattr(checkpointing, "PeriodicCheckpoint", SignalAtStep7)
+    monkeypatch.setattr(callbacks, "PeriodicCheckpoint", SignalAtStep7)
     # What pytest started with: Python's default, or SIG_IGN under nohup or a background job.
     handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(run_guard.Interrupted, match="Stopped by SIGINT at step 7; saved "):
-        experiment.train(_signal_config(tmp_path))
+        train(_signal_config(tmp_path))
     assert signal.getsignal(signal.SIGINT) is handler_before  # restored
     assert (tmp_path / "checkpoints" / "ckpt-7.index").exists()
     monkeypatch.undo()

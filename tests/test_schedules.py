@@ -1,4 +1,4 @@
-"""The learning-rate schedule and the Config's derived numbers follow spec section 9.
+"""The learning-rate schedule and the Config's derived numbers follow docs/method.md §9.
 
 Proves that, for the paper's CIFAR run built from `Config()` defaults (B = 64, b = 4):
 - the base rate is 0.1 * 16 / 128 = 0.0125 (0.05 for the vanilla b = 1 run);
@@ -16,8 +16,7 @@ import pytest
 import tensorflow as tf
 
 from mixmo_tf.config import Config
-from mixmo_tf.experiment import learning_rate_schedule
-from mixmo_tf.schedules import WarmupStepDecay
+from mixmo_tf.training.schedules import WarmupStepDecay, learning_rate_schedule
 
 CIFAR_TRAIN = 50_000
 PAPER_BASE_LR = 0.1 * (64 / 4) / 128  # 0.0125

@@ -22,12 +22,14 @@ import tensorflow_datasets as tfds
 from flag_helpers import parse
 from test_tiny_imagenet import TRAIN_PER_CLASS, write_tiny_imagenet_zip
 
-from mixmo_tf import data, experiment, recorded_run
+from mixmo_tf import data
+from mixmo_tf.config import run_record
 from mixmo_tf.data import downloads, sources, tfds_loading
 from mixmo_tf.data.class_names import class_names
 from mixmo_tf.data.folder import ImageFolderError
 from mixmo_tf.data.specs import dataset_spec
 from mixmo_tf.data.streamed import ImageCache, ImageFiles
+from mixmo_tf.training.run import train
 
 CLASSES = ("cat", "dog", "emu")
 FLOWERS_EXAMPLES = 8
@@ -228,15 +230,16 @@ def test_tiny_imagenet_streams_from_a_cache_without_holding_the_split(tiny_image
 def _train(tmp_path, *flags: str):
     config = parse(*flags, f"--model_dir={tmp_path / 'run'}", "--precision=float32", "--smoke")
     config = dataclasses.replace(config, epochs=1, eval_steps=1)
-    experiment.train(config)
+    train(config)
     return config
 
 
+@pytest.mark.slow
 def test_main_trains_on_an_image_folder_and_the_run_keeps_its_class_names(image_folder, tmp_path):
     config = _train(tmp_path, f"--dataset=folder:{image_folder}", "--image_size=16")
     assert os.path.exists(os.path.join(config.model_dir, "model.keras"))
     # Export and prediction read the spec the run recorded, not the data.
-    recorded = recorded_run.recorded_config(config.model_dir)
+    recorded = run_record.recorded_config(config.model_dir)
     assert sources.recorded_spec(config.model_dir) == _spec(f"folder:{image_folder}")
     assert class_names(recorded.spec) == CLASSES
 
@@ -262,6 +265,7 @@ def _write_flowers_metadata(data_dir: str, splits=("train", "test")) -> None:
     builder.info.write_to_directory(builder.data_dir)
 
 
+@pytest.mark.slow
 def test_main_trains_on_a_tfds_dataset_by_name(tmp_path):
     data_dir = str(tmp_path / "tfds")
     _write_flowers_metadata(data_dir)
@@ -314,6 +318,7 @@ def no_network(monkeypatch) -> list:
     return attempts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["cifar10", "tfds:oxford_flowers102"])
 def test_download_auto_without_network_fails_in_seconds_with_instructions(
     dataset, tmp_path, no_network

@@ -104,6 +104,7 @@ def test_a_corrupt_zip_fails_with_path_and_fix(tmp_path):
         data.ensure_prepared(dataset_spec("tiny_imagenet"), data_dir)
 
 
+@pytest.mark.slow
 def test_main_trains_a_smoke_run_on_the_archive(tmp_path):
     data_dir = _data_dir(tmp_path)
     model_dir = str(tmp_path / "run")

@@ -1,6 +1,6 @@
 """The Tiny ImageNet flagfiles: one per row of the paper's PreActResNet-18-w table.
 
-Each parses into the recipe of spec section 9 as the authors' configs run it: batch 100,
+Each parses into the recipe of docs/method.md §9 as the authors' configs run it: batch 100,
 1200 epochs, base lr 0.2 / b, warm-up 1000 * b steps, x0.1 at epochs 600 and 900, coupled
 weight decay 1e-4 as --l2=5e-5, float32; b = 1 for the single network, 4 for MixMo.
 """
@@ -14,7 +14,7 @@ import pytest
 from flag_helpers import FLAGS_DIR, parse
 
 FLAGFILES = sorted(glob.glob(os.path.join(FLAGS_DIR, "tiny_imagenet_*.flags")))
-PUBLISHED = {  # spec section 11: vanilla / Linear-MixMo / Cut-MixMo top-1
+PUBLISHED = {  # docs/method.md §11: vanilla / Linear-MixMo / Cut-MixMo top-1
     1: {"vanilla": "62.75", "linear_mixmo": "62.91", "cut_mixmo": "64.32"},
     2: {"vanilla": "64.91", "linear_mixmo": "67.03", "cut_mixmo": "69.12"},
     3: {"vanilla": "65.84", "linear_mixmo": "68.36", "cut_mixmo": "70.23"},

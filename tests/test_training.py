@@ -1,4 +1,4 @@
-"""The MixMo training step and whole training runs (spec sections 3-5, 9 and 10).
+"""The MixMo training step and whole training runs (docs/method.md §3-5, §9 and §10).
 
 Proven here:
 - (One `train_step`'s loss and update are proven in test_wiring.py.)
@@ -28,16 +28,19 @@ import keras
 import numpy as np
 import pytest
 from flag_helpers import FLAGS_DIR, parse
+from run_helpers import smoke_config
 
-from mixmo_tf import checkpointing, data, experiment, recorded_run
-from mixmo_tf.config import Config
+from mixmo_tf import data
+from mixmo_tf.config import Config, run_folder, run_record
+from mixmo_tf.evaluation.run import evaluate
+from mixmo_tf.models.build import build_model
+from mixmo_tf.training import callbacks
+from mixmo_tf.training.run import train, train_stream
+
 
 # Two epochs of three steps on digits, a checkpoint every two steps: 2, 3 (epoch end), 4, 6.
-SMOKE = Config(dataset="digits", checkpoint_every_steps=2).smoke()
-
-
 def _smoke(model_dir, **overrides) -> Config:
-    return dataclasses.replace(SMOKE, model_dir=str(model_dir), **overrides)
+    return smoke_config(model_dir, **{"checkpoint_every_steps": 2, **overrides})
 
 
 def _state(model: keras.Model) -> list[np.ndarray]:
@@ -65,7 +68,7 @@ def test_build_model_uses_the_paper_optimizer_and_schedule(
     overrides, base, warmup, steps_per_epoch
 ):
     # The architecture does not change the schedule: WRN-10-1 keeps the test fast.
-    model = experiment.build_model(Config(dataset="cifar100", depth=10, width=1, **overrides))
+    model = build_model(Config(dataset="cifar100", depth=10, width=1, **overrides))
     optimizer = model.optimizer
     assert isinstance(optimizer, keras.optimizers.SGD)
     assert optimizer.momentum == pytest.approx(0.9) and optimizer.nesterov
@@ -110,7 +113,7 @@ def step_recorder(monkeypatch):
     checkpoint that step (or, with `at_epoch_end`, its epoch's end) would have written, like
     a process killed between steps.
     """
-    original = checkpointing.PeriodicCheckpoint
+    original = callbacks.PeriodicCheckpoint
     recorder = types.SimpleNamespace(steps=[], crash_after=None, at_epoch_end=False)
 
     class Recording(original):
@@ -128,7 +131,7 @@ def step_recorder(monkeypatch):
             super().on_epoch_end(epoch, logs)
             self._crash_if_due(epoch_end=True)
 
-    monkeypatch.setattr(checkpointing, "PeriodicCheckpoint", Recording)
+    monkeypatch.setattr(callbacks, "PeriodicCheckpoint", Recording)
     return recorder
 
 
@@ -136,17 +139,19 @@ def step_recorder(monkeypatch):
 def reference_run(tmp_path_factory):
     """The uninterrupted smoke run with seed 0: (config, final state)."""
     config = _smoke(tmp_path_factory.mktemp("reference"))
-    model = experiment.train(config)
+    model = train(config)
     return config, _state(model)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(reference_run, tmp_path):
     _, reference = reference_run
-    _assert_identical(_state(experiment.train(_smoke(tmp_path / "same"))), reference)
-    other = _state(experiment.train(_smoke(tmp_path / "other", seed=1)))
+    _assert_identical(_state(train(_smoke(tmp_path / "same"))), reference)
+    other = _state(train(_smoke(tmp_path / "other", seed=1)))
     assert not all(np.array_equal(a, b) for a, b in zip(other, reference))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "crash_after, at_epoch_end, resumed_at",
     [
@@ -159,16 +164,16 @@ def test_resume_reproduces_the_uninterrupted_run(
     reference_run, tmp_path, capsys, step_recorder, crash_after, at_epoch_end, resumed_at
 ):
     """(Extending a finished run with more --epochs is allowed but is not this run: the cut
-    probability schedule depends on the total epochs, spec 3.)"""
+    probability schedule depends on the total epochs, docs/method.md §3.)"""
     _, reference = reference_run
     step_recorder.crash_after, step_recorder.at_epoch_end = crash_after, at_epoch_end
     with pytest.raises(_SimulatedCrash):
-        experiment.train(_smoke(tmp_path))
+        train(_smoke(tmp_path))
     step_recorder.crash_after = None
     step_recorder.steps.clear()
     capsys.readouterr()
 
-    model = experiment.train(_smoke(tmp_path))
+    model = train(_smoke(tmp_path))
 
     assert f"Resuming from step {resumed_at} of 6" in capsys.readouterr().out
     # Only the missing steps ran: the rerun neither started over nor repeated a step.
@@ -176,7 +181,8 @@ def test_resume_reproduces_the_uninterrupted_run(
     _assert_identical(_state(model), reference)
 
 
-# Every method of the paper's tables (spec 11), with M = 2, 3, 4 and input MSDA, end to end.
+# Every method of the paper's tables (docs/method.md §11), with M = 2, 3, 4 and input MSDA,
+# end to end.
 _METHODS = [
     {"num_members": 1, "mixing": "none", "batch_repetitions": 1},
     {"num_members": 1, "mixing": "none", "batch_repetitions": 1, "msda": "mixup"},
@@ -188,10 +194,11 @@ _METHODS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", _METHODS, ids=lambda m: "-".join(str(v) for v in m.values()))
 def test_every_method_trains_and_predicts_end_to_end(tmp_path, method):
     config = _smoke(tmp_path, checkpoint_every_steps=0, **method)
-    model = experiment.train(config)
+    model = train(config)
     history = model.history.history
     assert int(model.optimizer.iterations.numpy()) == 6
     assert np.isfinite(history["loss"]).all() and np.isfinite(history["val_nll"]).all()
@@ -202,6 +209,7 @@ def test_every_method_trains_and_predicts_end_to_end(tmp_path, method):
     np.testing.assert_allclose(outputs["ensemble"].sum(axis=-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_xla_compiled_steps_train_and_are_deterministic():
     """jit_compile=True trains; from the same state, the same batches give the same weights.
 
@@ -213,11 +221,11 @@ def test_xla_compiled_steps_train_and_are_deterministic():
     """
     config = _smoke("unused", jit_compile=True, precision="mixed_float16", epochs=1)
     keras.utils.set_random_seed(config.seed)
-    model = experiment.build_model(config)
+    model = build_model(config)
     assert model.network.get_layer("stem_0").compute_dtype == "float16"
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     images, labels = data.load_split(config.spec, "train")
-    stream = experiment.train_stream(config)
+    stream = train_stream(config)
     initial = _state(model)
     states = []
     for _ in range(2):
@@ -233,16 +241,15 @@ def test_xla_compiled_steps_train_and_are_deterministic():
     _assert_identical(first, second)
 
 
+@pytest.mark.slow
 def test_a_folder_holding_another_run_is_refused_not_mixed(tmp_path):
-    experiment.train(_smoke(tmp_path, epochs=1))
-    with pytest.raises(
-        checkpointing.CheckpointMismatchError, match="--mixing: 'cutmix' -> 'linear'"
-    ):
-        experiment.train(_smoke(tmp_path, mixing="linear"))
+    train(_smoke(tmp_path, epochs=1))
+    with pytest.raises(run_record.CheckpointMismatchError, match="--mixing: 'cutmix' -> 'linear'"):
+        train(_smoke(tmp_path, mixing="linear"))
     # Without the recorded settings, the checkpoint itself does not fit another architecture.
-    os.remove(tmp_path / checkpointing.RUN_CONFIG)
-    with pytest.raises(checkpointing.CheckpointMismatchError, match="does not match this model"):
-        experiment.train(_smoke(tmp_path, width=2))
+    os.remove(tmp_path / run_folder.RUN_CONFIG)
+    with pytest.raises(run_record.CheckpointMismatchError, match="does not match this model"):
+        train(_smoke(tmp_path, width=2))
 
 
 # ---- learning and evaluation ---------------------------------------------------------------------
@@ -259,11 +266,12 @@ LEARNING = dataclasses.replace(
 )
 
 
+@pytest.mark.slow
 def test_cut_mixmo_learns_digits(tmp_path):
     config = dataclasses.replace(LEARNING, model_dir=str(tmp_path))
     start = time.perf_counter()
-    experiment.train(config)
-    results = experiment.evaluate(config)
+    train(config)
+    results = evaluate(config)
     print(f"digits Cut-MixMo: {results} in {time.perf_counter() - start:.0f}s")
     assert results["step"] == 400
     assert results["accuracy"] >= 0.6  # chance is 0.1
@@ -273,8 +281,10 @@ def test_cut_mixmo_learns_digits(tmp_path):
 
 def test_evaluate_writes_results_of_the_last_checkpoint(reference_run):
     config, _ = reference_run
-    results = experiment.evaluate(config)
-    with open(os.path.join(config.model_dir, experiment.EVAL_RESULTS)) as handle:
+    results = evaluate(config)
+    with open(
+        os.path.join(config.model_dir, os.path.join(run_folder.EVALUATION, run_folder.RESULTS))
+    ) as handle:
         written = json.load(handle)
     assert written == results
     expected_keys = {
@@ -291,7 +301,7 @@ def test_evaluate_writes_results_of_the_last_checkpoint(reference_run):
     assert written["step"] == 6
 
     # Recompute accuracy and NLL from the reloaded final model's predictions.
-    model = keras.saving.load_model(os.path.join(config.model_dir, experiment.FINAL_MODEL))
+    model = keras.saving.load_model(os.path.join(config.model_dir, run_folder.FINAL_MODEL))
     images, labels = data.load_split(config.spec, "test")
     count = config.eval_steps * config.eval_batch_size
     batches = data.eval_dataset(
@@ -311,18 +321,18 @@ def test_evaluate_writes_results_of_the_last_checkpoint(reference_run):
 
 
 def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No checkpoint in .*train first"):
-        experiment.evaluate(_smoke(tmp_path))
-    assert not os.path.exists(tmp_path / experiment.EVAL_RESULTS)
+    with pytest.raises(FileNotFoundError, match="No checkpoint in .*train the run first"):
+        evaluate(_smoke(tmp_path))
+    assert not os.path.exists(tmp_path / os.path.join(run_folder.EVALUATION, run_folder.RESULTS))
 
 
 def test_recorded_config_reads_the_recorded_settings(tmp_path):
     config = _smoke(tmp_path / "run", mixing="linear", seed=3, lr_decay_epochs=(2,))
-    checkpointing.record_run_config(config)
+    run_record.record_run_config(config)
     moved = tmp_path / "moved"
     os.rename(tmp_path / "run", moved)
-    assert recorded_run.recorded_config(str(moved)) == dataclasses.replace(
+    assert run_record.recorded_config(str(moved)) == dataclasses.replace(
         config, model_dir=str(moved)
     )
     with pytest.raises(FileNotFoundError, match="run_config.json does not exist"):
-        recorded_run.recorded_config(str(tmp_path / "nowhere"))
+        run_record.recorded_config(str(tmp_path / "nowhere"))

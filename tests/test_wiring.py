@@ -31,7 +31,7 @@ def _numpy_variables(model) -> list[np.ndarray]:
 
 
 def _weights_from_masks(masks: np.ndarray, power: float) -> np.ndarray:
-    """Root-r weights w_i = M k_i^(1/r) / sum_j k_j^(1/r) of the masks' areas, spec 4."""
+    """Root-r weights w_i = M k_i^(1/r) / sum_j k_j^(1/r) of the masks' areas, docs/method.md §4."""
     areas = masks.mean(axis=(1, 2))
     rooted = areas ** (1.0 / power)
     return masks.shape[-1] * rooted / rooted.sum(axis=-1, keepdims=True)
@@ -146,6 +146,7 @@ def test_single_network_input_mixing_keeps_the_plain_roles():
     np.testing.assert_allclose(float(logs["cross_entropy"]), cross_entropy, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_cut_mixmo_batches_stop_in_the_last_epoch():
     """p = 0.5 through epoch 11 of 12 (t = 11/12), 0 in epoch 12 (t = 1), read off masks."""
     model = probe_model(cut_prob=0.5, steps_per_epoch=2, epochs=12)
@@ -168,7 +169,7 @@ def test_cut_mixmo_batches_stop_in_the_last_epoch():
 
 @pytest.mark.parametrize("epoch, probability", [(1, 0.5), (276, 0.48), (299, 0.02), (300, 0.0)])
 def test_cut_probability_counts_epochs_from_one(epoch, probability):
-    """The authors' values at 1-indexed epochs of 300 (spec 3)."""
+    """The authors' values at 1-indexed epochs of 300 (docs/method.md §3)."""
     model = probe_model(cut_prob=0.5, steps_per_epoch=10, epochs=300)
     for step in ((epoch - 1) * 10, epoch * 10 - 1):  # first and last step of the epoch
         model.optimizer.iterations.assign(step)

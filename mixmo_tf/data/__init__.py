@@ -1,30 +1,35 @@
 """Datasets: sources (in memory or streamed from files) and the training / evaluation
-tf.data pipelines."""
+tf.data pipelines.
 
-from __future__ import annotations
+`specs`, `sources`, `folder` and `downloads` import no TensorFlow (the settings layer reads
+them); the rest load on first use.
+"""
 
-from mixmo_tf.data.pipeline import TrainStream, eval_dataset, normalize, train_dataset
-from mixmo_tf.data.specs import DATASETS, DatasetSpec, dataset_spec
-from mixmo_tf.data.splits import load_split, open_split, prepare_source, resolved_spec
-from mixmo_tf.data.streamed import StreamedImages, naming_unreadable_files
-from mixmo_tf.data.tfds_loading import DataNotFoundError, ensure_prepared
-from mixmo_tf.data.validation import split_validation
+import lazy_loader
 
-__all__ = [
-    "DATASETS",
-    "DataNotFoundError",
-    "DatasetSpec",
-    "StreamedImages",
-    "TrainStream",
-    "dataset_spec",
-    "ensure_prepared",
-    "eval_dataset",
-    "load_split",
-    "naming_unreadable_files",
-    "normalize",
-    "open_split",
-    "prepare_source",
-    "resolved_spec",
-    "split_validation",
-    "train_dataset",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submodules=[
+        "cache",
+        "class_names",
+        "digits",
+        "downloads",
+        "folder",
+        "pipeline",
+        "sources",
+        "specs",
+        "splits",
+        "streamed",
+        "tfds_loading",
+        "tiny_imagenet",
+        "validation",
+    ],
+    submod_attrs={
+        "pipeline": ["TrainStream", "eval_dataset", "normalize", "train_dataset"],
+        "specs": ["DATASETS", "DatasetSpec", "dataset_spec"],
+        "splits": ["load_split", "open_split", "prepare_source", "resolved_spec"],
+        "streamed": ["StreamedImages", "naming_unreadable_files"],
+        "tfds_loading": ["DataNotFoundError", "ensure_prepared"],
+        "validation": ["split_validation"],
+    },
+)

@@ -5,8 +5,8 @@ also copies it into the graph). tfds' prepared format (TFRecord) has no random a
 its random-access `tfds.data_source` needs the ArrayRecord format (not what `tfds build`
 writes by default) and decodes a JPEG per read. So each split is decoded (and resized to the
 run's image size) once into `<dataset's tfds folder>/mixmo_cache/<split>_<H>x<W>.npy` plus
-`<split>_labels.npy`; reads are then a memory-mapped copy of rows. Written to a temporary
-name and renamed, so an interrupted write leaves no cache behind.
+`<split>_labels.npy`; reads are then a memory-mapped copy of rows. Written atomically
+(`mixmo_tf.config.run_folder.write_atomically`): an interrupted write leaves no cache behind.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from mixmo_tf.config.run_folder import write_atomically
 from mixmo_tf.data.streamed import ImageCache, to_rgb_uint8
 
 CACHE_SUBDIR = "mixmo_cache"
@@ -30,16 +31,6 @@ def cache_paths(dataset_dir: str, split: str, image_shape) -> tuple[str, str]:
         os.path.join(folder, f"{split}_{height}x{width}.npy"),
         os.path.join(folder, f"{split}_labels.npy"),
     )
-
-
-def _write_atomically(path: str, write) -> None:
-    partial = f"{path}.{os.getpid()}.part.npy"
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def _write(dataset: tf.data.Dataset, count: int, image_shape, images_path: str) -> np.ndarray:
@@ -65,7 +56,7 @@ def _write(dataset: tf.data.Dataset, count: int, image_shape, images_path: str) 
         array.flush()
         del array
 
-    _write_atomically(images_path, write)
+    write_atomically(images_path, write, ".npy")
     return labels
 
 
@@ -84,7 +75,7 @@ def cached_split(
     if not (os.path.exists(images_path) and os.path.exists(labels_path)):
         os.makedirs(os.path.dirname(images_path), exist_ok=True)
         labels = _write(dataset, count, image_shape, images_path)
-        _write_atomically(labels_path, lambda path: np.save(path, labels))
+        write_atomically(labels_path, lambda path: np.save(path, labels), ".npy")
     images = ImageCache(images_path)
     if images.shape != (count, *image_shape):
         raise ValueError(

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 
+from mixmo_tf.config.run_folder import RunFolder, write_text_atomically
 from mixmo_tf.data.folder import index_folder
 from mixmo_tf.data.specs import DATASETS, DatasetSpec
 
@@ -32,7 +33,6 @@ TFDS_PREFIX = "tfds:"
 FOLDER_PREFIX = "folder:"
 # --image_size=0 gives tfds and folder sources this size (Tiny ImageNet's).
 DEFAULT_IMAGE_SIZE = 64
-SPEC_FILE = "dataset_spec.json"
 # Inputs in [-1, 1]; see the module docstring.
 SOURCE_MEAN = SOURCE_STD = (0.5, 0.5, 0.5)
 # The random crop's zero padding per side: CIFAR's 4 pixels at 32x32, scaled with the size.
@@ -164,7 +164,7 @@ def _spec_from_json(fields: dict) -> DatasetSpec:
 
 def recorded_spec(model_dir: str) -> DatasetSpec | None:
     """The spec recorded in `<model_dir>/dataset_spec.json` by training, or None."""
-    path = os.path.join(model_dir, SPEC_FILE)
+    path = RunFolder(model_dir).dataset_spec
     if not model_dir or not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as stream:
@@ -188,7 +188,7 @@ def run_spec(dataset: str, image_size: int, data_dir: str | None, model_dir: str
         return folder_spec(dataset, image_size)
     raise FileNotFoundError(
         f"The spec of {dataset} comes from its tfds info, not read yet in this process and "
-        f"not recorded in {os.path.join(model_dir, SPEC_FILE)}: call "
+        f"not recorded in {RunFolder(model_dir).dataset_spec}: call "
         "mixmo_tf.data.resolved_spec(dataset, image_size, data_dir) first (training does)."
     )
 
@@ -197,11 +197,8 @@ def record_spec(spec: DatasetSpec, model_dir: str) -> None:
     """Writes the spec of a tfds or folder source to `<model_dir>/dataset_spec.json`."""
     if source_kind(spec.name) == "named":
         return
-    path = os.path.join(model_dir, SPEC_FILE)
-    partial = f"{path}.{os.getpid()}.part"
-    with open(partial, "w", encoding="utf-8") as stream:
-        json.dump(dataclasses.asdict(spec), stream, indent=2)
-    os.replace(partial, path)
+    text = json.dumps(dataclasses.asdict(spec), indent=2)
+    write_text_atomically(RunFolder(model_dir).dataset_spec, text)
 
 
 def check_unchanged(spec: DatasetSpec, model_dir: str) -> None:
@@ -219,6 +216,6 @@ def check_unchanged(spec: DatasetSpec, model_dir: str) -> None:
         ]
         raise DataSourceError(
             f"The data of {spec.name} changed since the run in {model_dir} started "
-            f"({', '.join(changed)} differ from {os.path.join(model_dir, SPEC_FILE)}). Restore "
+            f"({', '.join(changed)} differ from {RunFolder(model_dir).dataset_spec}). Restore "
             "the data it trained on, or train in another --model_dir."
         )

@@ -76,7 +76,7 @@ DATASETS: dict[str, DatasetSpec] = {
         (0.5, 0.5, 0.5),
         flip=False,
     ),
-    # Tiny ImageNet (spec section 8): 200 classes, the 10k val images are the test split.
+    # Tiny ImageNet (docs/method.md §8): 200 classes, the 10k val images are the test split.
     "tiny_imagenet": DatasetSpec(
         "tiny_imagenet",
         200,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from mixmo_tf.data import sources, tfds_loading
+from mixmo_tf.data.cache import cached_split
 from mixmo_tf.data.digits import load_digits_split
+from mixmo_tf.data.folder import index_folder
 from mixmo_tf.data.specs import DATASETS, DatasetSpec
 from mixmo_tf.data.streamed import ImageFiles, StreamedImages
 
@@ -57,8 +59,6 @@ def prepare_source(dataset: str, data_dir: str | None, download: str) -> None:
 def _tfds_cached_split(
     spec: DatasetSpec, split: str, data_dir: str | None, download: str
 ) -> tuple[StreamedImages, np.ndarray]:
-    from mixmo_tf.data.cache import cached_split
-
     if spec.name == "tiny_imagenet":
         from mixmo_tf.data.tiny_imagenet import TinyImagenet  # registers "tiny_imagenet"
 
@@ -92,8 +92,6 @@ def open_split(
     if spec.name in IN_MEMORY:
         return tfds_loading.load_tfds_split(spec, split, data_dir, download)
     if kind == "folder":
-        from mixmo_tf.data.folder import index_folder
-
         files = index_folder(sources.source_argument(spec.name)).splits[split]
         return ImageFiles(files.paths, spec.image_shape), np.asarray(files.labels, np.int64)
     return _tfds_cached_split(spec, split, data_dir, download)

@@ -20,7 +20,9 @@ import urllib.parse
 
 import numpy as np
 
+from mixmo_tf.config.run_folder import write_atomically
 from mixmo_tf.data import downloads
+from mixmo_tf.data.sources import source_argument, source_spec
 from mixmo_tf.data.specs import CIFAR_HOMEPAGE, DatasetSpec  # noqa: F401  (tests read it)
 
 
@@ -150,10 +152,7 @@ def _download_archive(url: str, path: str) -> None:
     """Downloads `url` to `path`, complete or not at all."""
     import urllib.request
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f"{path}.part"
-    urllib.request.urlretrieve(url, partial)
-    os.replace(partial, path)
+    write_atomically(path, lambda partial: urllib.request.urlretrieve(url, partial))
 
 
 def _download_and_prepare(name: str, prepare, url: str, data_dir: str) -> None:
@@ -289,8 +288,6 @@ def tfds_source_spec(dataset: str, image_size: int, data_dir: str | None) -> Dat
     Raises:
         DataNotFoundError: unknown, not prepared, no image classification, a split missing.
     """
-    from mixmo_tf.data.sources import source_argument, source_spec
-
     name = source_argument(dataset)
     data_dir = data_dir or default_data_dir()
     builder = tfds_builder(name, data_dir)

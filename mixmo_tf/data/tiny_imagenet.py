@@ -1,4 +1,4 @@
-"""Tiny ImageNet as a tensorflow-datasets builder over the official archive (spec section 8).
+"""Tiny ImageNet as a tensorflow-datasets builder over the official archive (docs/method.md §8).
 
 `TinyImagenet` (tfds name "tiny_imagenet") reads `tiny-imagenet-200.zip` from tfds'
 manual-download folder (`<data_dir>/downloads/manual/`) and writes the prepared dataset into

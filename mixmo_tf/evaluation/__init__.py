@@ -1,25 +1,36 @@
 """Evaluation after training, on logits: metrics, temperature scaling, reports of runs.
 
-`metrics` and `temperature` are NumPy only; `run` (imported on demand) loads trained runs.
+`metrics`, `temperature` and `options` are NumPy only; `run` restores trained runs and
+writes their evaluation (`evaluate`).
 """
 
-from mixmo_tf.evaluation.metrics import (
-    ensemble_metrics,
-    ensemble_probabilities,
-    expected_calibration_error,
-    prediction_metrics,
-    roc_auc,
-)
-from mixmo_tf.evaluation.options import EvaluationOptions
-from mixmo_tf.evaluation.temperature import cross_validated_scaling, fit_temperature
+import lazy_loader
 
-__all__ = [
-    "EvaluationOptions",
-    "cross_validated_scaling",
-    "ensemble_metrics",
-    "ensemble_probabilities",
-    "expected_calibration_error",
-    "fit_temperature",
-    "prediction_metrics",
-    "roc_auc",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submodules=[
+        "datasets",
+        "epochs",
+        "metrics",
+        "ood",
+        "options",
+        "plots",
+        "predictions",
+        "report",
+        "run",
+        "shifts",
+        "temperature",
+    ],
+    submod_attrs={
+        "metrics": [
+            "ensemble_metrics",
+            "ensemble_probabilities",
+            "expected_calibration_error",
+            "prediction_metrics",
+            "roc_auc",
+        ],
+        "options": ["EvaluationOptions"],
+        "run": ["evaluate", "evaluate_runs"],
+        "temperature": ["cross_validated_scaling", "fit_temperature"],
+    },
+)

@@ -12,6 +12,8 @@ import os
 
 import tensorflow as tf
 
+from mixmo_tf.config.run_folder import RunFolder
+
 _PREFIX = "epoch_"
 
 
@@ -22,7 +24,7 @@ def test_history(model_dir: str) -> dict[int, dict[str, float]]:
     Empty if the run has no validation logs.
     """
     history: dict[int, dict[str, float]] = {}
-    pattern = os.path.join(model_dir, "logs", "validation", "events.out.tfevents.*")
+    pattern = os.path.join(RunFolder(model_dir).validation_logs, "events.out.tfevents.*")
     for path in sorted(glob.glob(pattern), key=os.path.getmtime):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())

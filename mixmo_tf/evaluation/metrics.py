@@ -1,9 +1,9 @@
-"""Uncertainty and diversity metrics of an ensemble, in NumPy, from logits (spec 10).
+"""Uncertainty and diversity metrics of an ensemble, in NumPy, from logits (docs/method.md §10).
 
 Everything here works on arrays after prediction: `member_logits` `(examples, members,
 classes)` and integer `labels` `(examples,)`. The ensemble's prediction is the softmax of
 the members' mean logits, as in MixMo's evaluation. These are the reported numbers; the
-Keras metrics in `mixmo_tf.metrics` only follow training.
+Keras metrics in `mixmo_tf.training.metrics` follow training with these definitions.
 """
 
 from __future__ import annotations

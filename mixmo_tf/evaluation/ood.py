@@ -1,6 +1,8 @@
-"""Out-of-distribution detection from an ensemble's logits (NumPy).
+"""Out-of-distribution detection from an ensemble's logits.
 
-Each score is a confidence: higher means "more in-distribution". Detection metrics treat
+Each score is a confidence: higher means "more in-distribution". The uncertainty behind the
+scores is the served graph's (`mixmo_tf.serving.graph.uncertainty`), so an evaluated score
+and the value TF Serving answers for the same image are one number. Detection metrics treat
 the in-distribution test images as positives (AUROC is the same either way round):
 AUROC, AUPR-In (in-distribution positive), AUPR-Out (OOD positive, scores negated) and the
 FPR at 95% TPR (the fraction of OOD images accepted when 95% of in-distribution images are).
@@ -11,29 +13,32 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import tensorflow as tf
 
-from mixmo_tf.evaluation.metrics import roc_auc, softmax
+from mixmo_tf.evaluation.metrics import roc_auc
+from mixmo_tf.serving.graph import uncertainty
 
 SCORES = ("max_probability", "entropy", "mutual_information")
-
-
-def _entropy(probabilities: np.ndarray) -> np.ndarray:
-    return -np.sum(probabilities * np.log(probabilities + 1e-12), axis=-1)
 
 
 def confidence_scores(
     member_logits: np.ndarray, ensemble_logits: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Per-example confidences: the ensemble's max probability, minus its predictive
-    entropy, and minus the members' mutual information (entropy of the ensemble's
-    probabilities minus the mean entropy of each member's; 0 for a single member)."""
-    probabilities = softmax(ensemble_logits)
-    members = softmax(member_logits)
-    entropy = _entropy(probabilities)
+    entropy, and minus the members' mutual information (`uncertainty`), all computed in
+    float32 as the served graph computes them.
+
+    Args:
+        member_logits: `(examples, members, classes)`.
+        ensemble_logits: `(examples, classes)`, the ensemble's prediction is their softmax.
+    """
+    probabilities = tf.nn.softmax(tf.constant(ensemble_logits, tf.float32))
+    members = tf.nn.softmax(tf.constant(member_logits, tf.float32))
+    measures = uncertainty(probabilities, members)
     return {
-        "max_probability": probabilities.max(axis=-1),
-        "entropy": -entropy,
-        "mutual_information": -(entropy - _entropy(members).mean(axis=-1)),
+        "max_probability": np.max(probabilities.numpy(), axis=-1),
+        "entropy": -measures["entropy"].numpy(),
+        "mutual_information": -measures["mutual_information"].numpy(),
     }
 
 

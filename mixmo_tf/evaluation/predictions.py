@@ -1,31 +1,13 @@
-"""Logits of a trained run: restore its newest checkpoint and predict a set of images."""
+"""Logits of a restored run's model on a set of images, batched as in evaluation."""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from mixmo_tf import checkpointing, data
-from mixmo_tf.config import Config
+from mixmo_tf import data
 from mixmo_tf.data.specs import DatasetSpec
-from mixmo_tf.experiment import build_model, resolve_device_defaults
-from mixmo_tf.training import MixMoModel
-
-
-def restore_run(config: Config) -> tuple[MixMoModel, int]:
-    """The model of the run in `config.model_dir` at its newest checkpoint, and that step.
-
-    Raises:
-        FileNotFoundError: the folder has no checkpoint.
-    """
-    model = build_model(resolve_device_defaults(config))
-    manager = checkpointing.checkpoint_manager(model, config.model_dir)
-    step = checkpointing.restore_latest(manager)
-    if not step:
-        raise FileNotFoundError(
-            f"No checkpoint in {manager.directory}: train first, or point --model_dir at a run."
-        )
-    return model, step
+from mixmo_tf.models.mixmo_model import MixMoModel
 
 
 def predict_logits(

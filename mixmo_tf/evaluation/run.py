@@ -15,26 +15,27 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from mixmo_tf import checkpointing, data, recorded_run, run_guard
-from mixmo_tf.config import Config
+from mixmo_tf import data
+from mixmo_tf.config import run_folder
+from mixmo_tf.config.run_folder import (
+    ResultsNotSavedError,
+    RunFolder,
+    describe_os_error,
+    write_text_atomically,
+)
+from mixmo_tf.config.run_record import check_one_dataset
+from mixmo_tf.config.settings import Config
 from mixmo_tf.evaluation import epochs, plots, report, shifts, temperature
 from mixmo_tf.evaluation.metrics import ensemble_metrics, prediction_metrics, softmax
 from mixmo_tf.evaluation.options import EvaluationOptions
-from mixmo_tf.evaluation.predictions import predict_logits, restore_run
-
-EVAL_SUBDIR = "eval"
-RESULTS = "results.json"
-REPORT = "report.md"
-RELIABILITY = "reliability.png"
-SEVERITY_CURVES = "corruption_severity.png"
-OOD_HISTOGRAMS = "ood_scores.png"
-TEMPERATURE_FILE = "temperature.json"
+from mixmo_tf.evaluation.predictions import predict_logits
+from mixmo_tf.training.checkpoints import restore_run
 
 
 def output_dir(configs: Sequence[Config]) -> str:
     """Where the evaluation of `configs` is written."""
-    folder = os.path.join(configs[0].model_dir, EVAL_SUBDIR)
-    return os.path.join(folder, "ensemble") if len(configs) > 1 else folder
+    folder = RunFolder(configs[0].model_dir)
+    return folder.ensemble_evaluation if len(configs) > 1 else folder.evaluation
 
 
 class _Ensemble:
@@ -42,7 +43,9 @@ class _Ensemble:
 
     def __init__(self, configs: Sequence[Config]):
         self.config = configs[0]
-        self.models, self.steps = zip(*(restore_run(config) for config in configs))
+        runs = [restore_run(config) for config in configs]
+        self.models = [run.model for run in runs]
+        self.steps = [run.step for run in runs]
 
     def run_logits(self, images: np.ndarray, labels: np.ndarray):
         """(each run's member logits `(examples, members, classes)`, the labels kept), with
@@ -98,7 +101,7 @@ def _write_scalars(config: Config, results: dict) -> None:
     sections = {"test": results, "test_scaled": results["temperature_scaled"]}
     if "corruptions" in results:
         sections["corrupted"] = results["corruptions"]["mean"]
-    writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "logs", EVAL_SUBDIR))
+    writer = tf.summary.create_file_writer(RunFolder(config.model_dir).evaluation_logs)
     with writer.as_default():
         for prefix, values in sections.items():
             for name, value in values.items():
@@ -120,11 +123,9 @@ def _write_outputs(configs: Sequence[Config], results: dict, figures: dict) -> N
     for name, draw in figures.items():
         draw(os.path.join(folder, name))
     results["figures"] = list(figures)
-    checkpointing.write_text_atomically(
-        os.path.join(folder, REPORT), report.markdown_report(results)
-    )
-    checkpointing.write_text_atomically(
-        os.path.join(folder, RESULTS), json.dumps(results, indent=2, allow_nan=False)
+    write_text_atomically(os.path.join(folder, run_folder.REPORT), report.markdown_report(results))
+    write_text_atomically(
+        os.path.join(folder, run_folder.RESULTS), json.dumps(results, indent=2, allow_nan=False)
     )
     if len(configs) > 1:
         return
@@ -133,9 +134,7 @@ def _write_outputs(configs: Sequence[Config], results: dict, figures: dict) -> N
         fitted = results["validation_temperature"]
         record = {key: value for key, value in fitted.items() if key != "test"}
         record.update(step=results["step"], fitted_on="validation_split")
-        checkpointing.write_text_atomically(
-            os.path.join(config.model_dir, TEMPERATURE_FILE), json.dumps(record, indent=2)
-        )
+        write_text_atomically(RunFolder(config.model_dir).temperature, json.dumps(record, indent=2))
 
 
 def evaluate_runs(configs: Sequence[Config], options: EvaluationOptions | None = None) -> dict:
@@ -157,10 +156,10 @@ def evaluate_runs(configs: Sequence[Config], options: EvaluationOptions | None =
 
     Raises:
         FileNotFoundError: a run has no checkpoint, or data is missing.
-        run_guard.ResultsNotSavedError: the results could not be written; it holds them.
+        ResultsNotSavedError: the results could not be written; it holds them.
         ValueError: the runs are not of one dataset, or an option does not fit the run.
     """
-    recorded_run.check_one_dataset(configs)
+    check_one_dataset(configs)
     options = options or EvaluationOptions()
     config = configs[0]
     ensemble = _Ensemble(configs)
@@ -177,7 +176,7 @@ def evaluate_runs(configs: Sequence[Config], options: EvaluationOptions | None =
         "temperature_scaled": temperature.cross_validated_scaling(ensemble_logits, labels),
     }
     figures = {
-        RELIABILITY: lambda path: plots.reliability_diagram(
+        run_folder.RELIABILITY_FIGURE: lambda path: plots.reliability_diagram(
             path,
             softmax(ensemble_logits),
             temperature.cross_validated_probabilities(ensemble_logits, labels),
@@ -202,7 +201,7 @@ def evaluate_runs(configs: Sequence[Config], options: EvaluationOptions | None =
             ensemble, config.dataset, options.corruptions_dir, config.data_dir
         )
         results["corruptions"] = corrupted
-        figures[SEVERITY_CURVES] = lambda path: plots.severity_curves(
+        figures[run_folder.SEVERITY_FIGURE] = lambda path: plots.severity_curves(
             path, results, corrupted["by_severity"]
         )
     if options.ood_dataset:
@@ -213,13 +212,29 @@ def evaluate_runs(configs: Sequence[Config], options: EvaluationOptions | None =
             config.data_dir,
             config.spec,
         )
-        figures[OOD_HISTOGRAMS] = lambda path: plots.ood_histograms(
+        figures[run_folder.OOD_FIGURE] = lambda path: plots.ood_histograms(
             path, scores, options.ood_dataset
         )
     results = _json_ready(results)
     try:
         _write_outputs(configs, results, figures)
     except OSError as error:
-        message = run_guard.describe_os_error(error, "--model_dir")
-        raise run_guard.ResultsNotSavedError(message, results) from error
+        message = describe_os_error(error, "--model_dir")
+        raise ResultsNotSavedError(message, results) from error
     return results
+
+
+def evaluate(config: Config, *ensemble: Config, options: EvaluationOptions | None = None) -> dict:
+    """Evaluates the newest checkpoint of `config.model_dir` on the test split.
+
+    With further runs in `ensemble`, evaluates the ensemble of all of them (mean of their
+    ensemble logits); `options` adds corrupted and OOD test sets. See `evaluate_runs` for
+    what is written where.
+
+    Returns:
+        The results, the raw test metrics of the ensemble at the top level, with `step`.
+
+    Raises:
+        FileNotFoundError: a run has no checkpoint, or the data is missing.
+    """
+    return evaluate_runs([config, *ensemble], options)

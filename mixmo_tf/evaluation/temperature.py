@@ -1,4 +1,4 @@
-"""Temperature scaling of the ensemble's mean logits (Guo et al. 2017; spec 10).
+"""Temperature scaling of the ensemble's mean logits (Guo et al. 2017; docs/method.md §10).
 
 One scalar T divides the logits; it is fitted by minimising the NLL on held-out examples.
 The NLL of softmax(beta * z) is convex in beta = 1 / T (a log-sum-exp of a linear function

@@ -18,7 +18,7 @@ import copy
 
 import keras
 
-from mixmo_tf.models.mixmo import MixMoNetwork, member_input_name
+from mixmo_tf.models.network import MixMoNetwork, member_input_name
 
 
 def is_legacy_network_config(config: dict) -> bool:

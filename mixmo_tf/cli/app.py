@@ -1,0 +1,142 @@
+"""The command line: `python main.py --flagfile=flags/<experiment>.flags [--mode=...]`.
+
+Flags become one Config, checked before anything is built; only then does TensorFlow start
+and the mode's handler (`mixmo_tf.cli.modes`) run. `--help` lists the MixMo flags grouped
+by topic without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+from collections.abc import Iterator
+
+from absl import app, flags, logging
+
+from mixmo_tf.cli import exit_codes, modes
+from mixmo_tf.cli import flags as mixmo_flags
+from mixmo_tf.config import run_record
+from mixmo_tf.config.settings import Config
+from mixmo_tf.evaluation.options import EvaluationOptions
+
+mixmo_flags.define_flags()
+
+
+@contextlib.contextmanager
+def _stderr_discarded() -> Iterator[None]:
+    """Sends file descriptor 2 to /dev/null inside the block.
+
+    TensorFlow 2.21 writes some lines at import, before it reads TF_CPP_MIN_LOG_LEVEL (with
+    oneDNN on: "oneDNN custom operations are on ..."). An import error still shows: its
+    traceback is printed after the block.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _start_tensorflow(quiet: bool) -> None:
+    """Imports TensorFlow, without its C++ start-up lines if `quiet`."""
+    with _stderr_discarded() if quiet else contextlib.nullcontext():
+        import tensorflow  # noqa: F401
+
+
+def _recorded_runs(config: Config) -> list[Config]:
+    """The recorded Configs of the runs to evaluate: --model_dir, or --ensemble_dirs.
+
+    Flags given on top apply where they may differ from a run (e.g. --data_dir) and are
+    refused where they contradict it (ValueError naming them).
+    """
+    given = mixmo_flags.given_fields(flags.FLAGS)
+    folders = flags.FLAGS.ensemble_dirs or [config.model_dir]
+    if not flags.FLAGS.ensemble_dirs and not flags.FLAGS["model_dir"].present:
+        raise ValueError("--mode=evaluate needs --model_dir=RUN (a folder training wrote).")
+    runs = [
+        run_record.config_with_flags(run_record.recorded_config(folder), config, given)
+        for folder in folders
+    ]
+    run_record.check_one_dataset(runs)
+    return runs
+
+
+def _evaluation_inputs(config: Config) -> tuple[list[Config], EvaluationOptions]:
+    """The runs and options of --mode=evaluate; exits with one ERROR line if unusable."""
+    try:
+        runs = _recorded_runs(config)
+        options = EvaluationOptions(
+            corruptions=flags.FLAGS.corruptions,
+            corruptions_dir=flags.FLAGS.corruptions_dir,
+            ood_dataset=flags.FLAGS.ood_dataset,
+        )
+        options.check(runs[0].dataset)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(exit_codes.report_error(str(error)))
+    return runs, options
+
+
+def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
+    """Runs the mode chosen by --mode with the Config built from the flags; exits with its code.
+
+    Args:
+        argv: what absl left of the command line (the program name only, if well formed).
+        quiet_tensorflow: discard what TensorFlow prints while it is imported.
+    """
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments (flags start with --): {' '.join(argv[1:])}")
+    values = flags.FLAGS
+    try:
+        config = mixmo_flags.config_from_flags(values)
+        if values.mode in ("export", "predict"):
+            modes.check_serving_flags(
+                values.mode, values.model_dir, values.images, values.saved_model, values.temperature
+            )
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    if values.mode == "evaluate":
+        runs, options = _evaluation_inputs(config)
+    if not values["verbosity"].present:
+        # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
+        logging.set_verbosity(logging.ERROR)
+
+    # TensorFlow work starts only after the flags are valid.
+    _start_tensorflow(quiet_tensorflow)
+    if values.mode == "train":
+        code = modes.train(config)
+    elif values.mode == "evaluate":
+        code = modes.evaluate(runs, options)
+    elif values.mode == "export":
+        code = modes.export(values.model_dir, values.export_dir, values.temperature)
+    else:
+        code = modes.predict(
+            values.images, values.model_dir, values.saved_model, values.output, values.temperature
+        )
+    sys.exit(code)
+
+
+_SHORT_HELP = ("--help", "-h", "-?", "--helpshort")
+
+
+def run() -> None:
+    """Entry point of `main.py` and the `mixmo-tf` console script.
+
+    TensorFlow's C++ start-up lines (CPU feature notes, oneDNN's notice) say nothing a user
+    can act on: they are hidden unless TF_CPP_MIN_LOG_LEVEL is set (TF_CPP_MIN_LOG_LEVEL=0
+    brings them back). `--help` lists the MixMo flags grouped by topic; `--helpfull` keeps
+    absl's full list.
+    """
+    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if any(argument in _SHORT_HELP for argument in sys.argv[1:]):
+        print(f"{(sys.modules['__main__'].__doc__ or '').strip()}\n")
+        print(f"MixMo flags (--helpfull lists every flag):{mixmo_flags.grouped_help()}")
+        sys.exit(exit_codes.SUCCESS)
+    app.run(functools.partial(main, quiet_tensorflow=quiet))

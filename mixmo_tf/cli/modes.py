@@ -1,0 +1,151 @@
+"""One handler per `--mode`: each runs its mode on checked inputs and returns its exit code.
+
+Failures a user can act on (missing data, a locked or unusable folder, a checkpoint of
+another run, divergence, nothing to export or predict) print one `ERROR:` line
+(`exit_codes.report_error`); anything else is a bug and keeps its traceback. The handlers
+import the layers they run on first use, so `main.py --help` and flag errors load no
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from mixmo_tf import evaluation, serving, training
+from mixmo_tf.cli import exit_codes
+from mixmo_tf.cli.exit_codes import report_error
+from mixmo_tf.config.run_folder import ResultsNotSavedError, RunFolderError, describe_os_error
+from mixmo_tf.config.run_record import CheckpointMismatchError
+from mixmo_tf.config.settings import Config
+from mixmo_tf.data.sources import DataSourceError
+from mixmo_tf.evaluation.options import EvaluationOptions, OptionError
+from mixmo_tf.training import run_guard
+
+
+def check_serving_flags(
+    mode: str,
+    model_dir: str,
+    images: str | None,
+    saved_model: str | None,
+    temperature: float | None,
+) -> None:
+    """Raises ValueError naming the flag when export or predict lacks what it reads."""
+    if mode == "export" and not model_dir:
+        raise ValueError("--mode=export needs --model_dir=RUN, a folder that training wrote.")
+    if mode == "predict":
+        if not images:
+            raise ValueError("--mode=predict needs --images, e.g. --images='photos/*.jpg'.")
+        if bool(model_dir) == bool(saved_model):
+            raise ValueError(
+                "--mode=predict needs exactly one of --model_dir=RUN (its newest checkpoint) and "
+                "--saved_model=EXPORT_DIR/<version>."
+            )
+        if saved_model and temperature is not None:
+            raise ValueError(
+                "--temperature applies to --model_dir; a SavedModel keeps its export's "
+                "temperature (export again with --temperature to change it)."
+            )
+
+
+def _reporting_errors(work: Callable[[], None]) -> int:
+    """Runs a training or evaluation `work`; turns the failures it explains into exit codes."""
+    import tensorflow as tf
+
+    try:
+        work()
+    except run_guard.Interrupted as error:
+        # SIGTERM / SIGINT: a checkpoint was saved; not an error, but not finished either.
+        print(error, file=sys.stderr)
+        return exit_codes.INTERRUPTED
+    except ResultsNotSavedError as error:
+        print(json.dumps(error.results, indent=2))  # the results first: nothing is lost
+        return report_error(str(error))
+    except (
+        FileNotFoundError,
+        CheckpointMismatchError,
+        FloatingPointError,
+        RunFolderError,
+        run_guard.RunLockedError,
+        training.multi_worker.WorkerLostError,
+        training.strategies.StrategyError,
+        OptionError,
+        DataSourceError,
+    ) as error:
+        # Missing or corrupt data (DataNotFoundError), no checkpoint, another run's
+        # checkpoint, a diverged run, an unusable or busy folder, a lost worker, no TPU:
+        # the message says what to do, a traceback would not.
+        return report_error(str(error))
+    except OSError as error:
+        # Any other file that cannot be read or written, in any mode.
+        return report_error(describe_os_error(error))
+    except (tf.errors.PermissionDeniedError, tf.errors.NotFoundError) as error:
+        # The same through TensorFlow's file system (checkpoints, TensorBoard, gs:// paths).
+        first_line = error.message.splitlines()[0]
+        return report_error(f"{first_line}. Fix the path or its permissions, then rerun.")
+    return exit_codes.SUCCESS
+
+
+def train(config: Config) -> int:
+    """`--mode=train`: trains or resumes the run of `config`."""
+    return _reporting_errors(lambda: training.run.train(config))
+
+
+def evaluate(runs: Sequence[Config], options: EvaluationOptions) -> int:
+    """`--mode=evaluate`: evaluates the runs (one, or an ensemble) and prints the headline."""
+
+    def work() -> None:
+        results = evaluation.run.evaluate_runs(runs, options)
+        print(f"Report and figures in {evaluation.run.output_dir(runs)}; headline numbers:")
+        headline = {k: v for k, v in results.items() if isinstance(v, (int, float))}
+        print(json.dumps(headline, indent=2))
+
+    return _reporting_errors(work)
+
+
+def export(model_dir: str, export_dir: str | None, temperature: float | None) -> int:
+    """`--mode=export`: exports the run's newest checkpoint; prints the version folder."""
+    try:
+        path = serving.export.export_run(model_dir, export_dir, temperature)
+    except (OSError, ValueError) as error:
+        # No run or checkpoint (FileNotFoundError), an unwritable export folder, a bad
+        # temperature file, another run's checkpoint: the message says what to do.
+        return report_error(str(error))
+    print(f"Exported {model_dir} to {path}")
+    return exit_codes.SUCCESS
+
+
+def predict(
+    images: str,
+    model_dir: str,
+    saved_model: str | None,
+    output: str | None,
+    temperature: float | None,
+) -> int:
+    """`--mode=predict`: one JSON line (or CSV row) per file `images` names.
+
+    Returns 0 if every file was predicted, 1 if some could not be read or decoded, 2 if
+    nothing could run.
+    """
+    prediction = serving.predict
+    paths = prediction.image_paths(images)
+    if not paths:
+        return report_error(f"--images={images} matches no file.")
+    try:
+        if saved_model:
+            predictor = prediction.predictor_from_saved_model(saved_model)
+        else:
+            predictor = prediction.predictor_from_run(model_dir, temperature)
+        stream = open(output, "w", newline="") if output else sys.stdout
+    except (OSError, ValueError) as error:
+        return report_error(str(error))
+    try:
+        csv_format = bool(output) and output.lower().endswith(".csv")
+        records = prediction.predict_files(predictor, paths)
+        predicted, failed = prediction.write_predictions(records, stream, sys.stderr, csv_format)
+    finally:
+        if output:
+            stream.close()
+    print(f"Predicted {predicted} of {len(paths)} files; {failed} failed.", file=sys.stderr)
+    return exit_codes.SOME_FILES_FAILED if failed else exit_codes.SUCCESS

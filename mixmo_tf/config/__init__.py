@@ -1,0 +1,17 @@
+"""The settings layer: the run's Config, its choice lists, its record and its folder.
+
+Imports no TensorFlow: flags are parsed and checked, and a trained run's settings read,
+before TensorFlow starts (`tests/test_package.py` checks it).
+"""
+
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submodules=["choices", "run_folder", "run_record", "settings"],
+    submod_attrs={
+        "settings": ["Config", "changeable_on_resume", "complete_recorded"],
+        "run_folder": ["RunFolder"],
+        "run_record": ["recorded_config"],
+    },
+)

@@ -1,0 +1,210 @@
+"""A run folder: the name of every file and folder in it, and how files are written there.
+
+Training, evaluation, export and prediction all address `<model_dir>` through `RunFolder`,
+so a file's name is written once. Every file the project writes whole (run_config.json,
+model.keras, reports, caches) goes through `write_atomically`: it is written under a
+temporary name in the same folder and renamed into place, so a crash or a full disk leaves
+the previous version or nothing, never a truncated file. Imports no TensorFlow.
+
+Layout of `<model_dir>`:
+
+    run_config.json        the run's settings (`mixmo_tf.config.run_record`)
+    dataset_spec.json      the data it trained on (`mixmo_tf.data.sources`)
+    run.lock               held by the training process (`mixmo_tf.training.run_guard`)
+    checkpoints/           weights and optimizer state (`mixmo_tf.training.checkpoints`)
+    logs/                  TensorBoard: train/, validation/ (per epoch), eval/ (evaluation)
+    model.keras            the final model
+    temperature.json       T fitted on --validation_split by evaluation
+    eval/                  results.json, report.md and the figures; eval/ensemble/ for
+                           an ensemble of runs (--ensemble_dirs)
+    export/<version>/      SavedModels for TF Serving (`mixmo_tf.serving.export`)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import tempfile
+from collections.abc import Callable
+
+RUN_CONFIG = "run_config.json"
+DATASET_SPEC = "dataset_spec.json"
+LOCK = "run.lock"
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+FINAL_MODEL = "model.keras"
+TEMPERATURE = "temperature.json"
+EVALUATION = "eval"
+EXPORTS = "export"
+# Inside the evaluation folder.
+RESULTS = "results.json"
+REPORT = "report.md"
+RELIABILITY_FIGURE = "reliability.png"
+SEVERITY_FIGURE = "corruption_severity.png"
+OOD_FIGURE = "ood_scores.png"
+ENSEMBLE_EVALUATION = "ensemble"
+# Inside logs/: Keras' TensorBoard callback writes train/ and validation/.
+VALIDATION_LOGS = "validation"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFolder:
+    """The paths of a run folder `path` (nothing is created or read here)."""
+
+    path: str
+
+    def _join(self, *names: str) -> str:
+        return os.path.join(self.path, *names)
+
+    @property
+    def run_config(self) -> str:
+        return self._join(RUN_CONFIG)
+
+    @property
+    def dataset_spec(self) -> str:
+        return self._join(DATASET_SPEC)
+
+    @property
+    def lock(self) -> str:
+        return self._join(LOCK)
+
+    @property
+    def checkpoints(self) -> str:
+        return self._join(CHECKPOINTS)
+
+    @property
+    def logs(self) -> str:
+        return self._join(LOGS)
+
+    @property
+    def validation_logs(self) -> str:
+        return self._join(LOGS, VALIDATION_LOGS)
+
+    @property
+    def evaluation_logs(self) -> str:
+        return self._join(LOGS, EVALUATION)
+
+    @property
+    def final_model(self) -> str:
+        return self._join(FINAL_MODEL)
+
+    @property
+    def temperature(self) -> str:
+        return self._join(TEMPERATURE)
+
+    @property
+    def evaluation(self) -> str:
+        return self._join(EVALUATION)
+
+    @property
+    def ensemble_evaluation(self) -> str:
+        return self._join(EVALUATION, ENSEMBLE_EVALUATION)
+
+    @property
+    def exports(self) -> str:
+        return self._join(EXPORTS)
+
+
+class RunFolderError(Exception):
+    """A folder or file of the run cannot be used (created, written or read)."""
+
+
+class ResultsNotSavedError(RunFolderError):
+    """Results were computed but could not be written; `results` holds them, to print."""
+
+    def __init__(self, message: str, results: dict):
+        super().__init__(message)
+        self.results = results
+
+
+def describe_os_error(error: OSError, flag: str | None = None) -> str:
+    """One line naming the path, the reason and the fix, for a folder or file that failed.
+
+    Args:
+        error: the failure.
+        flag: the flag that chose the path (e.g. "--model_dir"), if one did.
+    """
+    if error.errno == errno.ENOTDIR:
+        hint = ": a part of that path is a regular file, not a folder"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = ": this user cannot write there"
+    else:
+        hint = ""
+    fix = f"Choose another {flag}" if flag else "Fix the path or its permissions, then rerun"
+    reason = error.strerror or str(error)
+    return f"{error.filename or 'A path'} cannot be used ({reason}{hint}). {fix}."
+
+
+def is_local_path(path: str) -> bool:
+    """Whether `path` is on a POSIX file system (not gs://, s3://, hdfs://...)."""
+    return "://" not in path
+
+
+def ensure_writable_folder(path: str, flag: str = "--model_dir") -> None:
+    """Creates `path` if needed and checks that files can be written in it.
+
+    Raises:
+        RunFolderError: the folder cannot be created or written, with the path and the fix.
+    """
+    if not is_local_path(path):
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write_test_{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise RunFolderError(describe_os_error(error, flag)) from error
+
+
+def _umask() -> int:
+    """The process's umask: read from /proc on Linux (no window with another umask for other
+    threads), else set and restored."""
+    try:
+        with open("/proc/self/status") as stream:
+            for line in stream:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def write_atomically(path: str, write: Callable[[str], None], suffix: str = "") -> None:
+    """Has `write(temporary_path)` write the file, then renames it to `path`.
+
+    The temporary file lies in `path`'s folder (so the rename is atomic) and is removed if
+    `write` fails. The file gets the permissions of a plain `open` under the current umask,
+    so other users of a shared run folder can read it.
+
+    Args:
+        path: the file's final path; its folder is created if needed.
+        write: writes the whole file at the path it is given.
+        suffix: the temporary name's ending, for writers that insist on one (".keras",
+            ".npy").
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix=suffix)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Writes `text` (UTF-8) to `path` with `write_atomically`."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            stream.write(text)
+
+    write_atomically(path, write)

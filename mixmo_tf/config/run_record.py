@@ -1,0 +1,110 @@
+"""A run's recorded settings: written at the start of training, read back without TensorFlow.
+
+Modes that read a trained run (evaluate, and export or predict) need only `--model_dir`:
+the run folder's `run_config.json` says everything else. A flag given on top may only
+change what does not define the trained model (the fields marked `changeable_on_resume`,
+e.g. `--data_dir`, `--eval_batch_size`); any other flag that disagrees is refused by name
+before TensorFlow is even imported. A rerun of training in the same folder may change
+those fields too, and nothing else (`record_run_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Sequence
+
+from mixmo_tf.config.run_folder import RUN_CONFIG, RunFolder, write_text_atomically
+from mixmo_tf.config.settings import Config, changeable_on_resume, complete_recorded
+
+
+class CheckpointMismatchError(ValueError):
+    """The run folder holds a run (checkpoint or settings) of another model."""
+
+
+def recorded_config(model_dir: str) -> Config:
+    """The Config recorded in `<model_dir>/run_config.json` by the run's training.
+
+    The returned Config points at `model_dir` even if the folder was moved since training.
+
+    Raises:
+        FileNotFoundError: `model_dir` holds no run_config.json.
+    """
+    path = RunFolder(model_dir).run_config
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: --model_dir must be a folder that training wrote "
+            "(it records the run's settings there)."
+        )
+    with open(path) as stream:
+        recorded = complete_recorded(json.load(stream))
+    return Config(**{**recorded, "model_dir": model_dir})
+
+
+def config_with_flags(recorded: Config, flagged: Config, given: Iterable[str]) -> Config:
+    """`recorded` with the flags the user gave applied, where they may differ from the run.
+
+    Args:
+        recorded: the run's recorded Config.
+        flagged: the Config built from the command line (defaults for flags not given).
+        given: names of the Config fields whose flags were given (command line or flagfile).
+
+    Raises:
+        ValueError: a given flag contradicts the recorded run and may not change; the
+            message names every such flag with both values.
+    """
+    given = [name for name in given if name != "model_dir"]
+    refused = [
+        name
+        for name in given
+        if getattr(flagged, name) != getattr(recorded, name) and not changeable_on_resume(name)
+    ]
+    if refused:
+        described = ", ".join(
+            f"--{name}={getattr(flagged, name)!r} but the run has {getattr(recorded, name)!r}"
+            for name in refused
+        )
+        raise ValueError(
+            f"{described} ({recorded.model_dir}/{RUN_CONFIG}). Drop the flag: --model_dir alone "
+            "reads every setting of the trained run."
+        )
+    return dataclasses.replace(recorded, **{name: getattr(flagged, name) for name in given})
+
+
+def check_one_dataset(configs: Sequence[Config]) -> None:
+    """Raises ValueError unless the runs (of an ensemble) share one dataset."""
+    datasets = {config.dataset for config in configs}
+    if len(datasets) > 1:
+        raise ValueError(
+            "--ensemble_dirs must hold runs of one dataset. Received runs of "
+            f"{sorted(datasets)}: " + ", ".join(config.model_dir for config in configs)
+        )
+
+
+def record_run_config(config: Config) -> None:
+    """Writes `config` to `<model_dir>/run_config.json`, refusing to mix two runs in one folder.
+
+    Raises:
+        CheckpointMismatchError: the folder holds a run whose model, method or data-stream
+            settings differ (the optimisation schedule and execution settings may change).
+    """
+    path = RunFolder(config.model_dir).run_config
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    if os.path.exists(path):
+        with open(path) as stream:
+            recorded = complete_recorded(json.load(stream))
+        changed = sorted(name for name in current if recorded.get(name) != current[name])
+
+        def describe(names):
+            return ", ".join(f"--{n}: {recorded.get(n)!r} -> {current[n]!r}" for n in names)
+
+        refused = [name for name in changed if not changeable_on_resume(name)]
+        if refused:
+            raise CheckpointMismatchError(
+                f"{config.model_dir} holds a run with other settings ({describe(refused)}). "
+                "Use the recorded values to resume it, or another --model_dir for a new run."
+            )
+        if changed:
+            print(f"Resuming {config.model_dir} with changed settings: {describe(changed)}.")
+    write_text_atomically(path, json.dumps(current, indent=2, sort_keys=True))

@@ -1,0 +1,176 @@
+"""SavedModel export for TF Serving: versioned folders, class names, temperature.
+
+`export_saved_model` writes `DIR/<version>/saved_model.pb` + `variables/` + `assets/`, the
+layout TF Serving watches: each export takes the next integer version, is written under a
+temporary name that TF Serving ignores and renamed into place when complete, and never
+replaces an existing version. The signatures are those of `mixmo_tf.serving.graph`'s
+`ServingModule`. `export_run` exports a training run's newest checkpoint with only its folder
+as input, computing in float32 whatever precision trained it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from mixmo_tf.config.run_folder import RunFolder
+from mixmo_tf.config.run_record import recorded_config
+from mixmo_tf.data.class_names import class_names as dataset_class_names
+from mixmo_tf.data.specs import DatasetSpec
+from mixmo_tf.serving.graph import DEFAULT_TOP_K, ServingModule
+from mixmo_tf.training.checkpoints import RestoredRun, restore_run
+
+CLASS_NAMES_ASSET = "class_names.txt"
+EXPORT_INFO_ASSET = "export_info.json"
+# Serving computes in float32 whatever precision trained the run (variables are float32 in
+# every precision): the graph runs on any CPU or GPU, with the paper's numerics.
+SERVING_PRECISION = "float32"
+_TEMPORARY_PREFIX = ".incomplete-"
+
+
+def read_temperature(model_dir: str) -> float | None:
+    """The temperature fitted for a run, from `<model_dir>/temperature.json`, if there is one.
+
+    The file is `{"temperature": T}` with T > 0 (written by the run's calibration).
+
+    Raises:
+        ValueError: the file exists but holds no valid temperature.
+    """
+    path = RunFolder(model_dir).temperature
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as stream:
+            temperature = float(json.load(stream)["temperature"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f'{path} must be {{"temperature": <number > 0>}} ({error!r}); fix or remove it, '
+            "or pass --temperature."
+        ) from error
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"{path} holds temperature {temperature}; it must be > 0.")
+    return temperature
+
+
+def _versions(directory: str) -> list[int]:
+    """The integer version folders of an export directory."""
+    if not os.path.isdir(directory):
+        return []
+    return [int(name) for name in os.listdir(directory) if name.isdigit()]
+
+
+def export_saved_model(
+    model: keras.Model,
+    directory: str,
+    spec: DatasetSpec,
+    class_names: tuple[str, ...] | None = None,
+    temperature: float | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    info: dict | None = None,
+) -> str:
+    """Writes `model` as the next version of a TF Serving model folder.
+
+    Args:
+        model: a built `MixMoModel`; its prediction is exported as it computes (precision
+            included).
+        directory: the model's base folder (what TF Serving's `--model_base_path` names).
+        spec: the training dataset: input shape and normalisation.
+        class_names: label names in label order. Defaults to the dataset's.
+        temperature: T dividing the logits; None exports unscaled probabilities (T = 1).
+        top_k: classes listed per image. Defaults to 5.
+        info: extra facts recorded in `assets/export_info.json` (the source run, its step).
+
+    Returns:
+        The new version folder, `directory/<version>`.
+
+    Raises:
+        OSError: `directory` cannot be created or written.
+    """
+    names = tuple(class_names or dataset_class_names(spec))
+    os.makedirs(directory, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=_TEMPORARY_PREFIX, dir=directory)
+    try:
+        names_path = os.path.join(staging, CLASS_NAMES_ASSET)
+        with open(names_path, "w", encoding="utf-8") as stream:
+            stream.write("\n".join(names) + "\n")
+        module = ServingModule(model, spec, names, temperature or 1.0, top_k)
+        # Copied into assets/: the outputs' `classes` index its lines.
+        module.class_names_file = tf.saved_model.Asset(names_path)
+        saved = os.path.join(staging, "saved_model")
+        tf.saved_model.save(module, saved, signatures=module.signatures())
+        record = {
+            "temperature": temperature,
+            "num_members": model.num_members,
+            "num_classes": model.num_classes,
+            "top_k": min(top_k, model.num_classes),
+            "dataset": dataclasses.asdict(spec),
+            **(info or {}),
+        }
+        with open(os.path.join(saved, "assets", EXPORT_INFO_ASSET), "w") as stream:
+            json.dump(record, stream, indent=2)
+        return _publish(saved, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(saved: str, directory: str) -> str:
+    """Renames a complete SavedModel to the next free version of `directory`.
+
+    The rename is atomic; if another export took the version meanwhile, the next is tried.
+    """
+    version = max(_versions(directory), default=0) + 1
+    while True:
+        target = os.path.join(directory, str(version))
+        try:
+            os.rename(saved, target)  # fails if `target` exists and is not empty
+            return target
+        except OSError:
+            if not os.path.exists(target):
+                raise
+            version += 1
+
+
+def run_temperature(model_dir: str, temperature: float | None = None) -> float | None:
+    """`temperature` if given (checked), else the run's fitted one, else None."""
+    if temperature is None:
+        return read_temperature(model_dir)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"--temperature must be > 0. Received: temperature={temperature}")
+    return temperature
+
+
+def restore_for_serving(model_dir: str) -> RestoredRun:
+    """The run in `model_dir` at its newest checkpoint, computing in float32."""
+    return restore_run(recorded_config(model_dir), precision=SERVING_PRECISION)
+
+
+def export_run(
+    model_dir: str, export_dir: str | None = None, temperature: float | None = None
+) -> str:
+    """Exports the newest checkpoint of a training run; returns its version folder.
+
+    Args:
+        model_dir: the run's folder.
+        export_dir: the base folder of the versions. Defaults to `<model_dir>/export`.
+        temperature: overrides the run's fitted temperature (`read_temperature`).
+    """
+    temperature = run_temperature(model_dir, temperature)
+    run = restore_for_serving(model_dir)
+    info = {
+        "model_dir": os.path.abspath(model_dir),
+        "checkpoint": os.path.basename(run.checkpoint),
+    }
+    return export_saved_model(
+        run.model,
+        export_dir or RunFolder(model_dir).exports,
+        run.config.spec,
+        temperature=temperature,
+        info=info,
+    )

@@ -1,0 +1,180 @@
+"""Predictions for image files (`--mode=predict`): the serving graph's answer for each file.
+
+The files go through the exported `predict_image_bytes` signature (a SavedModel's, or the
+same function built in memory from a run's checkpoint), so a prediction here is what TF
+Serving answers for the same bytes. A file that cannot be read or decoded is reported with
+the reason and skipped; the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any
+
+import numpy as np
+import tensorflow as tf
+
+from mixmo_tf.data.class_names import class_names
+from mixmo_tf.serving.export import CLASS_NAMES_ASSET, restore_for_serving, run_temperature
+from mixmo_tf.serving.graph import IMAGE_BYTES_SIGNATURE, ServingModule
+
+DEFAULT_BATCH_SIZE = 32
+_SUMMARY_FIELDS = ("class", "confidence", "entropy", "mutual_information", "disagreement")
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """The serving function for encoded images and the names of its classes.
+
+    Attributes:
+        predict_bytes: `(N,)` string tensor of JPEG / PNG files -> the serving outputs.
+        class_names: the name of each label, in label order.
+    """
+
+    predict_bytes: Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
+    class_names: tuple[str, ...]
+
+
+def predictor_from_saved_model(path: str) -> Predictor:
+    """The `predict_image_bytes` signature of an exported version folder (`DIR/<version>`).
+
+    Raises:
+        FileNotFoundError: `path` holds no SavedModel of `mixmo_tf.serving.export`.
+    """
+    names_path = os.path.join(path, "assets", CLASS_NAMES_ASSET)
+    if not (tf.saved_model.contains_saved_model(path) and os.path.exists(names_path)):
+        raise FileNotFoundError(
+            f"{path} is not a version folder written by --mode=export (it needs saved_model.pb "
+            f"and assets/{CLASS_NAMES_ASSET}); pass e.g. --saved_model=RUN/export/1."
+        )
+    signature = tf.saved_model.load(path).signatures[IMAGE_BYTES_SIGNATURE]
+    with open(names_path, encoding="utf-8") as stream:
+        names = tuple(stream.read().splitlines())
+    return Predictor(lambda image_bytes: signature(image_bytes=image_bytes), names)
+
+
+def predictor_from_run(model_dir: str, temperature: float | None = None) -> Predictor:
+    """The serving function of a run's newest checkpoint, built in memory (nothing written)."""
+    temperature = run_temperature(model_dir, temperature)
+    run = restore_for_serving(model_dir)
+    spec = run.config.spec
+    module = ServingModule(run.model, spec, class_names(spec), temperature or 1.0)
+    return Predictor(module.predict_image_bytes, module.class_names)
+
+
+def image_paths(pattern: str) -> list[str]:
+    """The files a glob pattern (or a folder: the files in it) names, sorted."""
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, "*")
+    return sorted(path for path in glob.glob(pattern, recursive=True) if not os.path.isdir(path))
+
+
+def _error_summary(error: tf.errors.OpError) -> str:
+    """The line of a graph error that says what was wrong (a failed check, a decoder's error).
+
+    TensorFlow puts it just before the `[[{{node ...}}]]` line, after the stack of the
+    Python code that defined the op.
+    """
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    node_line = next((i for i, line in enumerate(lines) if line.startswith("[[")), len(lines))
+    return lines[node_line - 1] if node_line else error.message
+
+
+def _records(paths: Sequence[str], outputs: Mapping[str, tf.Tensor], names) -> list[dict]:
+    """One prediction record per file from a batch's outputs."""
+    member_classes = np.argmax(outputs["member_probabilities"].numpy(), axis=-1)
+    top_class = outputs["classes"].numpy()[:, 0]
+    top_score = outputs["scores"].numpy()[:, 0]
+    return [
+        {
+            "path": path,
+            "class": names[top_class[i]],
+            "confidence": float(top_score[i]),
+            "entropy": float(outputs["entropy"][i]),
+            "mutual_information": float(outputs["mutual_information"][i]),
+            "disagreement": float(outputs["disagreement"][i]),
+            "member_classes": [names[c] for c in member_classes[i]],
+        }
+        for i, path in enumerate(paths)
+    ]
+
+
+def _read(path: str) -> bytes | str:
+    """The file's bytes, or the reason it cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError as error:
+        return error.strerror or str(error)
+
+
+def predict_files(
+    predictor: Predictor, paths: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE
+) -> Iterator[dict[str, Any]]:
+    """A record per file, in order: its prediction, or `{"path", "error"}`.
+
+    Files go through the graph in batches; a batch holding an undecodable file is retried
+    file by file, so one bad file costs the others nothing but time.
+    """
+    paths = list(paths)
+    for start in range(0, len(paths), batch_size):
+        batch = [(path, _read(path)) for path in paths[start : start + batch_size]]
+        for path, content in batch:
+            if isinstance(content, str):
+                yield {"path": path, "error": content}
+        readable = [(path, content) for path, content in batch if isinstance(content, bytes)]
+        if not readable:
+            continue
+        try:
+            outputs = predictor.predict_bytes(tf.constant([content for _, content in readable]))
+            yield from _records([path for path, _ in readable], outputs, predictor.class_names)
+        except tf.errors.InvalidArgumentError:
+            for path, content in readable:
+                try:
+                    outputs = predictor.predict_bytes(tf.constant([content]))
+                    yield from _records([path], outputs, predictor.class_names)
+                except tf.errors.InvalidArgumentError as error:
+                    yield {"path": path, "error": _error_summary(error)}
+
+
+def write_predictions(
+    records: Iterable[dict[str, Any]],
+    stream: IO[str],
+    errors: IO[str],
+    csv_format: bool,
+) -> tuple[int, int]:
+    """Writes prediction records as JSON lines (or CSV) and failures as `ERROR:` lines.
+
+    Args:
+        records: from `predict_files`.
+        stream: where predictions go.
+        errors: where `ERROR: <path>: <reason>` lines go.
+        csv_format: CSV with a header (members as `member_<i>_class` columns) instead of
+            JSON lines.
+
+    Returns:
+        (predicted files, failed files).
+    """
+    predicted = failed = 0
+    writer = None
+    for record in records:
+        if "error" in record:
+            failed += 1
+            print(f"ERROR: {record['path']}: {record['error']}", file=errors, flush=True)
+            continue
+        predicted += 1
+        if not csv_format:
+            print(json.dumps(record), file=stream, flush=True)
+            continue
+        members = record.pop("member_classes")
+        if writer is None:
+            member_fields = [f"member_{i}_class" for i in range(len(members))]
+            writer = csv.DictWriter(stream, ["path", *_SUMMARY_FIELDS, *member_fields])
+            writer.writeheader()
+        writer.writerow({**record, **{f"member_{i}_class": c for i, c in enumerate(members)}})
+    return predicted, failed

@@ -1,0 +1,124 @@
+"""A run's checkpoints: the manager that writes them, resuming from them, restoring a run.
+
+A checkpoint holds the model's weights and the optimizer's state (its step counter
+included), in `<model_dir>/checkpoints`. Training resumes from the newest one
+(`restore_latest`); evaluation, export and prediction rebuild a finished or running run's
+model from its recorded settings and load the newest one's weights (`restore_run`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from mixmo_tf.config.run_folder import RunFolder
+from mixmo_tf.config.run_record import CheckpointMismatchError
+from mixmo_tf.config.settings import Config
+from mixmo_tf.models.build import build_model
+from mixmo_tf.models.mixmo_model import MixMoModel
+from mixmo_tf.training.precision import resolve_device_defaults
+
+_KEEP = 3
+# The optimizer's step counter in a checkpoint: a mixed_float16 LossScaleOptimizer counts in
+# its inner optimizer (its own counter stays 0), every other optimizer in itself.
+_STEP_KEYS = (
+    "optimizer/inner_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE",
+    "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE",
+)
+
+
+def checkpoint_manager(model: keras.Model, model_dir: str) -> tf.train.CheckpointManager:
+    """Manager of `<model_dir>/checkpoints`, holding the weights and the optimizer state.
+
+    TensorFlow writes each checkpoint under a temporary name and updates the `checkpoint`
+    index file atomically afterwards, so an interrupted save leaves the previous one usable.
+    """
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    return tf.train.CheckpointManager(
+        checkpoint, RunFolder(model_dir).checkpoints, max_to_keep=_KEEP
+    )
+
+
+def _mismatch(checkpoint: str, error: Exception) -> CheckpointMismatchError:
+    return CheckpointMismatchError(
+        f"The checkpoint {checkpoint} does not match this model ({error}). It was written by "
+        "a run with another network (--backbone and its --depth/--width), --num_members or "
+        "--dataset: use that run's flags or another --model_dir."
+    )
+
+
+def restore_latest(manager: tf.train.CheckpointManager) -> int:
+    """Restores the newest checkpoint, if any; returns the optimizer step it was taken at.
+
+    Raises:
+        CheckpointMismatchError: the checkpoint is of another architecture or dataset.
+    """
+    latest = manager.latest_checkpoint
+    if latest is None:
+        return 0
+    try:
+        manager.checkpoint.restore(latest).assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        raise _mismatch(latest, error) from error
+    return int(manager.checkpoint.optimizer.iterations.numpy())
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    """The optimizer step `checkpoint` was taken at, read without restoring the optimizer."""
+    reader = tf.train.load_checkpoint(checkpoint)
+    key = next(key for key in _STEP_KEYS if reader.has_tensor(key))
+    return int(reader.get_tensor(key))
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoredRun:
+    """A run's model at its newest checkpoint.
+
+    Attributes:
+        model: the model (uncompiled: it predicts) with that checkpoint's weights.
+        config: the run's Config, with the precision the model computes in.
+        step: the optimizer step the checkpoint was taken at.
+        checkpoint: the checkpoint's path prefix.
+    """
+
+    model: MixMoModel
+    config: Config
+    step: int
+    checkpoint: str
+
+
+def restore_run(config: Config, precision: str | None = None) -> RestoredRun:
+    """The model of the run in `config.model_dir` with its newest checkpoint's weights.
+
+    Args:
+        config: the run's Config (its recorded one, with any flags that may differ).
+        precision: the precision to compute in; None: the run's own, resolved for this
+            machine if "auto". Serving passes "float32" (variables are float32 in every
+            precision, so any run loads in any precision).
+
+    Raises:
+        FileNotFoundError: the folder holds no checkpoint.
+        CheckpointMismatchError: the checkpoint is of another model than the recorded one.
+    """
+    if precision is not None:
+        config = dataclasses.replace(config, precision=precision)
+    config = resolve_device_defaults(config)
+    directory = RunFolder(config.model_dir).checkpoints
+    latest = tf.train.latest_checkpoint(directory)
+    if latest is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {directory}: train the run first, or point --model_dir at a run "
+            "that has one."
+        )
+    # The weights only, into an uncompiled model: the optimizer's state is not needed to
+    # predict, and a LossScaleOptimizer's (mixed_float16) fits no other precision's optimizer.
+    model = build_model(config, with_optimizer=False)
+    status = tf.train.Checkpoint(model=model).restore(latest)
+    try:
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        raise _mismatch(latest, error) from error
+    status.expect_partial()
+    return RestoredRun(model, config, _checkpoint_step(latest), latest)

@@ -1,0 +1,158 @@
+"""A training run from a Config: data, model, resume, the fit loop, the final model.
+
+`train(config)` holds the run folder (lock, signals), records the run's settings, builds the
+model (`mixmo_tf.models.build`), resumes from the newest checkpoint and trains epoch by
+epoch, evaluating the test split after each; it ends by writing `<model_dir>/model.keras`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+
+from mixmo_tf import data
+from mixmo_tf.config.run_folder import RunFolder, write_atomically
+from mixmo_tf.config.run_record import record_run_config
+from mixmo_tf.config.settings import Config
+from mixmo_tf.data import sources
+from mixmo_tf.models.build import build_model
+from mixmo_tf.models.mixmo_model import MixMoModel
+from mixmo_tf.training import callbacks, checkpoints, multi_worker, run_guard
+from mixmo_tf.training.precision import resolve_device_defaults
+from mixmo_tf.training.schedules import learning_rate_schedule
+from mixmo_tf.training.strategies import make_strategy
+
+
+def train_stream(config: Config) -> data.TrainStream:
+    """The training stream's shape from `config`."""
+    return data.TrainStream(
+        batch_size=config.batch_size,
+        batch_repetitions=config.batch_repetitions,
+        num_members=config.num_members,
+        steps_per_epoch=config.derived_steps_per_epoch,
+        with_partners=config.msda != "none",
+        seed=config.seed,
+    )
+
+
+def _segments(start_step: int, config: Config) -> list[tuple[int, int, int]]:
+    """(first epoch, end epoch, steps per epoch) of the fit calls that finish training.
+
+    A run resumed mid-epoch first completes that epoch, then runs whole epochs.
+    """
+    steps_per_epoch = config.derived_steps_per_epoch
+    epoch, done = divmod(start_step, steps_per_epoch)
+    segments = []
+    if done:
+        segments.append((epoch, epoch + 1, steps_per_epoch - done))
+        epoch += 1
+    if epoch < config.epochs:
+        segments.append((epoch, config.epochs, steps_per_epoch))
+    return segments
+
+
+def dataset_of_run(config: Config) -> data.DatasetSpec:
+    """The spec of the run's data once it is ready to read (prepared, or downloaded if
+    `config.download` allows), checked against the run's recorded spec on a resume.
+
+    Raises:
+        FileNotFoundError: the data is missing or unusable (path and fix in the message).
+        sources.DataSourceError: the data changed since the run started, or is too small for
+            a step.
+    """
+    data.prepare_source(config.dataset, config.data_dir, config.download)
+    spec = data.resolved_spec(config.dataset, config.image_size, config.data_dir)
+    sources.check_unchanged(spec, config.model_dir)
+    try:
+        config.check_split_size()
+    except ValueError as error:
+        raise sources.DataSourceError(str(error)) from error
+    return spec
+
+
+def train(config: Config) -> MixMoModel:
+    """Trains (or resumes) the run in `config.model_dir`; returns the trained model.
+
+    Loads the data first, so a missing dataset fails before anything is built. Evaluates on
+    the test split after every epoch, writes TensorBoard logs and checkpoints under
+    `model_dir`, and the final model as `model_dir/model.keras`.
+    """
+    # Multi-worker strategies must exist before other TensorFlow work, data loading included.
+    strategy = make_strategy(config.distribution, config.tpu)
+    config = resolve_device_defaults(config)
+    print(f"Precision: {config.precision}.")
+    spec = dataset_of_run(config)
+    train_images, train_labels = data.open_split(spec, "train", config.data_dir, config.download)
+    (train_images, train_labels), _ = data.split_validation(
+        train_images, train_labels, config.num_validation_examples
+    )
+    test_images, test_labels = data.open_split(spec, "test", config.data_dir, config.download)
+    # One writer per run folder (a multi-worker run's chief); SIGTERM / SIGINT checkpoint at
+    # the next step, then stop. Other workers write to a scratch folder, deleted at the end.
+    chief = multi_worker.is_chief(strategy)
+    lock = run_guard.hold_run_folder(config.model_dir) if chief else contextlib.nullcontext()
+    scratch = multi_worker.scratch_dir(config.model_dir, strategy)
+    try:
+        with lock, run_guard.stop_on_signals() as stop:
+            return _train_in_folder(
+                config,
+                strategy,
+                (train_images, train_labels),
+                (test_images, test_labels),
+                stop,
+                scratch,
+            )
+    finally:
+        multi_worker.remove_scratch_dir(scratch)
+
+
+def _train_in_folder(config, strategy, train_split, test_split, stop, scratch) -> MixMoModel:
+    """`train` once it holds the run folder: build, resume, fit, save the final model.
+
+    `scratch` is None on the chief, else the folder this worker writes to instead.
+    """
+    spec = config.spec
+    train_images, train_labels = train_split
+    test_images, test_labels = test_split
+    keras.utils.set_random_seed(config.seed)
+    if scratch is None:
+        record_run_config(config)
+        sources.record_spec(spec, config.model_dir)
+    with strategy.scope():
+        model = build_model(config)
+    # Every worker resumes from the chief's checkpoints (on a shared file system).
+    run_checkpoints = checkpoints.checkpoint_manager(model, config.model_dir)
+    start_step = checkpoints.restore_latest(run_checkpoints)
+    manager = checkpoints.checkpoint_manager(model, scratch or config.model_dir)
+    if start_step:
+        latest = run_checkpoints.latest_checkpoint
+        print(f"Resuming from step {start_step} of {config.total_steps} ({latest}).")
+    stream = train_stream(config)
+    eval_batches = data.eval_dataset(
+        test_images, test_labels, spec, config.eval_batch_size, config.eval_steps
+    )
+    fit, stop = multi_worker.fit_function(model, strategy, stop)
+    run_callbacks = [
+        callbacks.StopOnNonFiniteLoss(learning_rate_schedule(config), manager),
+        callbacks.PeriodicCheckpoint(
+            manager, learning_rate_schedule(config), config.checkpoint_every_steps, stop
+        ),
+        keras.callbacks.TensorBoard(RunFolder(scratch or config.model_dir).logs),
+    ]
+    step = start_step
+    for first_epoch, end_epoch, steps_per_epoch in _segments(start_step, config):
+        end_step = step + (end_epoch - first_epoch) * steps_per_epoch
+        with data.naming_unreadable_files(train_images, test_images):
+            fit(
+                data.train_dataset(train_images, train_labels, spec, stream, step, end_step),
+                initial_epoch=first_epoch,
+                epochs=end_epoch,
+                steps_per_epoch=steps_per_epoch,
+                shuffle=False,  # the stream is already ordered by its seed
+                validation_data=eval_batches,
+                callbacks=run_callbacks,
+            )
+        step = end_step
+    write_atomically(RunFolder(scratch or config.model_dir).final_model, model.save, ".keras")
+    return model
