@@ -42,9 +42,7 @@ _HELP = {
     "with the same folder resumes from its newest checkpoint.",
     "backbone": "Network wrapped by MixMo: wrn (Wide ResNet, --depth and --width; CIFAR) or "
     "preact_resnet (PreActResNet-18-w, --width; Tiny ImageNet); more with "
-    "mixmo_tf.backbones.register_backbone. Registered now: "
-    + ", ".join(backbone_names())
-    + ".",
+    "mixmo_tf.backbones.register_backbone. Registered now: " + ", ".join(backbone_names()) + ".",
     "depth": "WRN depth, 6n+4 (28 in the paper); --backbone=wrn only.",
     "width": "Widening factor: k of WRN-depth-k (10 in the paper), w of PreActResNet-18-w "
     "(1, 2, 3).",
