@@ -27,6 +27,7 @@ import mixmo_tf.models.saving  # noqa: F401
 from mixmo_tf.config import Config, run_folder, run_record
 from mixmo_tf.models.build import build_model
 from mixmo_tf.training import precision
+from mixmo_tf.training.checkpoints import restore_run
 from mixmo_tf.training.run import train
 
 _COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
@@ -121,6 +122,14 @@ def test_each_precision_trains_saves_and_reloads(tmp_path, name):
     )
     with open(os.path.join(config.model_dir, run_folder.RUN_CONFIG)) as stream:
         assert json.load(stream)["precision"] == name
+    # Serving restores any run's weights into a float32 model (a mixed_float16 run's
+    # LossScaleOptimizer state included in its checkpoint), at the run's last step.
+    served = restore_run(config, precision="float32")
+    assert served.step == config.total_steps
+    assert served.model.network.get_layer("stem_0").compute_dtype == "float32"
+    np.testing.assert_allclose(
+        served.model.predict(images, verbose=0)["ensemble"], outputs["ensemble"], atol=2e-2
+    )
 
 
 @pytest.mark.slow
