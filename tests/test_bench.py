@@ -24,6 +24,7 @@ import precision
 import profile_step
 import pytest
 import serving
+import startup
 import suite_time
 import train_step
 from absl import flags
@@ -401,3 +402,14 @@ def test_random_access_times_tfds_data_source_against_the_cache(capsys):
     assert [line["reader"] for line in lines] == ["tfds_data_source", "npy_cache"]
     for line in lines:
         assert line["images_per_s"] == pytest.approx(4 * 2 / line["median_block_s"])
+
+
+@pytest.mark.slow
+def test_startup_lines_time_each_command_against_importing_tensorflow(capsys):
+    lines = run_script(startup, capsys, "--rounds=1")
+    by_variant = {line["variant"]: line for line in lines}
+    assert set(by_variant) == {"main_help", "main_refused_flag", "import_tensorflow"}
+    reference = by_variant["import_tensorflow"]["median_s"]
+    for line in lines:
+        assert line["bench"] == "startup" and len(line["durations_s"]) == 1
+        assert line["over_import_tensorflow"] == pytest.approx(line["median_s"] / reference)

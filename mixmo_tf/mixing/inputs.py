@@ -4,7 +4,7 @@ Per member and per slot, with probability `prob`, the member's image is mixed in
 with a partner image; the partner's label share is then measured only over the area that
 this member keeps after feature mixing, and where the own image would be the minor part the
 two images swap regions (docs/method.md §6). As in `features`, sampling and arithmetic are
-separate functions (`features` holds the feature-level ones).
+separate functions.
 """
 
 from __future__ import annotations

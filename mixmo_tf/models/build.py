@@ -1,7 +1,7 @@
-"""The compiled MixMo model of a Config: the one place a run's model is built.
+"""The MixMo model of a Config: the one place a run's model is built.
 
-Training, evaluation, export and prediction all build their model here, then restore a
-checkpoint into it (`mixmo_tf.training.checkpoints.restore_run`).
+Training builds it compiled with its optimizer; evaluation, export and prediction build it
+uncompiled and load a checkpoint's weights into it (`mixmo_tf.training.checkpoints.restore_run`).
 """
 
 from __future__ import annotations
