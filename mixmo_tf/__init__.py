@@ -11,7 +11,8 @@ Config` and the command line's flag parsing load no TensorFlow):
 - `config`: the run's settings (Config, choices, run record, run folder); no TensorFlow;
 - `data`: dataset sources and the tf.data pipelines;
 - `mixing`: feature mixing and input MixUp / CutMix;
-- `models`: backbone registry, networks, `MixMoModel`, `build_model`, `load_model`;
+- `models`: backbone registry, networks, `MixMoModel`, `build_model`, `load_model`,
+  `load_pytorch_checkpoint` (the authors' released checkpoints);
 - `training`: a run (`train`), checkpoints, guards, strategies, optimizers, precision;
 - `evaluation`: metrics, temperature scaling, reports of trained runs (`evaluate`);
 - `serving`: the serving graph, SavedModel export, predictions on files;
@@ -38,6 +39,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "build_mixmo_network",
             "build_model",
             "load_model",
+            "load_pytorch_checkpoint",
             "preact_resnet",
             "wide_resnet",
             "wrn10_1",

@@ -23,7 +23,16 @@ def test_grouped_help_lists_every_flag_once_under_its_topic():
     assert sorted(listed) == sorted(values)
     assert {field.name for field in dataclasses.fields(Config)} <= set(listed)
     topics = re.findall(r"^(\w+):$", text, flags=re.MULTILINE)
-    assert topics == ["model", "method", "data", "optimisation", "run", "evaluation", "serving"]
+    assert topics == [
+        "model",
+        "method",
+        "data",
+        "optimisation",
+        "run",
+        "evaluation",
+        "serving",
+        "import",
+    ]
     model_section = text.split("\nmethod:")[0]
     assert "--backbone" in model_section and "preact_resnet" in model_section
     assert "(default: 'wrn')" in model_section

@@ -16,7 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "mixmo_tf")
 _HEAVY = ("tensorflow", "keras", "tensorflow_datasets", "matplotlib")
 
-# Everything a user does before a run starts: settings, flags, a recorded run, the registry.
+# Everything a user does before a run starts: settings, flags, a recorded run, the registry,
+# reading an authors' checkpoint to import.
 _SETTINGS_WORK = """
 import json, os, sys, tempfile
 from absl import flags
@@ -36,6 +37,11 @@ folder = tempfile.mkdtemp()
 run_record.record_run_config(Config(dataset="cifar10", model_dir=folder))
 assert run_record.recorded_config(folder).dataset == "cifar10"
 assert os.path.exists(RunFolder(folder).run_config)
+# --mode=import reads and checks the authors' file before TensorFlow starts.
+from mixmo_tf.models import authors_checkpoint
+checkpoint = authors_checkpoint.read_authors_checkpoint("tests/fixtures/authors/wrn10-1_m2_zip.pt")
+imported = authors_checkpoint.import_config(checkpoint.architecture, Config(), [])
+assert (imported.depth, imported.width, imported.dataset) == (10, 1, "cifar10"), imported
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
 """
 

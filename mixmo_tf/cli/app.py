@@ -103,6 +103,11 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
         raise app.UsageError(str(error)) from error
     if values.mode == "evaluate":
         runs, options = _evaluation_inputs(config)
+    if values.mode == "import":
+        # The file is read and checked before TensorFlow starts: a bad one fails at once.
+        checkpoint, config = modes.import_inputs(
+            values.checkpoint, config, values["model_dir"].present, mixmo_flags.given_fields()
+        )
     if not values["verbosity"].present:
         # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
         logging.set_verbosity(logging.ERROR)
@@ -113,6 +118,8 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
         code = modes.train(config)
     elif values.mode == "evaluate":
         code = modes.evaluate(runs, options)
+    elif values.mode == "import":
+        code = modes.import_checkpoint(checkpoint, config)
     elif values.mode == "export":
         code = modes.export(values.model_dir, values.export_dir, values.temperature)
     else:

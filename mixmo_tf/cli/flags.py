@@ -17,7 +17,7 @@ from mixmo_tf.data.sources import DEFAULT_IMAGE_SIZE
 from mixmo_tf.data.specs import DATASETS
 from mixmo_tf.models.backbones import backbone_names
 
-MODES = ("train", "evaluate", "export", "predict")
+MODES = ("train", "evaluate", "export", "predict", "import")
 
 _HELP = {
     "dataset": f"Dataset: {', '.join(sorted(DATASETS))}, tfds:NAME or folder:PATH. cifar10, "
@@ -147,6 +147,7 @@ TOPICS = {
     ),
     "evaluation": ("ensemble_dirs", "corruptions", "corruptions_dir", "ood_dataset"),
     "serving": ("export_dir", "temperature", "images", "saved_model", "output"),
+    "import": ("checkpoint",),
 }
 _HELP_WIDTH = 100
 
@@ -188,10 +189,19 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
         MODES,
         "train: train or resume; evaluate: test the newest checkpoint of --model_dir (the "
         "run's recorded settings apply; writes <model_dir>/eval/); export: write the newest "
-        "checkpoint of --model_dir as a TF Serving SavedModel; predict: classify --images.",
+        "checkpoint of --model_dir as a TF Serving SavedModel; predict: classify --images; import: "
+        "turn the MixMo authors' PyTorch --checkpoint into the new run folder --model_dir.",
         flag_values=values,
     )
     _define_serving_flags(values)
+    flags.DEFINE_string(
+        "checkpoint",
+        None,
+        "--mode=import: a checkpoint file of the MixMo authors' code (mixmo-pytorch, e.g. one "
+        "of their released models), either torch format; read without PyTorch, nothing in it "
+        "runs. The network comes from the file; give the row's --flagfile for its recipe.",
+        flag_values=values,
+    )
     flags.DEFINE_bool(
         "smoke",
         False,

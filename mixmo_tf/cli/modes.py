@@ -10,13 +10,19 @@ TensorFlow.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-from mixmo_tf import evaluation, serving, training
+from mixmo_tf import evaluation, models, serving, training
 from mixmo_tf.cli import exit_codes
 from mixmo_tf.cli.exit_codes import report_error
-from mixmo_tf.config.run_folder import ResultsNotSavedError, RunFolderError, describe_os_error
+from mixmo_tf.config.run_folder import (
+    ResultsNotSavedError,
+    RunFolderError,
+    check_new_run_folder,
+    describe_os_error,
+)
 from mixmo_tf.config.run_record import CheckpointMismatchError
 from mixmo_tf.config.settings import Config
 from mixmo_tf.data.sources import DataSourceError
@@ -113,6 +119,53 @@ def export(model_dir: str, export_dir: str | None, temperature: float | None) ->
         # temperature file, another run's checkpoint: the message says what to do.
         return report_error(str(error))
     print(f"Exported {model_dir} to {path}")
+    return exit_codes.SUCCESS
+
+
+def import_inputs(
+    path: str | None, flagged: Config, model_dir_given: bool, given: Sequence[str]
+) -> tuple[models.authors_checkpoint.AuthorsCheckpoint, Config]:
+    """The checked checkpoint and run Config of `--mode=import`, read without TensorFlow.
+
+    Exits with one ERROR line (code 2), having written nothing, if the flags lack the file
+    or the folder, the folder is not new, the file is unreadable, refused (a global that a
+    state dict never holds) or of another network, or a flag contradicts it.
+    """
+    authors = models.authors_checkpoint
+    try:
+        if not path:
+            raise ValueError("--mode=import needs --checkpoint=FILE, the authors' .pt file.")
+        if not model_dir_given:
+            raise ValueError("--mode=import needs --model_dir=RUN, the new run folder to write.")
+        if not os.path.isfile(path):
+            raise ValueError(f"--checkpoint={path} is not a file: give the downloaded .pt file.")
+        check_new_run_folder(flagged.model_dir)
+        checkpoint = authors.read_authors_checkpoint(path)
+        config = authors.import_config(checkpoint.architecture, flagged, given)
+    except (OSError, ValueError, RunFolderError) as error:
+        message = describe_os_error(error) if isinstance(error, OSError) else str(error)
+        sys.exit(report_error(message))
+    return checkpoint, config
+
+
+def import_checkpoint(checkpoint, config: Config) -> int:
+    """`--mode=import`: writes the run folder of an authors' checkpoint; prints what it holds."""
+    pytorch_import = models.pytorch_import
+    try:
+        model = pytorch_import.import_checkpoint(checkpoint, config)
+        pytorch_import.write_imported_run(model, config, checkpoint)
+    except RunFolderError as error:
+        return report_error(str(error))
+    except OSError as error:
+        return report_error(describe_os_error(error))
+    step = int(model.optimizer.iterations.numpy())
+    print(
+        f"Imported {checkpoint.path} ({checkpoint.architecture.label}, epoch "
+        f"{checkpoint.epoch}) into {config.model_dir} at step {step}, recorded as "
+        f"--dataset={config.dataset} --mixing={config.mixing} --msda={config.msda} (the "
+        "file holds the network, not its recipe: the row's --flagfile records that)."
+    )
+    print(models.authors_checkpoint.optimizer_note(checkpoint))
     return exit_codes.SUCCESS
 
 

@@ -18,6 +18,8 @@ Layout of `<model_dir>`:
     eval/                  results.json, report.md and the figures; eval/ensemble/ for
                            an ensemble of runs (--ensemble_dirs)
     export/<version>/      SavedModels for TF Serving (`mixmo_tf.serving.export`)
+    imported_from.json     the authors' file an imported run came from
+                           (`mixmo_tf.models.pytorch_import`)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ FINAL_MODEL = "model.keras"
 TEMPERATURE = "temperature.json"
 EVALUATION = "eval"
 EXPORTS = "export"
+IMPORT_RECORD = "imported_from.json"
 # Inside the evaluation folder.
 RESULTS = "results.json"
 REPORT = "report.md"
@@ -105,9 +108,24 @@ class RunFolder:
     def exports(self) -> str:
         return self._join(EXPORTS)
 
+    @property
+    def import_record(self) -> str:
+        return self._join(IMPORT_RECORD)
+
 
 class RunFolderError(Exception):
     """A folder or file of the run cannot be used (created, written or read)."""
+
+
+def check_new_run_folder(path: str) -> None:
+    """Raises RunFolderError unless `path` is absent or an empty folder (a run starts there)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RunFolderError(f"{path} is a file: give a new folder as --model_dir.")
+    if os.path.isdir(path) and os.listdir(path):
+        raise RunFolderError(
+            f"{path} is not empty: an import writes a new run folder. Give a new --model_dir "
+            "(or delete that one)."
+        )
 
 
 class ResultsNotSavedError(RunFolderError):

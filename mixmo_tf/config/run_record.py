@@ -82,14 +82,19 @@ def check_one_dataset(configs: Sequence[Config]) -> None:
         )
 
 
-def record_run_config(config: Config) -> None:
+def record_run_config(config: Config, folder: str | None = None) -> None:
     """Writes `config` to `<model_dir>/run_config.json`, refusing to mix two runs in one folder.
+
+    Args:
+        config: the run's settings.
+        folder: where to write it instead of `config.model_dir` (an import stages its run
+            folder under another name before renaming it into place).
 
     Raises:
         CheckpointMismatchError: the folder holds a run whose model, method or data-stream
             settings differ (the optimisation schedule and execution settings may change).
     """
-    path = RunFolder(config.model_dir).run_config
+    path = RunFolder(folder or config.model_dir).run_config
     current = json.loads(json.dumps(dataclasses.asdict(config)))
     if os.path.exists(path):
         with open(path) as stream:

@@ -5,7 +5,10 @@
 - `network`: `MixMoNetwork`, M stems -> feature mixing -> shared core -> M heads;
 - `mixmo_model`: `MixMoModel`, its training, evaluation and prediction steps;
 - `build`: the compiled model of a Config; `saving`: loading a run's model.keras;
-- `legacy`: reading model.keras files written before `MixMoNetwork` existed.
+- `legacy`: reading model.keras files written before `MixMoNetwork` existed;
+- `torch_format`: reading `torch.save` files without PyTorch, running nothing in them;
+- `authors_checkpoint`: the MixMo authors' checkpoints, read and checked (no TensorFlow);
+- `pytorch_import`: those checkpoints as a `MixMoModel` and a run folder.
 """
 
 import lazy_loader
@@ -13,6 +16,7 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=[
+        "authors_checkpoint",
         "backbones",
         "batch_norm",
         "build",
@@ -20,7 +24,9 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "mixmo_model",
         "network",
         "preact_resnet18",
+        "pytorch_import",
         "saving",
+        "torch_format",
         "wrn",
     ],
     submod_attrs={
@@ -39,6 +45,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "preact_resnet_core",
             "preact_resnet_stem",
         ],
+        "pytorch_import": ["load_pytorch_checkpoint"],
         "saving": ["load_model"],
         "wrn": [
             "wide_resnet",

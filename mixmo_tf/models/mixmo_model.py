@@ -259,7 +259,21 @@ class MixMoModel(keras.Model):
 
     def train_step(self, data):
         data, _, _ = keras.utils.unpack_x_y_sample_weight(data)  # also from train_on_batch(x)
-        batch = self.mix_batch(data)
+        return self.step_on_mixed_batch(self.mix_batch(data), data["labels"])
+
+    def step_on_mixed_batch(self, batch: dict, labels) -> dict[str, tf.Tensor]:
+        """One optimizer step on a batch whose mixing is drawn: the loss, its gradients, SGD.
+
+        `train_step` is `mix_batch` then this; a test (or a study) feeds its own masks,
+        targets and weights here to compare a step with another implementation's.
+
+        Args:
+            batch: `mix_batch`'s dict (`images`, `masks`, `targets`, `weights`).
+            labels: `(batch, M)` each slot's own label, for the training accuracies.
+
+        Returns:
+            The training metrics' current values.
+        """
         with tf.GradientTape() as tape:
             logits = self.member_logits(batch["images"], batch["masks"], training=True)
             cross_entropy = self.weighted_cross_entropy(batch["targets"], logits, batch["weights"])
@@ -277,7 +291,7 @@ class MixMoModel(keras.Model):
         self.cross_entropy_tracker.update_state(cross_entropy)
         self.l2_tracker.update_state(l2_loss)
         for member, accuracy in enumerate(self.train_member_accuracies):
-            accuracy.update_state(data["labels"][:, member], logits[:, member])
+            accuracy.update_state(labels[:, member], logits[:, member])
         trackers = [self.loss_tracker, self.cross_entropy_tracker, self.l2_tracker]
         return {m.name: m.result() for m in trackers + self.train_member_accuracies}
 

@@ -31,6 +31,10 @@ class PyTorchSGD(keras.optimizers.SGD):
     a run is not resumed with the other optimizer (`Config.optimizer` is fixed per run).
     """
 
+    def momentum_buffer(self, variable) -> keras.Variable:
+        """The buffer b of `variable`: `torch.optim.SGD`'s `momentum_buffer`."""
+        return self.momentums[self._get_variable_index(variable)]
+
     def update_step(self, gradient, variable, learning_rate):
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
@@ -38,7 +42,7 @@ class PyTorchSGD(keras.optimizers.SGD):
             self.assign_sub(variable, ops.multiply(gradient, learning_rate))
             return
         momentum = ops.cast(self.momentum, variable.dtype)
-        buffer = self.momentums[self._get_variable_index(variable)]
+        buffer = self.momentum_buffer(variable)
         self.assign(buffer, ops.add(ops.multiply(buffer, momentum), gradient))
         step = ops.add(gradient, ops.multiply(buffer, momentum)) if self.nesterov else buffer
         self.assign_sub(variable, ops.multiply(step, learning_rate))

@@ -1,0 +1,227 @@
+"""The MixMo authors' released checkpoints as mixmo-tf models and run folders.
+
+`load_pytorch_checkpoint` turns a checkpoint saved by the authors' code (mixmo-pytorch, either
+torch file format, read without PyTorch by `mixmo_tf.models.authors_checkpoint`) into a
+`MixMoModel`: their weights, BN statistics and SGD momentum buffers, at the step of the
+epoch they saved. With a `model_dir` it also writes a complete run folder, so that
+`main.py --mode=evaluate|export|predict --model_dir=RUN` and resuming training work on it as
+on a run trained here.
+
+The authors' tensors go in unchanged but for their layout (conv kernels OIHW -> HWIO, linear
+weights transposed): the networks compute the same functions (their `mix_manifolds` returns
+M * sum_i m_i * l_i, and M * mean = sum at inference, as `FeatureMixing`), the BN statistics
+are updated as PyTorch's, and `PyTorchSGD`'s buffer is `torch.optim.SGD`'s
+`momentum_buffer` (docs/method.md §12).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+
+from mixmo_tf import __version__
+from mixmo_tf.config.run_folder import (
+    RunFolder,
+    check_new_run_folder,
+    write_atomically,
+    write_text_atomically,
+)
+from mixmo_tf.config.run_record import record_run_config
+from mixmo_tf.config.settings import Config
+from mixmo_tf.data import sources
+from mixmo_tf.models.authors_checkpoint import (
+    AuthorsCheckpoint,
+    import_config,
+    read_authors_checkpoint,
+)
+from mixmo_tf.models.build import build_model
+from mixmo_tf.models.mixmo_model import MixMoModel
+from mixmo_tf.models.network import MixMoNetwork
+from mixmo_tf.training.checkpoints import checkpoint_manager
+from mixmo_tf.training.precision import resolve_device_defaults
+
+# The authors' block modules -> this project's layer-name suffixes.
+_BLOCK_LAYERS = {
+    "bn1": "pre_bn",
+    "conv1": "conv1",
+    "bn2": "mid_bn",
+    "conv2": "conv2",
+    "shortcut.0": "shortcut",
+}
+# A state-dict entry's last name -> the Keras variable of a conv / dense / BN layer.
+_VARIABLES = {
+    "running_mean": "moving_mean",
+    "running_var": "moving_variance",
+}
+
+
+def _layer(network: MixMoNetwork, module: str, backbone: str) -> keras.layers.Layer:
+    """This project's layer holding the authors' module `module` (e.g. "layer2.0.bn1")."""
+    if match := re.fullmatch(r"list_conv1\.(\d+)|conv1", module):
+        stem = network.stems[int(match.group(1) or 0)]
+        # The PreActResNet's stem is a small model: padding, then the conv.
+        return stem.get_layer(f"{stem.name}_conv") if isinstance(stem, keras.Model) else stem
+    if match := re.fullmatch(r"list_fc\.(\d+)|fc", module):
+        return network.heads[int(match.group(1) or 0)]
+    if module == "bn1":
+        return network.core.get_layer("final_bn")
+    match = re.fullmatch(r"layer(\d+)\.(\d+)\.(.+)", module)
+    group = "group" if backbone == "wrn" else "stage"
+    name = f"{group}{int(match.group(1)) - 1}_block{match.group(2)}_{_BLOCK_LAYERS[match.group(3)]}"
+    return network.core.get_layer(name)
+
+
+def variable_of(network: MixMoNetwork, name: str, backbone: str) -> keras.Variable:
+    """The Keras variable of the authors' state-dict entry `name`."""
+    module, entry = name.rsplit(".", 1)
+    layer = _layer(network, module, backbone)
+    if isinstance(layer, keras.layers.BatchNormalization):
+        attribute = {"weight": "gamma", "bias": "beta"}.get(entry, _VARIABLES.get(entry))
+    else:
+        attribute = {"weight": "kernel", "bias": "bias"}[entry]
+    return getattr(layer, attribute)
+
+
+def to_keras_layout(array: np.ndarray) -> np.ndarray:
+    """A PyTorch tensor in Keras' layout: conv OIHW -> HWIO, linear (out, in) -> (in, out)."""
+    if array.ndim == 4:
+        return np.transpose(array, (2, 3, 1, 0))
+    return array.T if array.ndim == 2 else array
+
+
+def assign_authors_state(
+    model: MixMoModel, checkpoint: AuthorsCheckpoint, steps_per_epoch: int
+) -> int:
+    """Puts the checkpoint's weights, BN statistics and momentum buffers into `model`.
+
+    `model` must be built for the checkpoint's architecture (and compiled with
+    `PyTorchSGD` if the file holds momentum buffers). Its optimizer step becomes the end of
+    the saved epoch.
+
+    Returns:
+        That step.
+    """
+    backbone = checkpoint.architecture.backbone
+    variables = {
+        name: variable_of(model.network, name, backbone)
+        for name in checkpoint.state
+        if not name.endswith("num_batches_tracked")
+    }
+    for name, variable in variables.items():
+        variable.assign(to_keras_layout(checkpoint.state[name]))
+    step = checkpoint.epoch * steps_per_epoch
+    if model.optimizer is not None:
+        # Under mixed_float16 the LossScaleOptimizer's inner optimizer holds the state.
+        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+        for name, buffer in checkpoint.momentum.items():
+            optimizer.momentum_buffer(variables[name]).assign(to_keras_layout(buffer))
+        optimizer.iterations.assign(step)
+    return step
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _import_record(checkpoint: AuthorsCheckpoint, step: int) -> str:
+    """imported_from.json: which file, what it held, by which version of this project."""
+    record = {
+        "source": os.path.abspath(checkpoint.path),
+        "sha256": _file_digest(checkpoint.path),
+        "epoch": checkpoint.epoch,
+        "step": step,
+        "architecture": dataclasses.asdict(checkpoint.architecture),
+        "optimizer": checkpoint.optimizer_settings,
+        "momentum_buffers": bool(checkpoint.momentum),
+        "mixmo_tf": __version__,
+    }
+    return json.dumps(record, indent=2, sort_keys=True)
+
+
+def write_imported_run(model: MixMoModel, config: Config, checkpoint: AuthorsCheckpoint) -> None:
+    """Writes the run folder `config.model_dir` of an imported model, all or nothing.
+
+    The folder is written under a temporary name beside it and renamed into place at the
+    end: an import that fails (full disk, interruption) leaves no half run behind.
+
+    Raises:
+        RunFolderError: the folder exists and is not empty.
+        OSError: the folder cannot be written.
+    """
+    check_new_run_folder(config.model_dir)
+    target = os.path.abspath(config.model_dir)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(
+        prefix=f".{os.path.basename(target)}.import-", dir=os.path.dirname(target)
+    )
+    try:
+        folder = RunFolder(staging)
+        record_run_config(config, folder=staging)
+        sources.record_spec(config.spec, staging)
+        step = int(model.optimizer.iterations.numpy())
+        checkpoint_manager(model, staging).save(checkpoint_number=step)
+        write_atomically(folder.final_model, model.save, ".keras")
+        write_text_atomically(folder.import_record, _import_record(checkpoint, step))
+        if os.path.isdir(target):
+            os.rmdir(target)  # empty (checked above); rename cannot replace a folder
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def import_checkpoint(checkpoint: AuthorsCheckpoint, config: Config) -> MixMoModel:
+    """The `MixMoModel` of `config` holding `checkpoint`'s state, compiled with PyTorchSGD."""
+    config = resolve_device_defaults(config)
+    model = build_model(config)
+    assign_authors_state(model, checkpoint, config.derived_steps_per_epoch)
+    return model
+
+
+def load_pytorch_checkpoint(path: str, model_dir: str | None = None, **settings) -> MixMoModel:
+    """A `MixMoModel` from a checkpoint of the MixMo authors' code (mixmo-pytorch).
+
+    Reads either torch file format without PyTorch (nothing in the file runs), infers the
+    network (WRN-depth-width or PreActResNet-18-width, M, classes) from its tensors, and
+    returns the model with their weights, BN statistics and SGD momentum, its optimizer at
+    the end of the saved epoch, ready to evaluate, export or train further.
+
+    Args:
+        path: the `.pt` / `.ckpt` file the authors' `save_checkpoint` wrote.
+        model_dir: if given, also write a run folder there (it must be new or empty), which
+            `main.py --mode=evaluate|export|predict|train --model_dir=...` then reads.
+        **settings: `Config` fields of the row's recipe, e.g. `mixing="linear"`,
+            `msda="cutmix"`, `dataset="cifar100"` (the file records its network, not how it
+            was trained); fields of the network must agree with the file.
+
+    Returns:
+        The compiled `MixMoModel`.
+
+    Raises:
+        mixmo_tf.models.torch_format.TorchFileError: the file is not a readable PyTorch file,
+            or its pickle names a global a state dict never holds (refused, never run).
+        mixmo_tf.models.authors_checkpoint.AuthorsCheckpointError: not the authors' network.
+        ValueError: a setting contradicts the file.
+        RunFolderError: `model_dir` is not empty.
+    """
+    checkpoint = read_authors_checkpoint(path)
+    flagged = Config(**{"model_dir": model_dir or "", **settings})
+    config = import_config(checkpoint.architecture, flagged, settings)
+    if model_dir:
+        check_new_run_folder(model_dir)
+    model = import_checkpoint(checkpoint, config)
+    if model_dir:
+        write_imported_run(model, config, checkpoint)
+    return model
