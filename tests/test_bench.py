@@ -413,3 +413,55 @@ def test_startup_lines_time_each_command_against_importing_tensorflow(capsys):
     for line in lines:
         assert line["bench"] == "startup" and len(line["durations_s"]) == 1
         assert line["over_import_tensorflow"] == pytest.approx(line["median_s"] / reference)
+
+
+def test_import_checkpoint_lines_time_the_import_and_its_phases(capsys, monkeypatch, tmp_path):
+    """WRN-10-1's weights-only zip file, its children's measurements run in-process: a line
+    with and without a run folder, the phases' times within the import's."""
+    import import_checkpoint
+
+    monkeypatch.setattr(
+        import_checkpoint.read_bench,
+        "child_record",
+        lambda path, kind, script: import_checkpoint.measure(path, kind),
+    )
+    lines = run_script(
+        import_checkpoint,
+        capsys,
+        "--network=10-1",
+        "--rounds=1",
+        "--warmup_rounds=0",
+        "--contents=weights",
+        "--formats=zip",
+        f"--directory={tmp_path}",
+    )
+    by_target = {line["run_folder"]: line for line in lines}
+    assert sorted(by_target) == [False, True] and len(lines) == 2
+    for line in lines:
+        assert line["network"] == "WRN-10-1" and line["format"] == "zip"
+        assert not line["momentum_buffers"]
+        assert len(line["import_durations_s"]) == 1 and 0 < line["median_import_s"] < 60
+        # In-process, TensorFlow was imported before: the baseline is the RSS before it.
+        assert line["baseline_rss_mib"] >= line["rss_before_tensorflow_mib"] > 0
+        assert line["peak_rss_growth_over_file"] == pytest.approx(
+            line["peak_rss_growth_mib"] / line["file_mib"]
+        )
+        assert isinstance(line["within_targets"], bool)
+        phases = line["phases"]
+        assert (
+            0
+            < sum(phase["median_s"] for phase in phases.values())
+            <= (line["phases_median_total_s"])
+        )
+        # The file holds the model's variables (plus its pickle and zip records); the SGD
+        # slots are as large (zero: the file has no momentum).
+        assert line["model_variables_mib"] == pytest.approx(line["file_mib"], rel=0.2)
+        assert line["optimizer_variables_mib"] == pytest.approx(
+            line["model_variables_mib"], rel=0.05
+        )
+    assert list(by_target[False]["phases"]) == ["read", "build", "assign"]
+    assert list(by_target[True]["phases"]) == ["read", "build", "assign", "write"]
+    assert set(by_target[True]["write_parts"]) == {"tf_checkpoint", "keras_save"}
+    folder = by_target[True]["folder_mib"]
+    assert {"model.keras", "imported_from.json", "run_config.json", "checkpoints"} <= set(folder)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["wrn10-1_m2_weights_zip.pt"]

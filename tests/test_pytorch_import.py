@@ -216,6 +216,7 @@ def test_one_training_step_is_the_authors_loss_and_sgd_update():
 # ---- the run folder: evaluate, export, predict and resume as any run -----------------------
 
 
+@pytest.mark.slow
 def test_an_imported_run_serves_evaluates_and_resumes(tmp_path):
     """Imported as a digits run (10 classes, bundled), so that its data is at hand here."""
     run = str(tmp_path / "run")
@@ -310,6 +311,7 @@ def run_import(checkpoint: str, model_dir: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_command_imports_then_refuses_a_malicious_file(tmp_path):
     run = tmp_path / "run"
     done = run_import(SMALL["zip"], str(run))

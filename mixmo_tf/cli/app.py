@@ -105,7 +105,7 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
         runs, options = _evaluation_inputs(config)
     if values.mode == "import":
         # The file is read and checked before TensorFlow starts: a bad one fails at once.
-        checkpoint, config = modes.import_inputs(
+        config = modes.import_inputs(
             values.checkpoint, config, values["model_dir"].present, mixmo_flags.given_fields()
         )
     if not values["verbosity"].present:
@@ -119,7 +119,7 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
     elif values.mode == "evaluate":
         code = modes.evaluate(runs, options)
     elif values.mode == "import":
-        code = modes.import_checkpoint(checkpoint, config)
+        code = modes.import_checkpoint(values.checkpoint, config)
     elif values.mode == "export":
         code = modes.export(values.model_dir, values.export_dir, values.temperature)
     else:

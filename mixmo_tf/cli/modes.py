@@ -124,8 +124,8 @@ def export(model_dir: str, export_dir: str | None, temperature: float | None) ->
 
 def import_inputs(
     path: str | None, flagged: Config, model_dir_given: bool, given: Sequence[str]
-) -> tuple[models.authors_checkpoint.AuthorsCheckpoint, Config]:
-    """The checked checkpoint and run Config of `--mode=import`, read without TensorFlow.
+) -> Config:
+    """The run Config of `--mode=import`, its file read and checked without TensorFlow.
 
     Exits with one ERROR line (code 2), having written nothing, if the flags lack the file
     or the folder, the folder is not new, the file is unreadable, refused (a global that a
@@ -140,32 +140,29 @@ def import_inputs(
         if not os.path.isfile(path):
             raise ValueError(f"--checkpoint={path} is not a file: give the downloaded .pt file.")
         check_new_run_folder(flagged.model_dir)
-        checkpoint = authors.read_authors_checkpoint(path)
-        config = authors.import_config(checkpoint.architecture, flagged, given)
+        architecture = authors.read_authors_checkpoint(path).architecture
+        return authors.import_config(architecture, flagged, given)
     except (OSError, ValueError, RunFolderError) as error:
         message = describe_os_error(error) if isinstance(error, OSError) else str(error)
         sys.exit(report_error(message))
-    return checkpoint, config
 
 
-def import_checkpoint(checkpoint, config: Config) -> int:
+def import_checkpoint(path: str, config: Config) -> int:
     """`--mode=import`: writes the run folder of an authors' checkpoint; prints what it holds."""
-    pytorch_import = models.pytorch_import
     try:
-        model = pytorch_import.import_checkpoint(checkpoint, config)
-        pytorch_import.write_imported_run(model, config, checkpoint)
+        _, record = models.pytorch_import.import_run(path, config)
     except RunFolderError as error:
         return report_error(str(error))
     except OSError as error:
         return report_error(describe_os_error(error))
-    step = int(model.optimizer.iterations.numpy())
+    architecture = models.authors_checkpoint.AuthorsArchitecture(**record["architecture"])
     print(
-        f"Imported {checkpoint.path} ({checkpoint.architecture.label}, epoch "
-        f"{checkpoint.epoch}) into {config.model_dir} at step {step}, recorded as "
-        f"--dataset={config.dataset} --mixing={config.mixing} --msda={config.msda} (the "
-        "file holds the network, not its recipe: the row's --flagfile records that)."
+        f"Imported {path} ({architecture.label}, epoch {record['epoch']}) into "
+        f"{config.model_dir} at step {record['step']}, recorded as --dataset={config.dataset} "
+        f"--mixing={config.mixing} --msda={config.msda} (the file holds the network, not its "
+        "recipe: the row's --flagfile records that)."
     )
-    print(models.authors_checkpoint.optimizer_note(checkpoint))
+    print(models.authors_checkpoint.optimizer_note(record["optimizer"], record["momentum_buffers"]))
     return exit_codes.SUCCESS
 
 

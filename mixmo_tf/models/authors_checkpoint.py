@@ -350,11 +350,9 @@ def import_config(
     return config
 
 
-def optimizer_note(checkpoint: AuthorsCheckpoint) -> str:
-    """One line on the file's optimizer, printed after an import."""
-    settings = checkpoint.optimizer_settings
+def optimizer_note(settings: dict, momentum_buffers: bool) -> str:
+    """One line on a file's optimizer (`AuthorsCheckpoint.optimizer_settings`), after an import."""
     if not settings:
         return "The file holds no optimizer state: a resumed run starts with zero momentum."
     shown = ", ".join(f"{k} {v}" for k, v in settings.items())
-    buffers = "with" if checkpoint.momentum else "without"
-    return f"The file's SGD ({shown}) {buffers} momentum buffers."
+    return f"The file's SGD ({shown}) {'with' if momentum_buffers else 'without'} momentum buffers."

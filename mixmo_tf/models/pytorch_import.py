@@ -135,9 +135,9 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def _import_record(checkpoint: AuthorsCheckpoint, step: int) -> str:
+def import_record(checkpoint: AuthorsCheckpoint, step: int) -> dict:
     """imported_from.json: which file, what it held, by which version of this project."""
-    record = {
+    return {
         "source": os.path.abspath(checkpoint.path),
         "sha256": _file_digest(checkpoint.path),
         "epoch": checkpoint.epoch,
@@ -147,14 +147,18 @@ def _import_record(checkpoint: AuthorsCheckpoint, step: int) -> str:
         "momentum_buffers": bool(checkpoint.momentum),
         "mixmo_tf": __version__,
     }
-    return json.dumps(record, indent=2, sort_keys=True)
 
 
-def write_imported_run(model: MixMoModel, config: Config, checkpoint: AuthorsCheckpoint) -> None:
+def write_imported_run(model: MixMoModel, config: Config, record: dict) -> None:
     """Writes the run folder `config.model_dir` of an imported model, all or nothing.
 
     The folder is written under a temporary name beside it and renamed into place at the
     end: an import that fails (full disk, interruption) leaves no half run behind.
+
+    Args:
+        model: the imported model (`import_checkpoint`).
+        config: its run's settings.
+        record: `import_record` of the file, written as imported_from.json.
 
     Raises:
         RunFolderError: the folder exists and is not empty.
@@ -173,7 +177,7 @@ def write_imported_run(model: MixMoModel, config: Config, checkpoint: AuthorsChe
         step = int(model.optimizer.iterations.numpy())
         checkpoint_manager(model, staging).save(checkpoint_number=step)
         write_atomically(folder.final_model, model.save, ".keras")
-        write_text_atomically(folder.import_record, _import_record(checkpoint, step))
+        write_text_atomically(folder.import_record, json.dumps(record, indent=2, sort_keys=True))
         if os.path.isdir(target):
             os.rmdir(target)  # empty (checked above); rename cannot replace a folder
         os.rename(staging, target)
@@ -188,6 +192,23 @@ def import_checkpoint(checkpoint: AuthorsCheckpoint, config: Config) -> MixMoMod
     model = build_model(config)
     assign_authors_state(model, checkpoint, config.derived_steps_per_epoch)
     return model
+
+
+def import_run(path: str, config: Config) -> tuple[MixMoModel, dict]:
+    """Imports the authors' file `path` into the new run folder `config.model_dir`.
+
+    The file is read here, so that its arrays (which map the whole file) are released once
+    the model holds their values, before saving model.keras needs as much memory again.
+
+    Returns:
+        The model and the `import_record` written with it.
+    """
+    checkpoint = read_authors_checkpoint(path)
+    model = import_checkpoint(checkpoint, config)
+    record = import_record(checkpoint, int(model.optimizer.iterations.numpy()))
+    del checkpoint
+    write_imported_run(model, config, record)
+    return model, record
 
 
 def load_pytorch_checkpoint(path: str, model_dir: str | None = None, **settings) -> MixMoModel:
@@ -216,12 +237,12 @@ def load_pytorch_checkpoint(path: str, model_dir: str | None = None, **settings)
         ValueError: a setting contradicts the file.
         RunFolderError: `model_dir` is not empty.
     """
-    checkpoint = read_authors_checkpoint(path)
     flagged = Config(**{"model_dir": model_dir or "", **settings})
-    config = import_config(checkpoint.architecture, flagged, settings)
-    if model_dir:
-        check_new_run_folder(model_dir)
-    model = import_checkpoint(checkpoint, config)
-    if model_dir:
-        write_imported_run(model, config, checkpoint)
-    return model
+    if not model_dir:
+        checkpoint = read_authors_checkpoint(path)
+        return import_checkpoint(
+            checkpoint, import_config(checkpoint.architecture, flagged, settings)
+        )
+    check_new_run_folder(model_dir)
+    architecture = read_authors_checkpoint(path).architecture
+    return import_run(path, import_config(architecture, flagged, settings))[0]
