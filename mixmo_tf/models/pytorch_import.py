@@ -56,11 +56,14 @@ _BLOCK_LAYERS = {
     "conv2": "conv2",
     "shortcut.0": "shortcut",
 }
-# A state-dict entry's last name -> the Keras variable of a conv / dense / BN layer.
-_VARIABLES = {
+# A state-dict entry's last name -> the Keras variable holding it, in a BN layer and elsewhere.
+_BN_VARIABLES = {
+    "weight": "gamma",
+    "bias": "beta",
     "running_mean": "moving_mean",
     "running_var": "moving_variance",
 }
+_VARIABLES = {"weight": "kernel", "bias": "bias"}
 
 
 def _layer(network: MixMoNetwork, module: str, backbone: str) -> keras.layers.Layer:
@@ -83,11 +86,8 @@ def variable_of(network: MixMoNetwork, name: str, backbone: str) -> keras.Variab
     """The Keras variable of the authors' state-dict entry `name`."""
     module, entry = name.rsplit(".", 1)
     layer = _layer(network, module, backbone)
-    if isinstance(layer, keras.layers.BatchNormalization):
-        attribute = {"weight": "gamma", "bias": "beta"}.get(entry, _VARIABLES.get(entry))
-    else:
-        attribute = {"weight": "kernel", "bias": "bias"}[entry]
-    return getattr(layer, attribute)
+    names = _BN_VARIABLES if isinstance(layer, keras.layers.BatchNormalization) else _VARIABLES
+    return getattr(layer, names[entry])
 
 
 def to_keras_layout(array: np.ndarray) -> np.ndarray:
