@@ -103,11 +103,10 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
         raise app.UsageError(str(error)) from error
     if values.mode == "evaluate":
         runs, options = _evaluation_inputs(config)
+    given = mixmo_flags.given_fields(values)
     if values.mode == "import":
         # The file is read and checked before TensorFlow starts: a bad one fails at once.
-        config = modes.import_inputs(
-            values.checkpoint, config, values["model_dir"].present, mixmo_flags.given_fields()
-        )
+        modes.check_import_inputs(values.checkpoint, config, values["model_dir"].present, given)
     if not values["verbosity"].present:
         # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
         logging.set_verbosity(logging.ERROR)
@@ -119,7 +118,7 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
     elif values.mode == "evaluate":
         code = modes.evaluate(runs, options)
     elif values.mode == "import":
-        code = modes.import_checkpoint(values.checkpoint, config)
+        code = modes.import_checkpoint(values.checkpoint, config, given)
     elif values.mode == "export":
         code = modes.export(values.model_dir, values.export_dir, values.temperature)
     else:

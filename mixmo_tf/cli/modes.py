@@ -122,10 +122,10 @@ def export(model_dir: str, export_dir: str | None, temperature: float | None) ->
     return exit_codes.SUCCESS
 
 
-def import_inputs(
+def check_import_inputs(
     path: str | None, flagged: Config, model_dir_given: bool, given: Sequence[str]
-) -> Config:
-    """The run Config of `--mode=import`, its file read and checked without TensorFlow.
+) -> None:
+    """Checks the flags and the file of `--mode=import` without TensorFlow.
 
     Exits with one ERROR line (code 2), having written nothing, if the flags lack the file
     or the folder, the folder is not new, the file is unreadable, refused (a global that a
@@ -141,16 +141,16 @@ def import_inputs(
             raise ValueError(f"--checkpoint={path} is not a file: give the downloaded .pt file.")
         check_new_run_folder(flagged.model_dir)
         architecture = authors.read_authors_checkpoint(path).architecture
-        return authors.import_config(architecture, flagged, given)
+        authors.import_config(architecture, flagged, given)
     except (OSError, ValueError, RunFolderError) as error:
         message = describe_os_error(error) if isinstance(error, OSError) else str(error)
         sys.exit(report_error(message))
 
 
-def import_checkpoint(path: str, config: Config) -> int:
+def import_checkpoint(path: str, flagged: Config, given: Sequence[str]) -> int:
     """`--mode=import`: writes the run folder of an authors' checkpoint; prints what it holds."""
     try:
-        _, record = models.pytorch_import.import_run(path, config)
+        _, config, record = models.pytorch_import.import_run(path, flagged, given)
     except RunFolderError as error:
         return report_error(str(error))
     except OSError as error:

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 
 import keras
 import numpy as np
@@ -194,21 +195,28 @@ def import_checkpoint(checkpoint: AuthorsCheckpoint, config: Config) -> MixMoMod
     return model
 
 
-def import_run(path: str, config: Config) -> tuple[MixMoModel, dict]:
-    """Imports the authors' file `path` into the new run folder `config.model_dir`.
+def import_run(path: str, flagged: Config, given: Iterable[str]) -> tuple[MixMoModel, Config, dict]:
+    """Imports the authors' file `path` into the new run folder `flagged.model_dir`.
 
-    The file is read here, so that its arrays (which map the whole file) are released once
-    the model holds their values, before saving model.keras needs as much memory again.
+    The file is read once, here, so that its arrays (which map the whole file) are released
+    once the model holds their values, before saving model.keras needs as much memory again.
+
+    Args:
+        path: the authors' file.
+        flagged: the settings given (a flagfile's recipe), checked against the file.
+        given: names of the fields the user gave (`authors_checkpoint.import_config`).
 
     Returns:
-        The model and the `import_record` written with it.
+        The model, the run's Config and the `import_record` written with them.
     """
+    check_new_run_folder(flagged.model_dir)
     checkpoint = read_authors_checkpoint(path)
+    config = import_config(checkpoint.architecture, flagged, given)
     model = import_checkpoint(checkpoint, config)
     record = import_record(checkpoint, int(model.optimizer.iterations.numpy()))
     del checkpoint
     write_imported_run(model, config, record)
-    return model, record
+    return model, config, record
 
 
 def load_pytorch_checkpoint(path: str, model_dir: str | None = None, **settings) -> MixMoModel:
@@ -238,11 +246,7 @@ def load_pytorch_checkpoint(path: str, model_dir: str | None = None, **settings)
         RunFolderError: `model_dir` is not empty.
     """
     flagged = Config(**{"model_dir": model_dir or "", **settings})
-    if not model_dir:
-        checkpoint = read_authors_checkpoint(path)
-        return import_checkpoint(
-            checkpoint, import_config(checkpoint.architecture, flagged, settings)
-        )
-    check_new_run_folder(model_dir)
-    architecture = read_authors_checkpoint(path).architecture
-    return import_run(path, import_config(architecture, flagged, settings))[0]
+    if model_dir:
+        return import_run(path, flagged, settings)[0]
+    checkpoint = read_authors_checkpoint(path)
+    return import_checkpoint(checkpoint, import_config(checkpoint.architecture, flagged, settings))
