@@ -17,10 +17,10 @@ Proven here:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import json
 import os
-import pathlib
 import re
 import shutil
 import signal
@@ -28,7 +28,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 
 import keras
@@ -173,30 +172,46 @@ def test_a_locked_folder_is_refused_naming_the_holder_and_taken_over_after_kill_
 # ---- unusable folders ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def shared_tmp():
-    """A folder every user may enter (pytest's tmp_path is root's alone)."""
-    path = tempfile.mkdtemp()
-    os.chmod(path, 0o755)
-    yield pathlib.Path(path)
-    shutil.rmtree(path)
+# Linux capabilities that let root read and write whatever the permission bits say.
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _effective_capabilities(libc, new: int | None = None) -> int:
+    """This thread's effective capability set (its low 64 bits); sets it first if `new`."""
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable) x 2 words
+    if libc.capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    if new is not None:
+        data[0], data[3] = new & 0xFFFFFFFF, new >> 32
+        if libc.capset(header, data) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed")
+    return data[0] | data[3] << 32
 
 
 @contextlib.contextmanager
 def _as_unprivileged_user():
-    """Drops root's effective uid to nobody's (root writes anywhere); a no-op for other users."""
+    """Makes root honour permission bits as any user would; a no-op for other users.
+
+    Root keeps its uid (so it still reads this checkout and its venv, wherever they are,
+    e.g. under a 0700 `mktemp -d` folder) but loses the capabilities that override the
+    permission bits, so a file or folder writable by none is not writable by it either.
+    """
     if os.geteuid() != 0:
         yield
         return
-    os.seteuid(65534)
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = _effective_capabilities(libc)
+    overrides = 1 << _CAP_DAC_OVERRIDE | 1 << _CAP_DAC_READ_SEARCH
+    _effective_capabilities(libc, saved & ~overrides)
     try:
         yield
     finally:
-        os.seteuid(0)
+        _effective_capabilities(libc, saved)
 
 
-def test_unusable_folders_give_one_error_line_and_exit_code_2(shared_tmp):
-    tmp_path = shared_tmp
+def test_unusable_folders_give_one_error_line_and_exit_code_2(tmp_path):
     regular_file = tmp_path / "file"
     regular_file.write_text("not a folder")
     code, _, err = _run_main(*_smoke_flags(regular_file / "run"))
@@ -225,9 +240,9 @@ def test_an_unreachable_tpu_fails_within_seconds_with_one_error_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluating_a_read_only_run_prints_the_metrics_then_fails(shared_tmp, uninterrupted):
+def test_evaluating_a_read_only_run_prints_the_metrics_then_fails(tmp_path, uninterrupted):
     model_dir, _ = uninterrupted
-    read_only = shared_tmp / "run"
+    read_only = tmp_path / "run"
     shutil.copytree(model_dir, read_only)
     for path in [read_only, *read_only.rglob("*")]:
         path.chmod(0o555 if path.is_dir() else 0o444)  # readable by all, writable by none
