@@ -14,6 +14,7 @@ Config` and the command line's flag parsing load no TensorFlow):
 - `models`: backbone registry, networks, `MixMoModel`, `build_model`, `load_model`,
   `load_pytorch_checkpoint` (the authors' released checkpoints);
 - `training`: a run (`train`), checkpoints, guards, strategies, optimizers, precision;
+- `tuning`: defaults measured on this machine (`--precision=auto`, oneDNN for training);
 - `evaluation`: metrics, temperature scaling, reports of trained runs (`evaluate`);
 - `serving`: the serving graph, SavedModel export, predictions on files;
 - `cli`: the command line of main.py.
@@ -25,7 +26,17 @@ __version__ = "0.1.0"
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["cli", "config", "data", "evaluation", "mixing", "models", "serving", "training"],
+    submodules=[
+        "cli",
+        "config",
+        "data",
+        "evaluation",
+        "mixing",
+        "models",
+        "serving",
+        "training",
+        "tuning",
+    ],
     submod_attrs={
         "config": ["Config"],
         "evaluation": ["evaluate"],

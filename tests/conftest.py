@@ -34,6 +34,15 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def step_time_cache(tmp_path_factory):
+    """Step times measured by --precision=auto and the oneDNN choice go to a folder of this
+    test process (subprocesses inherit it), not the user's cache, and start empty."""
+    from mixmo_tf.tuning.machine import CACHE_VARIABLE
+
+    os.environ[CACHE_VARIABLE] = str(tmp_path_factory.mktemp("step_times"))
+
+
 @pytest.fixture(scope="session")
 def trained_tiny_run(tmp_path_factory):
     """A finished `run_helpers.tiny_run_config` run, trained once per test process: (config,

@@ -17,7 +17,7 @@ PACKAGE = os.path.join(REPO, "mixmo_tf")
 _HEAVY = ("tensorflow", "keras", "tensorflow_datasets", "matplotlib")
 
 # Everything a user does before a run starts: settings, flags, a recorded run, the registry,
-# reading an authors' checkpoint to import.
+# reading an authors' checkpoint to import, choosing oneDNN for training.
 _SETTINGS_WORK = """
 import json, os, sys, tempfile
 from absl import flags
@@ -42,6 +42,12 @@ from mixmo_tf.models import authors_checkpoint
 checkpoint = authors_checkpoint.read_authors_checkpoint("tests/fixtures/authors/wrn10-1_m2_zip.pt")
 imported = authors_checkpoint.import_config(checkpoint.architecture, Config(), [])
 assert (imported.depth, imported.width, imported.dataset) == (10, 1, "cifar10"), imported
+# A training run's oneDNN choice is made before TensorFlow starts (it reads the setting once).
+from mixmo_tf.cli import app
+from mixmo_tf.tuning import machine, onednn, rules, step_times
+facts = machine.this_machine()
+assert facts.tensorflow != "unknown", facts
+onednn.apply(onednn.choose_onednn(Config(dataset="digits", distribution="tpu")))
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
 """
 
@@ -161,7 +167,7 @@ def test_the_import_graph_has_no_cycle():
 def test_package_inits_import_nothing_of_the_package():
     files = _module_files()
     packages = [name for name, path in files.items() if path.endswith("__init__.py")]
-    assert len(packages) == 9
+    assert len(packages) == 10
     graph = _import_graph()
     for package in packages:
         # Only its parents (run anyway on import); every public name loads on first use.

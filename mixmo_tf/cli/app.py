@@ -20,6 +20,7 @@ from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.config import run_record
 from mixmo_tf.config.settings import Config
 from mixmo_tf.evaluation.options import EvaluationOptions
+from mixmo_tf.tuning import onednn
 
 mixmo_flags.define_flags()
 
@@ -48,6 +49,15 @@ def _start_tensorflow(quiet: bool) -> None:
     """Imports TensorFlow, without its C++ start-up lines if `quiet`."""
     with _stderr_discarded() if quiet else contextlib.nullcontext():
         import tensorflow  # noqa: F401
+
+
+def _choose_onednn(config: Config) -> None:
+    """Turns oneDNN on for this training process where it was measured faster (before
+    TensorFlow starts, which reads the setting once); says so where it measured or chose."""
+    choice = onednn.choose_onednn(config)
+    onednn.apply(choice)
+    if choice.reason not in (onednn.ONEDNN_VARIABLE, "TensorFlow's default"):
+        print(choice.message(), flush=True)
 
 
 def _recorded_runs(config: Config) -> list[Config]:
@@ -111,6 +121,8 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
         # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
         logging.set_verbosity(logging.ERROR)
 
+    if values.mode == "train":
+        _choose_onednn(config)
     # TensorFlow work starts only after the flags are valid.
     _start_tensorflow(quiet_tensorflow)
     if values.mode == "train":

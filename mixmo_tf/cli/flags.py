@@ -87,8 +87,14 @@ _HELP = {
     "integer --mixing_alpha and --msda_alpha (ratios then come from sums of exponentials; XLA "
     "has no CPU Gamma kernel).",
     "precision": "Compute precision of the layers (variables and loss stay float32): float32, "
-    "mixed_bfloat16, mixed_float16, or auto: mixed_bfloat16 on CPUs with AMX-BF16, "
-    "mixed_float16 on GPUs with tensor cores, float32 elsewhere (bench/README.md).",
+    "mixed_bfloat16, mixed_float16, or auto. Training with auto on a CPU with bfloat16 "
+    "instructions times the run's own step in float32 and mixed_bfloat16 (once per CPU, "
+    "TensorFlow version and network; cached in ~/.cache/mixmo_tf) and takes bfloat16 only if "
+    "it is >= 10% faster; CPUs without them train in float32; GPUs with tensor cores in "
+    "mixed_float16. The choice and its times are printed and kept in run_config.json; a "
+    "resumed run keeps its precision. Where TensorFlow leaves oneDNN off, training also times "
+    "the step with oneDNN on and uses it if >= 10% faster (TF_ENABLE_ONEDNN_OPTS decides "
+    "when set).",
 }
 _CHOICES = {
     "download": list(choices.DOWNLOAD_MODES),

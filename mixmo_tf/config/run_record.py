@@ -18,6 +18,15 @@ from collections.abc import Iterable, Sequence
 from mixmo_tf.config.run_folder import RUN_CONFIG, RunFolder, write_text_atomically
 from mixmo_tf.config.settings import Config, changeable_on_resume, complete_recorded
 
+# Keys of run_config.json beside the Config's fields: what the run's first start found out
+# (the precision and oneDNN choices with their step times). Kept as written, never compared.
+RUN_NOTES = ("speed_choices",)
+
+
+def _settings(recorded: dict) -> dict:
+    """The Config fields of a run_config.json's content, completed for older runs."""
+    return complete_recorded({k: v for k, v in recorded.items() if k not in RUN_NOTES})
+
 
 class CheckpointMismatchError(ValueError):
     """The run folder holds a run (checkpoint or settings) of another model."""
@@ -38,7 +47,7 @@ def recorded_config(model_dir: str) -> Config:
             "(it records the run's settings there)."
         )
     with open(path) as stream:
-        recorded = complete_recorded(json.load(stream))
+        recorded = _settings(json.load(stream))
     return Config(**{**recorded, "model_dir": model_dir})
 
 
@@ -82,13 +91,14 @@ def check_one_dataset(configs: Sequence[Config]) -> None:
         )
 
 
-def record_run_config(config: Config, folder: str | None = None) -> None:
+def record_run_config(config: Config, folder: str | None = None, notes: dict | None = None) -> None:
     """Writes `config` to `<model_dir>/run_config.json`, refusing to mix two runs in one folder.
 
     Args:
         config: the run's settings.
         folder: where to write it instead of `config.model_dir` (an import stages its run
             folder under another name before renaming it into place).
+        notes: `RUN_NOTES` entries to record with a new run; a resumed run keeps its own.
 
     Raises:
         CheckpointMismatchError: the folder holds a run whose model, method or data-stream
@@ -96,9 +106,12 @@ def record_run_config(config: Config, folder: str | None = None) -> None:
     """
     path = RunFolder(folder or config.model_dir).run_config
     current = json.loads(json.dumps(dataclasses.asdict(config)))
+    kept = dict(notes or {})
     if os.path.exists(path):
         with open(path) as stream:
-            recorded = complete_recorded(json.load(stream))
+            content = json.load(stream)
+        kept = {name: content[name] for name in RUN_NOTES if name in content}
+        recorded = _settings(content)
         changed = sorted(name for name in current if recorded.get(name) != current[name])
 
         def describe(names):
@@ -112,4 +125,4 @@ def record_run_config(config: Config, folder: str | None = None) -> None:
             )
         if changed:
             print(f"Resuming {config.model_dir} with changed settings: {describe(changed)}.")
-    write_text_atomically(path, json.dumps(current, indent=2, sort_keys=True))
+    write_text_atomically(path, json.dumps({**kept, **current}, indent=2, sort_keys=True))

@@ -1,14 +1,22 @@
-"""Compute precision: the `--precision` choices, the per-device default, the Keras policy.
+"""Compute precision: the `--precision` choices, how "auto" is decided, the Keras policy.
 
 Variables stay float32 in every mode (Keras mixed policies); only the compute dtype of the
 layers changes, and `MixMoModel` casts the logits back to float32 before the loss, the
-probabilities and the metrics. The "auto" default follows what `bench/precision.py`
-measured on 2 cores of an Intel Xeon with AMX-BF16 (bench/README.md): with AMX-BF16 tiles,
-mixed_bfloat16 made the MixMo WRN-28-10 training step 3.5x faster than float32; with
-oneDNN limited to the instructions of CPUs without AMX it made the WRN-16-4 step 1.5x
-(Cooper Lake) to 4x (Skylake) slower; float16 has no fast CPU kernels (123x slower on
-WRN-10-1). On GPUs of compute capability >= 7.0 (tensor cores) "auto" picks mixed_float16,
-TensorFlow's recommendation; no GPU was available to measure it here.
+probabilities and the metrics.
+
+Training with "auto" on a CPU measures (`mixmo_tf.tuning.precision_choice`): CPU flags cannot tell
+whether bfloat16 pays. With AMX-BF16 tiles mixed_bfloat16 made the MixMo WRN-28-10 step
+3.5x faster than float32 (Intel Xeon, 2026-11-26); with AVX512_BF16 alone it was 1.7x slower
+on an Intel Xeon and 1.7x faster on an AMD EPYC (issue 17). So the run's own step is timed
+in both, once per CPU, TensorFlow version, oneDNN setting and network (`mixmo_tf.tuning`).
+Without bfloat16 instructions bfloat16 is emulated (14.7x slower) and not timed; float16
+has no fast CPU kernels (123x slower on WRN-10-1) and is never chosen on a CPU.
+
+Elsewhere "auto" follows a rule (`default_precision`): GPUs of compute capability >= 7.0
+(tensor cores) get mixed_float16, TensorFlow's recommendation (no GPU was available to
+measure it here); other GPUs float32; multi-worker and TPU runs, whose workers must agree
+without each measuring, and work that does not train (import, evaluation), take
+mixed_bfloat16 on CPUs with AMX-BF16 and float32 elsewhere.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ epoch, evaluating the test split after each; it ends by writing `<model_dir>/mod
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import keras
 
@@ -19,9 +20,10 @@ from mixmo_tf.data import sources
 from mixmo_tf.models.build import build_model
 from mixmo_tf.models.mixmo_model import MixMoModel
 from mixmo_tf.training import callbacks, checkpoints, multi_worker, run_guard
-from mixmo_tf.training.precision import resolve_device_defaults
 from mixmo_tf.training.schedules import learning_rate_schedule
 from mixmo_tf.training.strategies import make_strategy
+from mixmo_tf.tuning import onednn
+from mixmo_tf.tuning.precision_choice import choose_training_precision, onednn_enabled
 
 
 def train_stream(config: Config) -> data.TrainStream:
@@ -80,9 +82,12 @@ def train(config: Config) -> MixMoModel:
     """
     # Multi-worker strategies must exist before other TensorFlow work, data loading included.
     strategy = make_strategy(config.distribution, config.tpu)
-    config = resolve_device_defaults(config)
-    print(f"Precision: {config.precision}.")
     spec = dataset_of_run(config)
+    precision = choose_training_precision(config)
+    config = dataclasses.replace(config, precision=precision.precision)
+    print(precision.message())
+    # How the run's first start chose; a resume keeps that record (and the precision).
+    speed = {"precision": precision.record(), "onednn": onednn.chosen(onednn_enabled()).record()}
     train_images, train_labels = data.open_split(spec, "train", config.data_dir, config.download)
     (train_images, train_labels), _ = data.split_validation(
         train_images, train_labels, config.num_validation_examples
@@ -97,6 +102,7 @@ def train(config: Config) -> MixMoModel:
         with lock, run_guard.stop_on_signals() as stop:
             return _train_in_folder(
                 config,
+                speed,
                 strategy,
                 (train_images, train_labels),
                 (test_images, test_labels),
@@ -107,17 +113,18 @@ def train(config: Config) -> MixMoModel:
         multi_worker.remove_scratch_dir(scratch)
 
 
-def _train_in_folder(config, strategy, train_split, test_split, stop, scratch) -> MixMoModel:
+def _train_in_folder(config, speed, strategy, train_split, test_split, stop, scratch) -> MixMoModel:
     """`train` once it holds the run folder: build, resume, fit, save the final model.
 
-    `scratch` is None on the chief, else the folder this worker writes to instead.
+    `speed` is the record of the precision and oneDNN choices (run_config.json keeps the
+    first start's); `scratch` is None on the chief, else the folder this worker writes to.
     """
     spec = config.spec
     train_images, train_labels = train_split
     test_images, test_labels = test_split
     keras.utils.set_random_seed(config.seed)
     if scratch is None:
-        record_run_config(config)
+        record_run_config(config, notes={"speed_choices": speed})
         sources.record_spec(spec, config.model_dir)
     with strategy.scope():
         model = build_model(config)

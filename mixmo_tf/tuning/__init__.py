@@ -1,0 +1,16 @@
+"""Defaults measured on this machine: the training precision and oneDNN.
+
+- `machine`: the CPU, TensorFlow's version, oneDNN's default (no TensorFlow);
+- `step_times`: the cache of measured step times (no TensorFlow);
+- `rules`: which precisions are timed and which time wins (no TensorFlow);
+- `onednn`: oneDNN on or off for training, decided before TensorFlow starts;
+- `step_timing`: times the run's own training step (also the child process of `onednn`);
+- `precision_choice`: `--precision=auto` for a training run.
+"""
+
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submodules=["machine", "onednn", "precision_choice", "rules", "step_timing", "step_times"],
+)

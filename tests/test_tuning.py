@@ -1,0 +1,464 @@
+"""Measured defaults (`mixmo_tf.tuning`): --precision=auto and oneDNN for training.
+
+- The machine facts: CPU model and flags from /proc/cpuinfo-style files, TensorFlow's oneDNN
+  default rule (checked against TensorFlow itself on this machine), TF_ENABLE_ONEDNN_OPTS.
+- The cache: per machine, oneDNN setting and network; damaged or unwritable files do not
+  stop a run.
+- The rules: bfloat16 or oneDNN only when clearly (>= 10%) faster; what is timed when.
+- The measurement: the run's real step in each precision, in-process and in child processes
+  with oneDNN off and on (TensorFlow honours the setting there).
+- The choices: measured once, then read from the cache; given and recorded precisions are
+  never measured; the device rule for GPUs and multi-worker runs.
+- A training run: the choices printed and recorded in run_config.json, a resume keeps the
+  recorded precision, and measuring first does not change the trained weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from run_helpers import smoke_config
+
+from mixmo_tf.config import run_folder
+from mixmo_tf.training.run import train
+from mixmo_tf.tuning import machine, onednn, precision_choice, rules, step_timing
+from mixmo_tf.tuning.step_times import StepTimeCache, step_key
+
+AVX2_ONLY = machine.Machine("Test EPYC", ("avx2",), "2.21.0", is_linux_x86=True)
+WITH_BF16 = machine.Machine("Test Xeon", ("avx2", "avx512f", "avx512_bf16"), "2.21.0", True)
+
+
+def _cpu_info(tmp_path, flags: str, model: str = "Test CPU 9000") -> str:
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: {model}\nflags\t\t: {flags}\n\n")
+    return str(path)
+
+
+def _config(tmp_path, **overrides):
+    return smoke_config(tmp_path / "run", **overrides)
+
+
+# ---- machine facts ---------------------------------------------------------------------------
+
+
+def test_the_machine_is_read_from_the_cpu_info(tmp_path):
+    facts = machine.this_machine(_cpu_info(tmp_path, "fpu avx2 avx512f avx512_bf16 amx_tile"))
+    assert facts.cpu_model == "Test CPU 9000"
+    assert facts.cpu_flags == ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+    assert facts.has_bfloat16_instructions
+    assert facts.tensorflow == tf.__version__
+
+    avx2 = machine.this_machine(_cpu_info(tmp_path, "fpu avx2 fma"))
+    assert avx2.cpu_flags == ("avx2",) and not avx2.has_bfloat16_instructions
+
+
+@pytest.mark.parametrize(
+    "flags, on",
+    [
+        ("avx2", False),
+        ("avx2 avx512f", False),  # Skylake: AVX-512 without VNNI or bfloat16
+        ("avx2 avx512f avx512_vnni", True),
+        ("avx2 avx512_bf16", True),
+        ("avx2 avx_vnni", True),
+        ("avx2 amx_tile amx_bf16", True),
+    ],
+)
+def test_the_onednn_default_follows_tensorflows_rule(tmp_path, flags, on):
+    facts = machine.this_machine(_cpu_info(tmp_path, flags))
+    assert facts.onednn_on_by_default == (on and facts.is_linux_x86)
+    assert not dataclasses.replace(facts, is_linux_x86=False).onednn_on_by_default
+
+
+def test_the_onednn_default_rule_agrees_with_tensorflow_here():
+    """TensorFlow itself, started without TF_ENABLE_ONEDNN_OPTS, on this machine's CPU."""
+    environment = {k: v for k, v in os.environ.items() if k != machine.ONEDNN_VARIABLE}
+    code = "from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())"
+    process = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    expected = machine.this_machine().onednn_on_by_default
+    assert process.stdout.strip().splitlines()[-1] == str(expected)
+
+
+@pytest.mark.parametrize(
+    "value, requested",
+    [("1", True), ("true", True), ("TRUE", True), ("0", False), ("false", False), ("yes", None)],
+)
+def test_the_onednn_variable_is_read_as_tensorflow_reads_it(monkeypatch, value, requested):
+    monkeypatch.setenv(machine.ONEDNN_VARIABLE, value)
+    assert machine.onednn_requested() is requested
+    monkeypatch.delenv(machine.ONEDNN_VARIABLE)
+    assert machine.onednn_requested() is None
+
+
+def test_the_cache_folder_is_the_users_unless_set(monkeypatch, tmp_path):
+    monkeypatch.delenv(machine.CACHE_VARIABLE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert machine.cache_folder() == str(tmp_path / "xdg" / "mixmo_tf")
+    monkeypatch.setenv(machine.CACHE_VARIABLE, str(tmp_path / "mine"))
+    assert machine.cache_folder() == str(tmp_path / "mine")
+
+
+# ---- the cache -------------------------------------------------------------------------------
+
+
+def test_step_times_are_kept_per_machine_onednn_and_network(tmp_path):
+    cache = StepTimeCache(str(tmp_path))
+    config = _config(tmp_path)
+    key = step_key(config, AVX2_ONLY, onednn=False)
+    assert cache.seconds(key) == {}
+    cache.add(key, {"float32": 0.5})
+    cache.add(key, {"mixed_bfloat16": 0.25})
+    assert StepTimeCache(str(tmp_path)).seconds(key) == {"float32": 0.5, "mixed_bfloat16": 0.25}
+
+    others = [
+        step_key(config, AVX2_ONLY, onednn=True),
+        step_key(config, WITH_BF16, onednn=False),
+        step_key(config, dataclasses.replace(AVX2_ONLY, tensorflow="2.22.0"), onednn=False),
+        step_key(dataclasses.replace(config, width=2), AVX2_ONLY, onednn=False),
+        step_key(dataclasses.replace(config, batch_size=16), AVX2_ONLY, onednn=False),
+    ]
+    assert len(set(others + [key])) == 6
+    assert all(cache.seconds(other) == {} for other in others)
+    # What does not change the step (the schedule, the folder) shares the time.
+    same = dataclasses.replace(config, lr=0.01, epochs=7, model_dir=str(tmp_path / "elsewhere"))
+    assert step_key(same, AVX2_ONLY, onednn=False) == key
+
+
+def test_a_damaged_cache_counts_as_empty_and_is_replaced(tmp_path):
+    cache = StepTimeCache(str(tmp_path))
+    with open(cache.path, "w") as stream:
+        stream.write('{"truncated": ')
+    assert cache.seconds("any") == {}
+    cache.add("any", {"float32": 1.5, "mixed_bfloat16": -1})
+    with open(cache.path) as stream:
+        assert json.load(stream)["any"]["seconds"]["float32"] == 1.5
+    # Values that are not positive times are ignored when read.
+    assert cache.seconds("any") == {"float32": 1.5}
+
+
+def test_an_unwritable_cache_folder_leaves_a_note_not_an_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cache = StepTimeCache(str(blocker / "cache"))  # a folder under a file cannot exist
+    cache.add("key", {"float32": 1.0})
+    assert "could not be saved" in capsys.readouterr().out
+    assert cache.seconds("key") == {}
+
+
+# ---- the rules -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "seconds, expected",
+    [
+        ({"float32": 1.0, "mixed_bfloat16": 0.5}, "mixed_bfloat16"),
+        ({"float32": 1.0, "mixed_bfloat16": 0.9}, "mixed_bfloat16"),
+        ({"float32": 1.0, "mixed_bfloat16": 0.95}, "float32"),  # not clearly faster
+        ({"float32": 1.0, "mixed_bfloat16": 3.0}, "float32"),
+        ({"float32": 1.0}, "float32"),
+    ],
+)
+def test_bfloat16_is_taken_only_when_clearly_faster(seconds, expected):
+    assert rules.fastest_precision(seconds) == expected
+
+
+def test_what_is_timed_depends_on_the_flag_the_run_and_the_cpu(tmp_path):
+    config = _config(tmp_path)
+    assert rules.precisions_to_time(config, WITH_BF16) == ("float32", "mixed_bfloat16")
+    assert rules.precisions_to_time(config, AVX2_ONLY) == ("float32",)
+    given = dataclasses.replace(config, precision="mixed_bfloat16")
+    assert rules.precisions_to_time(given, AVX2_ONLY) == ("mixed_bfloat16",)
+
+    os.makedirs(config.model_dir)
+    with open(run_folder.RunFolder(config.model_dir).run_config, "w") as stream:
+        json.dump({"precision": "mixed_bfloat16"}, stream)
+    assert rules.recorded_precision(config.model_dir) == "mixed_bfloat16"
+    assert rules.precisions_to_time(config, WITH_BF16) == ("mixed_bfloat16",)
+
+
+@pytest.mark.parametrize(
+    "off, on, enabled, times",
+    [
+        ({"float32": 1.0}, {"float32": 0.5}, True, (1.0, 0.5)),
+        ({"float32": 1.0}, {"float32": 0.95}, False, (1.0, 0.95)),
+        ({"float32": 0.5}, {"float32": 1.0}, False, (0.5, 1.0)),
+        # Each setting in the precision it would train in: on + bfloat16 beats off + float32.
+        ({"float32": 1.0, "mixed_bfloat16": 4.0}, {"float32": 1.0, "mixed_bfloat16": 0.4}, True,
+         (1.0, 0.4)),
+    ],
+)  # fmt: skip
+def test_onednn_is_turned_on_only_when_clearly_faster(off, on, enabled, times):
+    choice = rules.onednn_from_seconds({False: off, True: on}, "measured")
+    assert choice.enabled is enabled
+    assert (choice.seconds["off"], choice.seconds["on"]) == times
+
+
+def test_the_messages_give_both_times_and_the_way_to_the_other_setting():
+    precision = rules.PrecisionChoice(
+        "mixed_bfloat16", "measured", {"float32": 2.0, "mixed_bfloat16": 1.0}
+    )
+    assert precision.message() == (
+        "Precision: mixed_bfloat16 (auto, measured on this CPU: training step 2 s in float32, "
+        "1 s in mixed_bfloat16; --precision=float32 trains in float32)."
+    )
+    assert (
+        "no bfloat16 instructions"
+        in rules.PrecisionChoice("float32", "no bfloat16 instructions").message()
+    )
+    choice = rules.OnednnChoice(True, "cached", {"off": 0.75, "on": 0.25})
+    assert (
+        "0.25 s with it, 0.75 s without; TF_ENABLE_ONEDNN_OPTS=0 turns it off" in choice.message()
+    )
+    assert rules.OnednnChoice(False, "TensorFlow's default").message() == (
+        "oneDNN: off (TensorFlow's default)."
+    )
+
+
+# ---- measuring -------------------------------------------------------------------------------
+
+
+def test_the_real_step_is_timed_in_each_precision(tmp_path):
+    config = _config(tmp_path, batch_size=8)
+    seconds = step_timing.time_training_steps(config, ("float32", "mixed_bfloat16"), rounds=1)
+    assert set(seconds) == {"float32", "mixed_bfloat16"}
+    assert all(0 < value < 60 for value in seconds.values())
+
+
+def test_a_clearly_slower_precision_is_not_timed_again():
+    durations = {"float32": [1.0], "mixed_bfloat16": [2.0]}
+    assert step_timing._still_timed("float32", durations)
+    assert not step_timing._still_timed("mixed_bfloat16", durations)
+    assert step_timing._still_timed("mixed_bfloat16", {"float32": [1.0], "mixed_bfloat16": [1.4]})
+
+
+@pytest.mark.slow
+def test_child_processes_time_the_step_with_onednn_off_and_on(tmp_path):
+    """TensorFlow honours the setting in each child (checked there: a child whose oneDNN
+    state differs raises MeasurementError)."""
+    config = _config(tmp_path, batch_size=8)
+    for enabled in (False, True):
+        seconds = onednn.time_in_child(config, ("float32",), enabled)
+        assert list(seconds) == ["float32"] and 0 < seconds["float32"] < 60
+
+
+def test_a_failing_child_is_reported_with_its_last_error_line(tmp_path):
+    config = _config(tmp_path, dataset="folder:" + str(tmp_path / "missing"))
+    with pytest.raises(onednn.MeasurementError, match="exited with 1: .*missing"):
+        onednn.time_in_child(config, ("float32",), False)
+
+
+# ---- choosing --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def on_machine(monkeypatch):
+    """Makes the choices see `facts` as this machine."""
+
+    def use(facts: machine.Machine) -> None:
+        monkeypatch.setattr(precision_choice, "this_machine", lambda: facts)
+        monkeypatch.setattr(onednn, "this_machine", lambda: facts)
+
+    return use
+
+
+def test_auto_measures_once_then_reads_the_cache(tmp_path, on_machine, monkeypatch, capsys):
+    on_machine(WITH_BF16)
+    cache = StepTimeCache(str(tmp_path / "cache"))
+    config = _config(tmp_path, batch_size=8)
+    first = precision_choice.choose_training_precision(config, cache)
+    assert first.reason == "measured" and set(first.seconds) == {"float32", "mixed_bfloat16"}
+    assert first.precision == rules.fastest_precision(first.seconds)
+    assert "Timing the training step in float32 and mixed_bfloat16" in capsys.readouterr().out
+
+    def no_measurement(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(precision_choice, "time_training_steps", no_measurement)
+    second = precision_choice.choose_training_precision(config, cache)
+    assert (second.reason, second.precision, second.seconds) == (
+        "cached",
+        first.precision,
+        first.seconds,
+    )
+
+
+@pytest.mark.parametrize("bfloat16, expected", [(0.5, "mixed_bfloat16"), (0.95, "float32")])
+def test_auto_picks_bfloat16_from_the_cached_times(tmp_path, on_machine, bfloat16, expected):
+    on_machine(WITH_BF16)
+    cache = StepTimeCache(str(tmp_path))
+    config = _config(tmp_path)
+    key = step_key(config, WITH_BF16, precision_choice.onednn_enabled())
+    cache.add(key, {"float32": 1.0, "mixed_bfloat16": bfloat16})
+    choice = precision_choice.choose_training_precision(config, cache)
+    assert (choice.precision, choice.reason) == (expected, "cached")
+
+
+def test_given_recorded_and_ruled_precisions_are_not_measured(tmp_path, on_machine, monkeypatch):
+    on_machine(WITH_BF16)
+
+    def no_measurement(*args, **kwargs):
+        raise AssertionError("measured")
+
+    monkeypatch.setattr(precision_choice, "time_training_steps", no_measurement)
+    cache = StepTimeCache(str(tmp_path / "cache"))
+    config = _config(tmp_path)
+    given = dataclasses.replace(config, precision="mixed_bfloat16")
+    assert precision_choice.choose_training_precision(given, cache).reason == "given"
+    worker = dataclasses.replace(config, distribution="multi_worker_mirrored")
+    assert precision_choice.choose_training_precision(worker, cache).reason == "device rule"
+
+    os.makedirs(config.model_dir)
+    with open(run_folder.RunFolder(config.model_dir).run_config, "w") as stream:
+        json.dump({"precision": "mixed_bfloat16"}, stream)
+    recorded = precision_choice.choose_training_precision(config, cache)
+    assert (recorded.precision, recorded.reason) == ("mixed_bfloat16", "recorded")
+
+    on_machine(AVX2_ONLY)
+    fresh = _config(tmp_path / "other")
+    choice = precision_choice.choose_training_precision(fresh, cache)
+    assert (choice.precision, choice.reason) == ("float32", "no bfloat16 instructions")
+
+
+def test_onednn_is_measured_where_tensorflow_leaves_it_off(tmp_path, on_machine, monkeypatch):
+    on_machine(AVX2_ONLY)
+    monkeypatch.delenv(machine.ONEDNN_VARIABLE, raising=False)
+    calls = []
+
+    def child(config, precisions, enabled):
+        calls.append((precisions, enabled))
+        return {"float32": 0.4 if enabled else 1.0}
+
+    monkeypatch.setattr(onednn, "time_in_child", child)
+    cache = StepTimeCache(str(tmp_path / "cache"))
+    config = _config(tmp_path)
+    choice = onednn.choose_onednn(config, cache)
+    assert (choice.enabled, choice.reason, choice.seconds) == (
+        True,
+        "measured",
+        {"off": 1.0, "on": 0.4},
+    )
+    assert calls == [(("float32",), False), (("float32",), True)]
+    again = onednn.choose_onednn(config, cache)
+    assert (again.enabled, again.reason, len(calls)) == (True, "cached", 2)
+
+    onednn.apply(again)
+    assert os.environ[machine.ONEDNN_VARIABLE] == "1"
+    assert onednn.chosen(True) == again
+    # A process where oneDNN ended up otherwise reports TensorFlow's decision instead.
+    assert onednn.chosen(False).reason == machine.ONEDNN_VARIABLE
+
+
+def test_onednn_is_left_alone_where_set_ruled_or_unmeasurable(tmp_path, on_machine, monkeypatch):
+    def child(config, precisions, enabled):
+        raise onednn.MeasurementError("the timing process exited with 1: MemoryError")
+
+    monkeypatch.setattr(onednn, "time_in_child", child)
+    cache = StepTimeCache(str(tmp_path / "cache"))
+    config = _config(tmp_path)
+    on_machine(AVX2_ONLY)
+    monkeypatch.setenv(machine.ONEDNN_VARIABLE, "0")
+    assert onednn.choose_onednn(config, cache) == rules.OnednnChoice(False, "TF_ENABLE_ONEDNN_OPTS")
+
+    monkeypatch.delenv(machine.ONEDNN_VARIABLE)
+    failed = onednn.choose_onednn(config, cache)
+    assert not failed.enabled and failed.reason.endswith(
+        "not measured: the timing process exited with 1: MemoryError"
+    )
+    workers = onednn.choose_onednn(dataclasses.replace(config, distribution="tpu"), cache)
+    assert workers.reason.endswith("not measured for --distribution=tpu")
+
+    on_machine(WITH_BF16)  # TensorFlow turns oneDNN on itself
+    assert onednn.choose_onednn(config, cache) == rules.OnednnChoice(True, "TensorFlow's default")
+    onednn.apply(rules.OnednnChoice(True, "TensorFlow's default"))
+    assert machine.ONEDNN_VARIABLE not in os.environ
+
+
+# ---- a training run --------------------------------------------------------------------------
+
+
+def _final_weights(config) -> list[np.ndarray]:
+    return [v.numpy() for v in train(config).trainable_variables]
+
+
+@pytest.mark.slow
+def test_a_run_records_its_choices_and_measuring_first_changes_nothing(
+    tmp_path, on_machine, monkeypatch, capsys
+):
+    on_machine(WITH_BF16)
+    measured_steps = step_timing.time_training_steps
+
+    def measured_then_fixed(config, precisions):
+        # The real measurement runs (its side effects are what this test is about); the
+        # times it returns are fixed so the choice is float32 on any CPU.
+        measured_steps(config, precisions, rounds=1)
+        return {"float32": 1.0, "mixed_bfloat16": 2.0}
+
+    monkeypatch.setattr(precision_choice, "time_training_steps", measured_then_fixed)
+    monkeypatch.setenv(machine.CACHE_VARIABLE, str(tmp_path / "cache"))
+    auto = _config(tmp_path, epochs=1)
+    measured = _final_weights(auto)
+    assert "Precision: float32 (auto, measured on this CPU" in capsys.readouterr().out
+    given = _final_weights(
+        dataclasses.replace(auto, model_dir=str(tmp_path / "given"), precision="float32")
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(measured, given))
+
+    with open(run_folder.RunFolder(auto.model_dir).run_config) as stream:
+        recorded = json.load(stream)
+    assert recorded["precision"] == "float32"
+    choices = recorded["speed_choices"]
+    assert choices["precision"] == {
+        "precision": "float32",
+        "reason": "measured",
+        "seconds": {"float32": 1.0, "mixed_bfloat16": 2.0},
+    }
+    assert choices["onednn"]["enabled"] == precision_choice.onednn_enabled()
+
+    # A resume with auto keeps the recorded precision and the first start's record.
+    train(dataclasses.replace(auto, epochs=2))
+    assert "Precision: float32 (recorded)" in capsys.readouterr().out
+    with open(run_folder.RunFolder(auto.model_dir).run_config) as stream:
+        assert json.load(stream)["speed_choices"] == choices
+
+
+@pytest.mark.slow
+def test_the_command_line_chooses_onednn_before_tensorflow_starts(tmp_path):
+    """main.py without TF_ENABLE_ONEDNN_OPTS, with cached times saying oneDNN is faster.
+
+    Where TensorFlow leaves oneDNN off (avx2-only CPUs) the cached choice turns it on and is
+    printed; where TensorFlow turns it on itself nothing is measured or printed."""
+    facts = machine.this_machine()
+    config = _config(tmp_path, epochs=1)
+    cache = StepTimeCache(str(tmp_path / "cache"))
+    for enabled, seconds in ((False, 1.0), (True, 0.25)):
+        cache.add(step_key(config, facts, enabled), {"float32": seconds})
+    environment = {k: v for k, v in os.environ.items() if k != machine.ONEDNN_VARIABLE}
+    environment[machine.CACHE_VARIABLE] = str(tmp_path / "cache")
+    process = subprocess.run(
+        [sys.executable, "main.py", "--dataset=digits", "--smoke", "--epochs=1",
+         f"--model_dir={config.model_dir}", "--precision=float32"],
+        capture_output=True, text=True, env=environment, timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr[-3000:]
+    with open(run_folder.RunFolder(config.model_dir + "_smoke").run_config) as stream:
+        recorded = json.load(stream)["speed_choices"]["onednn"]
+    if facts.onednn_on_by_default:
+        assert recorded == {"enabled": True, "reason": "TensorFlow's default", "seconds": {}}
+        assert "oneDNN:" not in process.stdout
+    else:
+        assert recorded == {
+            "enabled": True,
+            "reason": "cached",
+            "seconds": {"off": 1.0, "on": 0.25},
+        }
+        assert "oneDNN: on (cached on this CPU" in process.stdout
