@@ -28,7 +28,7 @@ from run_helpers import smoke_config
 
 from mixmo_tf.config import run_folder
 from mixmo_tf.training.run import train
-from mixmo_tf.tuning import machine, onednn, precision_choice, rules, step_timing
+from mixmo_tf.tuning import machine, onednn, precision_choice, rules, step_timing, timing
 from mixmo_tf.tuning.step_times import StepTimeCache, step_key
 
 AVX2_ONLY = machine.Machine("Test EPYC", ("avx2",), "2.21.0", is_linux_x86=True)
@@ -233,27 +233,44 @@ def test_the_real_step_is_timed_in_each_precision(tmp_path):
     assert all(0 < value < 60 for value in seconds.values())
 
 
-def test_a_clearly_slower_precision_is_not_timed_again():
-    durations = {"float32": [1.0], "mixed_bfloat16": [2.0]}
-    assert step_timing._still_timed("float32", durations)
-    assert not step_timing._still_timed("mixed_bfloat16", durations)
-    assert step_timing._still_timed("mixed_bfloat16", {"float32": [1.0], "mixed_bfloat16": [1.4]})
+def test_rounds_alternate_and_a_clearly_slower_setting_is_not_timed_again():
+    calls = []
+
+    def timer(name, seconds):
+        def time_once():
+            calls.append(name)
+            return seconds.pop(0)
+
+        return time_once
+
+    medians = timing.interleaved_medians(
+        {
+            "a": timer("a", [1.0, 3.0, 2.0]),
+            "b": timer("b", [1.2, 1.0, 1.1]),
+            "c": timer("c", [1.6]),
+        },
+        rounds=3,
+    )
+    assert calls == ["a", "b", "c", "a", "b", "a", "b"]  # c: 1.6 > 1.5 x the fastest
+    assert medians == {"a": 2.0, "b": 1.1, "c": 1.6}
 
 
 @pytest.mark.slow
-def test_child_processes_time_the_step_with_onednn_off_and_on(tmp_path):
-    """TensorFlow honours the setting in each child (checked there: a child whose oneDNN
-    state differs raises MeasurementError)."""
+def test_two_child_processes_time_the_step_with_onednn_off_and_on(tmp_path):
+    """TensorFlow honours the setting in each child (checked when the child is ready: a
+    child whose oneDNN state differs raises MeasurementError)."""
     config = _config(tmp_path, batch_size=8)
-    for enabled in (False, True):
-        seconds = onednn.time_in_child(config, ("float32",), enabled)
-        assert list(seconds) == ["float32"] and 0 < seconds["float32"] < 60
+    seconds = onednn.time_in_children(config, ("float32", "mixed_bfloat16"))
+    assert sorted(seconds) == [False, True]
+    for times in seconds.values():
+        assert sorted(times) == ["float32", "mixed_bfloat16"]
+        assert all(0 < value < 120 for value in times.values())
 
 
 def test_a_failing_child_is_reported_with_its_last_error_line(tmp_path):
     config = _config(tmp_path, dataset="folder:" + str(tmp_path / "missing"))
     with pytest.raises(onednn.MeasurementError, match="exited with 1: .*missing"):
-        onednn.time_in_child(config, ("float32",), False)
+        onednn.time_in_children(config, ("float32",))
 
 
 # ---- choosing --------------------------------------------------------------------------------
@@ -333,11 +350,11 @@ def test_onednn_is_measured_where_tensorflow_leaves_it_off(tmp_path, on_machine,
     monkeypatch.delenv(machine.ONEDNN_VARIABLE, raising=False)
     calls = []
 
-    def child(config, precisions, enabled):
-        calls.append((precisions, enabled))
-        return {"float32": 0.4 if enabled else 1.0}
+    def children(config, precisions):
+        calls.append(precisions)
+        return {False: {"float32": 1.0}, True: {"float32": 0.4}}
 
-    monkeypatch.setattr(onednn, "time_in_child", child)
+    monkeypatch.setattr(onednn, "time_in_children", children)
     cache = StepTimeCache(str(tmp_path / "cache"))
     config = _config(tmp_path)
     choice = onednn.choose_onednn(config, cache)
@@ -346,9 +363,9 @@ def test_onednn_is_measured_where_tensorflow_leaves_it_off(tmp_path, on_machine,
         "measured",
         {"off": 1.0, "on": 0.4},
     )
-    assert calls == [(("float32",), False), (("float32",), True)]
+    assert calls == [("float32",)]
     again = onednn.choose_onednn(config, cache)
-    assert (again.enabled, again.reason, len(calls)) == (True, "cached", 2)
+    assert (again.enabled, again.reason, len(calls)) == (True, "cached", 1)
 
     onednn.apply(again)
     assert os.environ[machine.ONEDNN_VARIABLE] == "1"
@@ -358,10 +375,10 @@ def test_onednn_is_measured_where_tensorflow_leaves_it_off(tmp_path, on_machine,
 
 
 def test_onednn_is_left_alone_where_set_ruled_or_unmeasurable(tmp_path, on_machine, monkeypatch):
-    def child(config, precisions, enabled):
+    def children(config, precisions):
         raise onednn.MeasurementError("the timing process exited with 1: MemoryError")
 
-    monkeypatch.setattr(onednn, "time_in_child", child)
+    monkeypatch.setattr(onednn, "time_in_children", children)
     cache = StepTimeCache(str(tmp_path / "cache"))
     config = _config(tmp_path)
     on_machine(AVX2_ONLY)

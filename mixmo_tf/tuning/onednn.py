@@ -6,20 +6,23 @@ training step 1.8-3x faster (bench/results/2026-11-27b/onednn_train_step.jsonl),
 batch-1 serving 23x slower: so only training turns them on, and only where the run's own
 step is measured clearly faster with them. TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when
 it is imported: this runs before, and times the step in two child processes, one per
-setting (each pays TensorFlow's start-up once; the times are cached, so a machine measures
-a network once).
+setting, in alternating rounds (each pays TensorFlow's start-up once; the times are cached,
+so a machine measures a network once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 from mixmo_tf.config.settings import Config
-from mixmo_tf.tuning import rules
+from mixmo_tf.tuning import rules, timing
 from mixmo_tf.tuning.machine import ONEDNN_VARIABLE, Machine, onednn_requested, this_machine
 from mixmo_tf.tuning.step_times import StepTimeCache, step_key
 
@@ -50,36 +53,94 @@ def _unmeasured_reason(config: Config, machine: Machine) -> str | None:
     return None
 
 
-def time_in_child(config: Config, precisions: tuple[str, ...], onednn: bool) -> dict[str, float]:
-    """Step seconds by precision, measured by a child process with oneDNN on or off.
+class _TimingChild:
+    """A `mixmo_tf.tuning.step_timing` process with oneDNN on or off, timing on demand."""
+
+    def __init__(self, config: Config, precisions: tuple[str, ...], enabled: bool):
+        self.enabled = enabled
+        environment = {
+            **os.environ,
+            ONEDNN_VARIABLE: "1" if enabled else "0",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [_PACKAGE_PARENT, os.environ.get("PYTHONPATH")])
+            ),
+        }
+        self._errors = tempfile.TemporaryFile("w+")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "mixmo_tf.tuning.step_timing"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
+            text=True,
+            env=environment,
+        )
+        request = {"config": dataclasses.asdict(config), "precisions": list(precisions)}
+        self._send(json.dumps(request))
+
+    def _send(self, line: str) -> None:
+        try:
+            self._process.stdin.write(line + "\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child ended: _answer reports why
+
+    def _answer(self):
+        line = self._process.stdout.readline()
+        if not line:
+            code = self._process.wait()
+            self._errors.seek(0)
+            error = (self._errors.read().strip().splitlines() or ["no output"])[-1]
+            raise MeasurementError(f"the timing process exited with {code}: {error}")
+        return json.loads(line)
+
+    def wait_until_ready(self) -> None:
+        """Waits for the traced steps; checks TensorFlow honoured the oneDNN setting."""
+        if self._answer()["onednn"] != self.enabled:
+            raise MeasurementError(f"TensorFlow ignored {ONEDNN_VARIABLE}={int(self.enabled)}")
+
+    def seconds(self, precision: str) -> float:
+        """Wall seconds of one training step in `precision`, timed by the child."""
+        self._send(precision)
+        return float(self._answer())
+
+    def close(self) -> None:
+        """Ends the child (it exits when its input closes)."""
+        with contextlib.suppress(OSError):
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._errors.close()
+
+
+def time_in_children(config: Config, precisions: tuple[str, ...]) -> dict[bool, dict[str, float]]:
+    """Step seconds by precision with oneDNN off (False) and on (True), timed by two child
+    processes in alternating rounds (both are built and traced first).
 
     Raises:
-        MeasurementError: the child failed, or TensorFlow did not honour the setting.
+        MeasurementError: a child failed, or TensorFlow did not honour the setting.
     """
-    environment = {
-        **os.environ,
-        ONEDNN_VARIABLE: "1" if onednn else "0",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [_PACKAGE_PARENT, os.environ.get("PYTHONPATH")])
-        ),
+    children = [_TimingChild(config, precisions, enabled) for enabled in (False, True)]
+    try:
+        for child in children:
+            child.wait_until_ready()
+        medians = timing.interleaved_medians(
+            {
+                (child.enabled, precision): functools.partial(child.seconds, precision)
+                for child in children
+                for precision in precisions
+            }
+        )
+    finally:
+        for child in children:
+            child.close()
+    return {
+        child.enabled: {precision: medians[child.enabled, precision] for precision in precisions}
+        for child in children
     }
-    request = json.dumps({"config": dataclasses.asdict(config), "precisions": list(precisions)})
-    process = subprocess.run(
-        [sys.executable, "-m", "mixmo_tf.tuning.step_timing"],
-        input=request,
-        capture_output=True,
-        text=True,
-        env=environment,
-    )
-    lines = process.stdout.strip().splitlines()
-    if process.returncode != 0 or not lines:
-        error = (process.stderr.strip().splitlines() or ["no output"])[-1]
-        raise MeasurementError(f"the timing process exited with {process.returncode}: {error}")
-    result = json.loads(lines[-1])
-    if result["onednn"] != onednn:
-        raise MeasurementError(f"TensorFlow ignored {ONEDNN_VARIABLE}={int(onednn)}")
-    return result["seconds"]
 
 
 def choose_onednn(config: Config, cache: StepTimeCache | None = None) -> rules.OnednnChoice:
@@ -97,24 +158,22 @@ def choose_onednn(config: Config, cache: StepTimeCache | None = None) -> rules.O
         )
     cache = cache or StepTimeCache()
     precisions = rules.precisions_to_time(config, machine)
-    seconds, measured = {}, False
-    for onednn in (False, True):
-        key = step_key(config, machine, onednn)
-        seconds[onednn] = cache.seconds(key)
-        if not all(name in seconds[onednn] for name in precisions):
-            if not measured:
-                print(
-                    "Timing the training step with oneDNN off and on (once for this CPU and "
-                    "network; TensorFlow leaves oneDNN off on this CPU) ...",
-                    flush=True,
-                )
-            measured = True
-            try:
-                seconds[onednn] = time_in_child(config, precisions, onednn)
-            except MeasurementError as error:
-                return rules.OnednnChoice(False, f"TensorFlow's default; not measured: {error}")
-            cache.add(key, seconds[onednn])
-        seconds[onednn] = {name: seconds[onednn][name] for name in precisions}
+    keys = {enabled: step_key(config, machine, enabled) for enabled in (False, True)}
+    seconds = {enabled: cache.seconds(key) for enabled, key in keys.items()}
+    measured = not all(name in seconds[on] for on in keys for name in precisions)
+    if measured:
+        print(
+            "Timing the training step with oneDNN off and on (TensorFlow leaves it off on this "
+            "CPU; once for this CPU and network) ...",
+            flush=True,
+        )
+        try:
+            seconds = time_in_children(config, precisions)
+        except MeasurementError as error:
+            return rules.OnednnChoice(False, f"TensorFlow's default; not measured: {error}")
+        for enabled, key in keys.items():
+            cache.add(key, seconds[enabled])
+    seconds = {on: {name: seconds[on][name] for name in precisions} for on in keys}
     return rules.onednn_from_seconds(seconds, "measured" if measured else "cached")
 
 

@@ -2,20 +2,18 @@
 
 The step is the real one (`MixMoModel.train_step`: mixing, forward, loss, backward, SGD) of
 the run's network at its batch shape; only the images are random. Precisions are timed in
-alternating rounds after one untimed step each (its tracing), so they share the machine's
-drifts; a precision more than `_CLEARLY_SLOWER` times the fastest after a round is not timed
-again. Run as `python -m mixmo_tf.tuning.step_timing` it is the child process that measures
-with oneDNN set otherwise than in its parent (`mixmo_tf.tuning.onednn`).
+alternating rounds after one untimed step each (its tracing; `mixmo_tf.tuning.timing`).
+Run as `python -m mixmo_tf.tuning.step_timing` it is a child process of
+`mixmo_tf.tuning.onednn`, timing with oneDNN set otherwise than in its parent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
-import statistics
 import sys
-import time
 
 import keras
 import numpy as np
@@ -23,9 +21,8 @@ import tensorflow as tf
 
 from mixmo_tf.config.settings import Config
 from mixmo_tf.models.build import build_model
+from mixmo_tf.tuning import timing
 
-TIMED_ROUNDS = 3
-_CLEARLY_SLOWER = 1.5
 _SEED = 0
 
 
@@ -44,6 +41,28 @@ def synthetic_batch(config: Config) -> dict[str, tf.Tensor]:
     return {name: tf.constant(value) for name, value in batch.items()}
 
 
+class StepTimer:
+    """Compiled training steps of `config` in each of `precisions`, traced and ready to time.
+
+    Each precision gets a throwaway model; the global random state is reseeded (training
+    seeds it again before it builds its model).
+    """
+
+    def __init__(self, config: Config, precisions: tuple[str, ...]):
+        batch = synthetic_batch(config)
+        keras.utils.set_random_seed(_SEED)
+        self._steps = {
+            precision: _step_function(dataclasses.replace(config, precision=precision), batch)
+            for precision in precisions
+        }
+        for step in self._steps.values():
+            step()  # traces the step function
+
+    def seconds(self, precision: str) -> float:
+        """Wall seconds of one more training step in `precision`."""
+        return timing.seconds_of(self._steps[precision])
+
+
 def _step_function(config: Config, batch: dict[str, tf.Tensor]):
     """One compiled training step of a fresh model of `config` per call; waits for the loss."""
     model = build_model(config)
@@ -55,49 +74,34 @@ def _step_function(config: Config, batch: dict[str, tf.Tensor]):
     return step
 
 
-def _timed(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
 def time_training_steps(
-    config: Config, precisions: tuple[str, ...], rounds: int = TIMED_ROUNDS
+    config: Config, precisions: tuple[str, ...], rounds: int = timing.TIMED_ROUNDS
 ) -> dict[str, float]:
-    """Median seconds of `config`'s training step in each of `precisions`.
-
-    Builds a throwaway model per precision and reseeds the global random state (training
-    seeds it again before it builds its model).
-    """
-    batch = synthetic_batch(config)
-    keras.utils.set_random_seed(_SEED)
-    steps = {p: _step_function(dataclasses.replace(config, precision=p), batch) for p in precisions}
-    for step in steps.values():
-        step()  # traces the step function
-    durations = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name in [n for n in steps if _still_timed(n, durations)]:
-            durations[name].append(_timed(steps[name]))
-    return {name: statistics.median(times) for name, times in durations.items()}
-
-
-def _still_timed(name: str, durations: dict[str, list[float]]) -> bool:
-    """Whether `name` is worth another round: not clearly slower than the fastest so far."""
-    if not durations[name]:
-        return True
-    fastest = min(min(times) for times in durations.values() if times)
-    return min(durations[name]) <= _CLEARLY_SLOWER * fastest
+    """Median seconds of `config`'s training step in each of `precisions`, interleaved."""
+    timer = StepTimer(config, precisions)
+    return timing.interleaved_medians(
+        {precision: functools.partial(timer.seconds, precision) for precision in precisions},
+        rounds,
+    )
 
 
 def _child_main() -> None:
-    """Reads {"config": ..., "precisions": [...]} on stdin and prints {"onednn", "seconds"}."""
+    """The timing child of `mixmo_tf.tuning.onednn`, driven line by line on stdin/stdout.
+
+    Reads {"config": ..., "precisions": [...]}, builds and traces the steps, answers
+    {"onednn": bool} (ready); then answers each precision name with the seconds of one
+    step in it, until stdin closes. Its parent alternates between two such children.
+    """
     from tensorflow.python.util import _pywrap_util_port
 
-    request = json.load(sys.stdin)
-    config = Config(**request["config"])
+    request = json.loads(sys.stdin.readline())
     with contextlib.redirect_stdout(sys.stderr):
-        seconds = time_training_steps(config, tuple(request["precisions"]))
-    print(json.dumps({"onednn": bool(_pywrap_util_port.IsMklEnabled()), "seconds": seconds}))
+        timer = StepTimer(Config(**request["config"]), tuple(request["precisions"]))
+    print(json.dumps({"onednn": bool(_pywrap_util_port.IsMklEnabled())}), flush=True)
+    for line in iter(sys.stdin.readline, ""):
+        with contextlib.redirect_stdout(sys.stderr):
+            seconds = timer.seconds(line.strip())
+        print(json.dumps(seconds), flush=True)
 
 
 if __name__ == "__main__":
