@@ -26,6 +26,7 @@ import pytest
 import tensorflow as tf
 from run_helpers import smoke_config
 
+from mixmo_tf.cli import onednn_start
 from mixmo_tf.config import run_folder
 from mixmo_tf.training.run import train
 from mixmo_tf.tuning import machine, onednn, precision_choice, rules, step_timing, timing
@@ -447,35 +448,98 @@ def test_a_run_records_its_choices_and_measuring_first_changes_nothing(
         assert json.load(stream)["speed_choices"] == choices
 
 
-@pytest.mark.slow
-def test_the_command_line_chooses_onednn_before_tensorflow_starts(tmp_path):
-    """main.py without TF_ENABLE_ONEDNN_OPTS, with cached times saying oneDNN is faster.
+# ---- the command line -----------------------------------------------------------------------
 
-    Where TensorFlow leaves oneDNN off (avx2-only CPUs) the cached choice turns it on and is
-    printed; where TensorFlow turns it on itself nothing is measured or printed."""
+
+def test_the_command_line_sets_a_cached_choice_before_tensorflow(
+    tmp_path, on_machine, monkeypatch, capsys
+):
+    on_machine(AVX2_ONLY)
+    monkeypatch.delenv(machine.ONEDNN_VARIABLE, raising=False)
+    monkeypatch.setenv(machine.CACHE_VARIABLE, str(tmp_path / "cache"))
+    config = _config(tmp_path)
+    assert onednn_start.before_tensorflow(config)  # nothing cached: measure after the start
+    assert machine.ONEDNN_VARIABLE not in os.environ
+
+    cache = StepTimeCache()
+    cache.add(step_key(config, AVX2_ONLY, False), {"float32": 1.0})
+    cache.add(step_key(config, AVX2_ONLY, True), {"float32": 0.25})
+    assert not onednn_start.before_tensorflow(config)
+    assert os.environ[machine.ONEDNN_VARIABLE] == "1"
+    assert "oneDNN: on (cached on this CPU" in capsys.readouterr().out
+
+
+def test_the_command_line_restarts_with_a_measured_choice(
+    tmp_path, on_machine, monkeypatch, capsys
+):
+    """The suite's TensorFlow runs with oneDNN on: a measurement saying off restarts."""
+    on_machine(AVX2_ONLY)
+    monkeypatch.delenv(machine.ONEDNN_VARIABLE, raising=False)
+    monkeypatch.setenv(onednn_start.QUIET_VARIABLE, "3")
+    monkeypatch.setenv(machine.CACHE_VARIABLE, str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        onednn, "time_in_children", lambda c, p: {False: {"float32": 0.5}, True: {"float32": 1.0}}
+    )
+    restarts = []
+
+    def execv(path, argv):
+        restarts.append((path, argv, dict(os.environ)))
+
+    monkeypatch.setattr(os, "execv", execv)
+    monkeypatch.setattr(sys, "argv", ["main.py", "--dataset=digits"])
+    onednn_start.measure_and_restart(_config(tmp_path), quiet_tensorflow=True)
+
+    ((path, argv, environment),) = restarts
+    assert (path, argv) == (sys.executable, [sys.executable, "main.py", "--dataset=digits"])
+    assert environment[machine.ONEDNN_VARIABLE] == "0"
+    assert onednn_start.QUIET_VARIABLE not in environment  # decided again by the new command
+    out = capsys.readouterr().out
+    assert "oneDNN: off (measured" in out and "Restarting with oneDNN off" in out
+
+    # The restarted command takes the choice as made: no line, no measurement.
+    monkeypatch.setattr(onednn, "time_in_children", None)
+    assert not onednn_start.before_tensorflow(_config(tmp_path))
+    assert capsys.readouterr().out == ""
+    assert onednn.chosen(False).reason == "measured"
+
+
+def test_the_command_line_checks_the_data_before_measuring(tmp_path, on_machine, monkeypatch):
+    on_machine(AVX2_ONLY)
+    monkeypatch.delenv(machine.ONEDNN_VARIABLE, raising=False)
+    monkeypatch.setattr(onednn, "time_in_children", None)  # calling it would fail
+    missing = _config(tmp_path, dataset="folder:" + str(tmp_path / "missing"))
+    onednn_start.measure_and_restart(missing, quiet_tensorflow=True)
+    assert machine.ONEDNN_VARIABLE not in os.environ
+
+
+@pytest.mark.slow
+def test_the_command_line_measures_onednn_once_and_trains_with_it(tmp_path):
+    """main.py without TF_ENABLE_ONEDNN_OPTS and with an empty cache, for real.
+
+    Where TensorFlow leaves oneDNN off (avx2-only CPUs) the two children time the step, the
+    choice is printed and recorded, and the command restarts once if it turned oneDNN on;
+    where TensorFlow turns oneDNN on itself nothing is measured or printed."""
     facts = machine.this_machine()
-    config = _config(tmp_path, epochs=1)
-    cache = StepTimeCache(str(tmp_path / "cache"))
-    for enabled, seconds in ((False, 1.0), (True, 0.25)):
-        cache.add(step_key(config, facts, enabled), {"float32": seconds})
+    model_dir = tmp_path / "run"
     environment = {k: v for k, v in os.environ.items() if k != machine.ONEDNN_VARIABLE}
     environment[machine.CACHE_VARIABLE] = str(tmp_path / "cache")
     process = subprocess.run(
         [sys.executable, "main.py", "--dataset=digits", "--smoke", "--epochs=1",
-         f"--model_dir={config.model_dir}", "--precision=float32"],
-        capture_output=True, text=True, env=environment, timeout=300,
+         f"--model_dir={model_dir}", "--precision=float32"],
+        capture_output=True, text=True, env=environment, timeout=600,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )  # fmt: skip
     assert process.returncode == 0, process.stderr[-3000:]
-    with open(run_folder.RunFolder(config.model_dir + "_smoke").run_config) as stream:
+    with open(run_folder.RunFolder(f"{model_dir}_smoke").run_config) as stream:
         recorded = json.load(stream)["speed_choices"]["onednn"]
     if facts.onednn_on_by_default:
         assert recorded == {"enabled": True, "reason": "TensorFlow's default", "seconds": {}}
         assert "oneDNN:" not in process.stdout
-    else:
-        assert recorded == {
-            "enabled": True,
-            "reason": "cached",
-            "seconds": {"off": 1.0, "on": 0.25},
-        }
-        assert "oneDNN: on (cached on this CPU" in process.stdout
+        return
+    state = "on" if recorded["enabled"] else "off"
+    assert recorded["reason"] == "measured" and sorted(recorded["seconds"]) == ["off", "on"]
+    assert process.stdout.count(f"oneDNN: {state} (measured on this CPU") == 1
+    assert process.stdout.count("Restarting with oneDNN on") == int(recorded["enabled"])
+    # Trained once, in the restarted command if there was one.
+    assert process.stdout.count("Precision: float32 (--precision).") == 1
+    assert os.path.exists(run_folder.RunFolder(f"{model_dir}_smoke").final_model)

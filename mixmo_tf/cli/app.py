@@ -15,12 +15,11 @@ from collections.abc import Iterator
 
 from absl import app, flags, logging
 
-from mixmo_tf.cli import exit_codes, modes
+from mixmo_tf.cli import exit_codes, modes, onednn_start
 from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.config import run_record
 from mixmo_tf.config.settings import Config
 from mixmo_tf.evaluation.options import EvaluationOptions
-from mixmo_tf.tuning import onednn
 
 mixmo_flags.define_flags()
 
@@ -49,15 +48,6 @@ def _start_tensorflow(quiet: bool) -> None:
     """Imports TensorFlow, without its C++ start-up lines if `quiet`."""
     with _stderr_discarded() if quiet else contextlib.nullcontext():
         import tensorflow  # noqa: F401
-
-
-def _choose_onednn(config: Config) -> None:
-    """Turns oneDNN on for this training process where it was measured faster (before
-    TensorFlow starts, which reads the setting once); says so where it measured or chose."""
-    choice = onednn.choose_onednn(config)
-    onednn.apply(choice)
-    if choice.reason not in (onednn.ONEDNN_VARIABLE, "TensorFlow's default"):
-        print(choice.message(), flush=True)
 
 
 def _recorded_runs(config: Config) -> list[Config]:
@@ -121,11 +111,13 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
         # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
         logging.set_verbosity(logging.ERROR)
 
-    if values.mode == "train":
-        _choose_onednn(config)
+    # oneDNN is read once, when TensorFlow starts: a training run sets its cached choice.
+    measure_onednn = values.mode == "train" and onednn_start.before_tensorflow(config)
     # TensorFlow work starts only after the flags are valid.
     _start_tensorflow(quiet_tensorflow)
     if values.mode == "train":
+        if measure_onednn:
+            onednn_start.measure_and_restart(config, quiet_tensorflow)
         code = modes.train(config)
     elif values.mode == "evaluate":
         code = modes.evaluate(runs, options)
@@ -151,8 +143,8 @@ def run() -> None:
     brings them back). `--help` lists the MixMo flags grouped by topic; `--helpfull` keeps
     absl's full list.
     """
-    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet = onednn_start.QUIET_VARIABLE not in os.environ
+    os.environ.setdefault(onednn_start.QUIET_VARIABLE, "3")
     if any(argument in _SHORT_HELP for argument in sys.argv[1:]):
         print(f"{(sys.modules['__main__'].__doc__ or '').strip()}\n")
         print(f"MixMo flags (--helpfull lists every flag):{mixmo_flags.grouped_help()}")

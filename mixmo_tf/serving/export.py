@@ -146,13 +146,16 @@ def run_temperature(model_dir: str, temperature: float | None = None) -> float |
     return temperature
 
 
-def restore_for_serving(model_dir: str) -> RestoredRun:
-    """The run in `model_dir` at its newest checkpoint, computing in float32."""
-    return restore_run(recorded_config(model_dir), precision=SERVING_PRECISION)
+def restore_for_serving(model_dir: str, precision: str = SERVING_PRECISION) -> RestoredRun:
+    """The run in `model_dir` at its newest checkpoint, computing in `precision` (float32)."""
+    return restore_run(recorded_config(model_dir), precision=precision)
 
 
 def export_run(
-    model_dir: str, export_dir: str | None = None, temperature: float | None = None
+    model_dir: str,
+    export_dir: str | None = None,
+    temperature: float | None = None,
+    precision: str = SERVING_PRECISION,
 ) -> str:
     """Exports the newest checkpoint of a training run; returns its version folder.
 
@@ -160,9 +163,11 @@ def export_run(
         model_dir: the run's folder.
         export_dir: the base folder of the versions. Defaults to `<model_dir>/export`.
         temperature: overrides the run's fitted temperature (`read_temperature`).
+        precision: what the graph computes in. Keep float32: only bench/serving_precision.py
+            passes another, to measure a mixed_bfloat16 graph against it (bench/README.md).
     """
     temperature = run_temperature(model_dir, temperature)
-    run = restore_for_serving(model_dir)
+    run = restore_for_serving(model_dir, precision)
     info = {
         "model_dir": os.path.abspath(model_dir),
         "checkpoint": os.path.basename(run.checkpoint),

@@ -143,10 +143,17 @@ def time_in_children(config: Config, precisions: tuple[str, ...]) -> dict[bool, 
     }
 
 
-def choose_onednn(config: Config, cache: StepTimeCache | None = None) -> rules.OnednnChoice:
+def choose_onednn(
+    config: Config, cache: StepTimeCache | None = None, measure: bool = True
+) -> rules.OnednnChoice | None:
     """Whether `config`'s training should run with oneDNN, from cached or new step times.
 
-    Call before TensorFlow is imported; `apply` then sets the choice for this process.
+    Args:
+        config: the training run.
+        cache: the step times (default: the user's cache folder).
+        measure: time the step in child processes if the cache lacks it; if False, return
+            None instead.
+
     A failed measurement keeps TensorFlow's default and says why.
     """
     machine = this_machine()
@@ -161,6 +168,8 @@ def choose_onednn(config: Config, cache: StepTimeCache | None = None) -> rules.O
     keys = {enabled: step_key(config, machine, enabled) for enabled in (False, True)}
     seconds = {enabled: cache.seconds(key) for enabled, key in keys.items()}
     measured = not all(name in seconds[on] for on in keys for name in precisions)
+    if measured and not measure:
+        return None
     if measured:
         print(
             "Timing the training step with oneDNN off and on (TensorFlow leaves it off on this "

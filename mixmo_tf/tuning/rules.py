@@ -90,7 +90,7 @@ class PrecisionChoice:
                 f"{text} (auto: this CPU has no bfloat16 instructions, where bfloat16 is "
                 "emulated and slower; --precision=mixed_bfloat16 trains in it anyway)."
             )
-        return f"{text} ({self.reason})."
+        return f"{text} ({'--precision' if self.reason == 'given' else self.reason})."
 
     def record(self) -> dict[str, Any]:
         """What run_config.json keeps of it."""
