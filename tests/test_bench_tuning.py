@@ -31,10 +31,12 @@ def test_auto_tuning_line_times_the_choices_and_restores_the_environment(capsys,
     assert line["precision_timing_s"] > max(line["precision_step_s"].values())
     # CIFAR-100 at B=8, b=2: 12,500 steps of the float32 step per epoch.
     assert line["epoch_s_float32"] == 12500 * line["precision_step_s"]["float32"]
-    total = line["onednn_choice_s"] + line["precision_timing_s"]
-    assert line["cost_over_epoch"] == total / line["epoch_s_float32"]
-    # Where TensorFlow leaves oneDNN off the choice is timed (here by the stand-in children).
     facts = machine.this_machine()
+    assert line["auto_times_precisions"] == facts.has_bfloat16_instructions
+    paid = line["precision_timing_s"] if facts.has_bfloat16_instructions else 0.0
+    assert line["auto_cost_s"] == line["onednn_choice_s"] + paid
+    assert line["cost_over_epoch"] == line["auto_cost_s"] / line["epoch_s_float32"]
+    # Where TensorFlow leaves oneDNN off the choice is timed (here by the stand-in children).
     if facts.onednn_on_by_default:
         assert line["onednn_choice"]["reason"] == "TensorFlow's default" and not children
     else:
