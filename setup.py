@@ -34,6 +34,19 @@ setup(
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "scikit-learn>=1.5"],
         "dev": ["ruff>=0.6"],
+        # bench/pytorch_step.py only: the MixMo authors' PyTorch step, timed against ours.
+        # torch is pinned to the version of the CPU wheel the results were measured with
+        # (2.13.0+cpu): an unpinned `torch` can pull a newer multi-GB CUDA build. PyPI's Linux
+        # wheel of 2.13.0 is a CUDA build too; for the CPU one add
+        # --extra-index-url https://download.pytorch.org/whl/cpu. The other packages are what
+        # the authors' modules import.
+        "bench_torch": [
+            "torch==2.13.0",
+            "pyyaml>=6.0",
+            "easydict>=1.10",
+            "coloredlogs>=15.0",
+            "verboselogs>=1.7",
+        ],
     },
     entry_points={"console_scripts": ["mixmo-tf=mixmo_tf.cli:run"]},
 )

@@ -56,7 +56,7 @@ def define_flags(values: flags.FlagValues) -> None:
     )
 
 
-def _signature_call(function, name: str, value: tf.Tensor) -> Callable[[], None]:
+def signature_call(function, name: str, value: tf.Tensor) -> Callable[[], None]:
     """One synchronous call of a loaded signature (waits for the probabilities)."""
 
     def call() -> None:
@@ -86,10 +86,26 @@ def kernel_profile(call: Callable[[], None]) -> dict[str, Any]:
         return breakdown(op_times(trace_dir), steps=1)
 
 
-def _percentiles_ms(durations: list[float]) -> dict[str, float]:
+def percentiles_ms(durations: list[float]) -> dict[str, float]:
+    """p50 and p99 of `durations` (seconds), in milliseconds."""
     return {
         "p50_ms": float(np.percentile(durations, 50)) * _MS,
         "p99_ms": float(np.percentile(durations, 99)) * _MS,
+    }
+
+
+def timing_ratios(timing: dict[str, Any], reference: dict[str, Any], name: str) -> dict[str, float]:
+    """`timing` against `reference` (both from `harness.interleaved_medians`), two ways.
+
+    `over_<name>` is the ratio of the medians; `paired_over_<name>` the median over rounds of
+    each round's time over the reference's in that round, which a shared machine's drift
+    between rounds does not move.
+    """
+    return {
+        f"over_{name}": timing["median_s"] / reference["median_s"],
+        f"paired_over_{name}": statistics.median(
+            ours / theirs for ours, theirs in zip(timing["durations_s"], reference["durations_s"])
+        ),
     }
 
 
@@ -119,18 +135,16 @@ def throughput_records(model, signatures, config, record, values) -> list[dict[s
     timings = harness.interleaved_medians(
         {
             "keras_predict": predict_function(model, normalized),
-            NORMALIZED_SIGNATURE: _signature_call(
+            NORMALIZED_SIGNATURE: signature_call(
                 signatures[NORMALIZED_SIGNATURE], "images", normalized
             ),
-            SERVING_DEFAULT: _signature_call(
+            SERVING_DEFAULT: signature_call(
                 signatures[SERVING_DEFAULT], "images", tf.constant(pixels)
             ),
         },
         values.warmup_steps,
         values.timed_steps,
     )
-    keras_median = timings["keras_predict"]["median_s"]
-    keras_durations = timings["keras_predict"]["durations_s"]
     return [
         {
             **record,
@@ -138,11 +152,7 @@ def throughput_records(model, signatures, config, record, values) -> list[dict[s
             "variant": variant,
             "median_s": timing["median_s"],
             "images_per_s": config.batch_size / timing["median_s"],
-            "over_keras": timing["median_s"] / keras_median,
-            # Robust to a shared machine's drift: each round's time over Keras' in that round.
-            "paired_over_keras": statistics.median(
-                ours / theirs for ours, theirs in zip(timing["durations_s"], keras_durations)
-            ),
+            **timing_ratios(timing, timings["keras_predict"], "keras"),
             "timed_steps": len(timing["durations_s"]),
             "durations_s": timing["durations_s"],
         }
@@ -155,10 +165,10 @@ def latency_records(signatures, config, record, values) -> list[dict[str, Any]]:
     pixels, _ = harness.synthetic_data(1, config.spec, seed=1)
     timings = harness.interleaved_medians(
         {
-            SERVING_DEFAULT: _signature_call(
+            SERVING_DEFAULT: signature_call(
                 signatures[SERVING_DEFAULT], "images", tf.constant(pixels)
             ),
-            IMAGE_BYTES_SIGNATURE: _signature_call(
+            IMAGE_BYTES_SIGNATURE: signature_call(
                 signatures[IMAGE_BYTES_SIGNATURE],
                 "image_bytes",
                 tf.constant([tf.io.encode_png(pixels[0]).numpy()]),
@@ -173,7 +183,7 @@ def latency_records(signatures, config, record, values) -> list[dict[str, Any]]:
             "bench": "serving_latency",
             "batch_size": 1,
             "signature": signature,
-            **_percentiles_ms(timing["durations_s"]),
+            **percentiles_ms(timing["durations_s"]),
             "rounds": len(timing["durations_s"]),
             "durations_s": timing["durations_s"],
         }
@@ -185,7 +195,7 @@ def graph_record(path: str, model, signatures, config, record) -> dict[str, Any]
     """Op types of the exported graph; kernels one batch ran through Keras and the export."""
     op_counts = graph_op_counts(path)
     pixels, _ = harness.synthetic_data(config.batch_size, config.spec, seed=0)
-    served = _signature_call(signatures[SERVING_DEFAULT], "images", tf.constant(pixels))
+    served = signature_call(signatures[SERVING_DEFAULT], "images", tf.constant(pixels))
     return {
         **record,
         "bench": "serving_graph",

@@ -24,6 +24,7 @@ import precision
 import profile_step
 import pytest
 import serving
+import serving_precision
 import startup
 import suite_time
 import train_step
@@ -31,6 +32,7 @@ from absl import flags
 
 from mixmo_tf.data.specs import dataset_spec
 from mixmo_tf.models import MixMoNetwork, build_mixmo_network
+from mixmo_tf.training.run import train
 
 ENVIRONMENT_KEYS = {"tensorflow", "keras", "intra_op_threads", "cores", "cpu_model", "command"}
 TINY_RUN = ("--networks=10-1", "--batch_size=8", "--warmup_steps=1")
@@ -252,8 +254,7 @@ def test_precision_lines_compare_every_variant_to_the_first(capsys):
         capsys,
         *TINY_RUN,
         "--timed_steps=1",
-        "--precisions=float32",
-        "--precisions=mixed_bfloat16",
+        "--precisions=float32,mixed_bfloat16",
         "--jit_compiles=false",
     )
     assert [(line["precision"], line["jit_compile"]) for line in lines] == [
@@ -264,6 +265,39 @@ def test_precision_lines_compare_every_variant_to_the_first(capsys):
     assert lines[1]["over_first"] == pytest.approx(
         lines[1]["median_step_s"] / lines[0]["median_step_s"]
     )
+
+
+def parsed_precisions(*args: str) -> list[str]:
+    """--precisions as precision.py parses `args`."""
+    values = flags.FlagValues()
+    precision.define_flags(values)
+    values(["bench", *args])
+    return values.precisions
+
+
+def test_precisions_flag_takes_a_comma_separated_list():
+    assert parsed_precisions() == ["float32", "mixed_bfloat16"]
+    assert parsed_precisions("--precisions=mixed_bfloat16,float32,mixed_float16") == [
+        "mixed_bfloat16",
+        "float32",
+        "mixed_float16",
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--precisions=float32,float64"], "'float64' is not a precision; choose from float32, "),
+        (["--precisions=auto"], "'auto' is not a precision"),
+        (["--precisions="], "name at least one precision"),
+        (["--precisions=float32,mixed_bfloat16,float32"], "'float32' is named twice"),
+        # Repeating the flag would keep only the last value: refused instead.
+        (["--precisions=float32", "--precisions=mixed_bfloat16"], "already defined"),
+    ],
+)
+def test_precisions_flag_refuses_unknown_or_repeated_values(args, message):
+    with pytest.raises(flags.IllegalFlagValueError, match=message):
+        parsed_precisions(*args)
 
 
 @pytest.mark.slow
@@ -314,18 +348,50 @@ def test_archive_preparation_line(capsys, monkeypatch):
     assert line["preparation_s"] > 0 and line["archive_mib"] > 0
 
 
+def short_digits_flagfile(folder, *extra: str) -> str:
+    """A two-step version of the digits demo flagfile (plus `extra` flags), written in `folder`."""
+    flagfile = folder / "short.flags"
+    flagfile.write_text(
+        "\n".join(
+            [
+                f"--flagfile={digits_accuracy.DIGITS_FLAGFILE}",
+                "--epochs=1",
+                "--steps_per_epoch=2",
+                "--eval_steps=1",
+                "--lr_decay_epochs=1",
+                *extra,
+            ]
+        )
+        + "\n"
+    )
+    return str(flagfile)
+
+
 @pytest.mark.slow
 def test_digits_accuracy_line(capsys, tmp_path):
-    """A two-step version of the demo flagfile: a line per precision, with the run's metrics."""
-    flagfile = tmp_path / "short.flags"
-    flagfile.write_text(
-        f"--flagfile={digits_accuracy.DIGITS_FLAGFILE}\n--epochs=1\n--steps_per_epoch=2\n"
-        "--eval_steps=1\n--lr_decay_epochs=1\n"
-    )
-    (line,) = run_script(digits_accuracy, capsys, f"--flagfile_path={flagfile}")
-    assert (line["precision"], line["steps"]) == ("float32", 2)
+    """Without --seeds, one run with the flagfile's seed: its metrics, then the summary."""
+    flagfile = short_digits_flagfile(tmp_path, "--seed=3")
+    line, summary = run_script(digits_accuracy, capsys, f"--flagfile_path={flagfile}")
+    assert (line["precision"], line["seed"], line["steps"]) == ("float32", 3, 2)
     assert 0 <= line["accuracy"] <= 1 and len(line["member_accuracies"]) == 2
-    assert line["train_s"] > 0 and line["nll"] > 0
+    assert line["mean_member_accuracy"] == pytest.approx(np.mean(line["member_accuracies"]))
+    assert line["train_s"] > 0 and line["nll"] > 0 and 0 <= line["ece"] <= 1
+    assert (summary["bench"], summary["seeds"]) == ("digits_accuracy_summary", [3])
+    assert summary["mean_accuracy"] == line["accuracy"]
+
+
+@pytest.mark.slow
+def test_digits_accuracy_trains_each_seed_and_averages_them(capsys, tmp_path):
+    flagfile = short_digits_flagfile(tmp_path)
+    *runs, summary = run_script(
+        digits_accuracy, capsys, f"--flagfile_path={flagfile}", "--seeds=0,1"
+    )
+    assert [(line["precision"], line["seed"]) for line in runs] == [("float32", 0), ("float32", 1)]
+    # The seed reaches the run: other initial weights and batches, other predictions.
+    assert runs[0]["nll"] != runs[1]["nll"]
+    assert (summary["precision"], summary["seeds"]) == ("float32", [0, 1])
+    for key in ("accuracy", "mean_member_accuracy", "nll", "ece", "train_s"):
+        assert summary[f"mean_{key}"] == pytest.approx(np.mean([line[key] for line in runs]))
 
 
 def test_suite_time_line(capsys, tmp_path):
@@ -367,6 +433,49 @@ def test_serving_bench_times_the_export_against_keras_and_keeps_its_kernels(caps
         k for k in native["ms_by_kernel"] if "Conv" in k or "BatchNorm" in k
     }
     assert served["onednn_share"] == pytest.approx(native["onednn_share"], abs=0.1)
+
+
+def of_bench(lines: list[dict], kind: str) -> list[dict]:
+    """The serving_precision lines of one kind (throughput, latency or agreement), in order."""
+    return [line for line in lines if line["bench"] == f"serving_precision_{kind}"]
+
+
+@pytest.mark.slow
+def test_serving_precision_compares_a_bfloat16_export_with_the_float32_one(capsys, tmp_path):
+    config = dataclasses.replace(
+        digits_accuracy.flagfile_config(short_digits_flagfile(tmp_path)),
+        model_dir=str(tmp_path / "run"),
+    )
+    with harness.progress_to_stderr():
+        train(config)
+    lines = run_script(
+        serving_precision,
+        capsys,
+        f"--run_dir={config.model_dir}",
+        "--batch_size=8",
+        "--warmup_steps=1",
+        "--timed_steps=2",
+        "--latency_rounds=3",
+    )
+    throughput = {line["precision"]: line for line in of_bench(lines, "throughput")}
+    assert list(throughput) == ["float32", "mixed_bfloat16"]
+    reference = throughput["float32"]
+    for line in throughput.values():
+        assert line["over_first"] == pytest.approx(line["median_s"] / reference["median_s"])
+        paired = [a / b for a, b in zip(line["durations_s"], reference["durations_s"])]
+        assert line["paired_over_first"] == pytest.approx(np.median(paired))
+        assert line["images_per_s"] == pytest.approx(8 / line["median_s"])
+    latency = of_bench(lines, "latency")
+    assert [line["precision"] for line in latency] == ["float32", "mixed_bfloat16"]
+    for line in latency:
+        assert line["rounds"] == 3 and 0 < line["p50_ms"] <= line["p99_ms"]
+    (agreement,) = of_bench(lines, "agreement")
+    assert (agreement["precision"], agreement["num_examples"]) == ("mixed_bfloat16", 360)
+    # The bfloat16 export computes in bfloat16: its probabilities differ, but slightly.
+    assert 0 < agreement["max_abs_probability_difference"] < 0.5
+    assert agreement["max_abs_member_probability_difference"] > 0
+    assert 0.5 < agreement["top1_agreement"] <= 1
+    assert 0 <= agreement["accuracy"] <= 1 and agreement["reference_nll"] > 0
 
 
 def test_input_pipeline_compares_memory_cache_and_folder_storage(capsys):
@@ -465,3 +574,95 @@ def test_import_checkpoint_lines_time_the_import_and_its_phases(capsys, monkeypa
     folder = by_target[True]["folder_mib"]
     assert {"model.keras", "imported_from.json", "run_config.json", "checkpoints"} <= set(folder)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["wrn10-1_m2_weights_zip.pt"]
+
+
+# ---- bench/pytorch_step.py: the TensorFlow half and the refusals run without torch -----------
+
+
+def pytorch_step_values(*args: str) -> flags.FlagValues:
+    """bench/pytorch_step.py's flags, parsed from `args` on fresh FlagValues."""
+    import pytorch_step
+
+    values = flags.FlagValues()
+    pytorch_step.define_flags(values)
+    values(["bench", *args])
+    return values
+
+
+@pytest.mark.slow
+def test_pytorch_step_times_our_two_precisions_without_torch(capsys):
+    """The tf_* variants alone need neither torch nor the authors' code: a line per variant,
+    in the asked order, with its ratio to the first and no PyTorch fields."""
+    import pytorch_step
+
+    lines = run_script(
+        pytorch_step,
+        capsys,
+        *TINY_RUN,
+        "--batch_repetitions=2",
+        "--timed_steps=2",
+        "--variants=tf_mixed_bfloat16,tf_float32",
+    )
+    assert [line["variant"] for line in lines] == ["tf_mixed_bfloat16", "tf_float32"]
+    assert [line["precision"] for line in lines] == ["mixed_bfloat16", "float32"]
+    for line in lines:
+        assert line["framework"] == "tensorflow" and line["network"] == "WRN-10-1"
+        assert (line["members"], line["batch_size"], line["batch_repetitions"]) == (2, 8, 2)
+        assert len(line["step_durations"]) == line["timed_steps"] == 2
+        assert line["median_step_s"] == pytest.approx(np.median(line["step_durations"]))
+        assert line["over_first"] == pytest.approx(
+            line["median_step_s"] / lines[0]["median_step_s"]
+        )
+        assert "over_pytorch" not in line and "torch" not in line
+    assert lines[0]["over_first"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "stubbed, args, message",
+    [
+        # No torch: the fix is the extra that installs it.
+        ({"torch": None}, (), 'need torch: pip install -e ".[bench_torch]"'),
+        # torch (stubbed) but no checkout of the authors' code: none given, or not one.
+        (
+            {"torch": ModuleType("torch"), "yaml": ModuleType("yaml")},
+            (),
+            "need --authors_code=PATH, a checkout of mixmo-pytorch: none given",
+        ),
+        (
+            {"torch": ModuleType("torch"), "yaml": ModuleType("yaml")},
+            ("--authors_code=/nonexistent",),
+            "need --authors_code=PATH, a checkout of mixmo-pytorch: no config/cifar100/",
+        ),
+    ],
+)
+def test_pytorch_step_refuses_in_one_line_before_timing_anything(
+    capsys, monkeypatch, stubbed, args, message
+):
+    import sys
+
+    import pytorch_step
+
+    for name, module in stubbed.items():
+        monkeypatch.setitem(sys.modules, name, module)  # None: `import name` fails
+    values = pytorch_step_values("--networks=10-1", *args)
+    with pytest.raises(SystemExit) as exit_info:
+        pytorch_step.run(values)
+    assert exit_info.value.code == 2
+    output = capsys.readouterr()
+    assert output.out == ""  # no JSON line: nothing was timed
+    (line,) = output.err.splitlines()
+    assert line.startswith("ERROR: ") and message in line
+
+
+@pytest.mark.parametrize(
+    "bad_flag",
+    [
+        "--variants=tf_float32,pytorch_float16",
+        "--variants=tf_float32,tf_float32",
+        "--members=1",
+        "--networks=preact_resnet:18-1",
+    ],
+)
+def test_pytorch_step_refuses_bad_flags_at_parse_time(bad_flag):
+    with pytest.raises(flags.IllegalFlagValueError):
+        pytorch_step_values(bad_flag)
