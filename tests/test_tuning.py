@@ -276,7 +276,9 @@ def test_a_failing_child_is_reported_with_its_last_error_line(tmp_path, monkeypa
 
 @pytest.fixture
 def on_machine(monkeypatch):
-    """Makes the choices see `facts` as this machine."""
+    """Makes the choices see `facts` as this machine (and forgets a choice applied by the
+    test when it ends)."""
+    monkeypatch.setattr(onednn, "_applied", [])
 
     def use(facts: machine.Machine) -> None:
         monkeypatch.setattr(precision_choice, "this_machine", lambda: facts)
@@ -370,6 +372,30 @@ def test_onednn_is_measured_where_tensorflow_leaves_it_off(tmp_path, on_machine,
     assert onednn.chosen(True) == again
     # A process where oneDNN ended up otherwise reports TensorFlow's decision instead.
     assert onednn.chosen(False).reason == machine.ONEDNN_VARIABLE
+
+
+def test_a_resumed_run_keeps_the_onednn_setting_its_first_start_measured(
+    tmp_path, on_machine, monkeypatch
+):
+    """So the resumed steps run the same kernels as the first start's."""
+    on_machine(AVX2_ONLY)
+    monkeypatch.delenv(machine.ONEDNN_VARIABLE, raising=False)
+    monkeypatch.setattr(onednn, "time_in_children", None)  # calling it would fail
+    config = _config(tmp_path)
+    os.makedirs(config.model_dir)
+    cache = StepTimeCache(str(tmp_path / "cache"))  # empty: the record decides
+    for reason, kept in (("measured", True), ("cached", True), ("TensorFlow's default", False)):
+        record = {"enabled": True, "reason": reason, "seconds": {"off": 2.0, "on": 1.0}}
+        with open(run_folder.RunFolder(config.model_dir).run_config, "w") as stream:
+            json.dump({"precision": "float32", "speed_choices": {"onednn": record}}, stream)
+        if kept:
+            choice = onednn.choose_onednn(config, cache, measure=False)
+            assert choice == rules.OnednnChoice(True, "recorded", {"off": 2.0, "on": 1.0})
+            assert choice.message() == "oneDNN: on (as the run's first start measured)."
+        else:
+            assert onednn.choose_onednn(config, cache, measure=False) is None  # to measure
+    onednn.apply(rules.OnednnChoice(False, "recorded"))
+    assert os.environ[machine.ONEDNN_VARIABLE] == "0"
 
 
 def test_onednn_is_left_alone_where_set_ruled_or_unmeasurable(tmp_path, on_machine, monkeypatch):

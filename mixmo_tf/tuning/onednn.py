@@ -163,6 +163,9 @@ def choose_onednn(
             onednn_requested() if reason == ONEDNN_VARIABLE else machine.onednn_on_by_default,
             reason,
         )
+    recorded = rules.recorded_onednn(config.model_dir) if config.model_dir else None
+    if recorded is not None:
+        return recorded  # a resumed run keeps its kernels, so it resumes exactly
     cache = cache or StepTimeCache()
     precisions = rules.precisions_to_time(config, machine)
     keys = {enabled: step_key(config, machine, enabled) for enabled in (False, True)}
@@ -193,7 +196,7 @@ def apply(choice: rules.OnednnChoice) -> None:
     """Sets a measured choice in TF_ENABLE_ONEDNN_OPTS for this process (before TensorFlow is
     imported; any other choice is already TensorFlow's own setting) and keeps it for
     `chosen`."""
-    if choice.reason in ("measured", "cached"):
+    if choice.reason in rules.MEASURED:
         os.environ[ONEDNN_VARIABLE] = "1" if choice.enabled else "0"
     _applied[:] = [choice]
 

@@ -19,17 +19,35 @@ from mixmo_tf.tuning.machine import Machine
 # A setting other than the default must bring the step to at most this share of its time.
 CLEARLY_FASTER = 0.9
 REFERENCE = "float32"
+# Reasons of a choice that comes from step times (now, from the cache, or the run's record).
+MEASURED = ("measured", "cached", "recorded")
 BFLOAT16 = "mixed_bfloat16"
+
+
+def _recorded(model_dir: str) -> dict:
+    """The run_config.json of a run folder, or {} (no run there yet, or unreadable: the
+    run's own checks report that)."""
+    try:
+        with open(RunFolder(model_dir).run_config, encoding="utf-8") as stream:
+            recorded = json.load(stream)
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def recorded_precision(model_dir: str) -> str | None:
     """The precision a run folder's training recorded, or None (no run there yet)."""
-    try:
-        with open(RunFolder(model_dir).run_config, encoding="utf-8") as stream:
-            precision = json.load(stream).get("precision")
-    except (OSError, ValueError, AttributeError):
-        return None
+    precision = _recorded(model_dir).get("precision")
     return precision if isinstance(precision, str) and precision != "auto" else None
+
+
+def recorded_onednn(model_dir: str) -> OnednnChoice | None:
+    """The oneDNN setting a run's first start measured, or None (not measured there)."""
+    choices = _recorded(model_dir).get("speed_choices")
+    onednn = choices.get("onednn") if isinstance(choices, dict) else None
+    if not isinstance(onednn, dict) or onednn.get("reason") not in MEASURED:
+        return None
+    return OnednnChoice(bool(onednn.get("enabled")), "recorded", dict(onednn.get("seconds", {})))
 
 
 def precisions_to_time(config: Config, machine: Machine) -> tuple[str, ...]:
@@ -104,7 +122,8 @@ class OnednnChoice:
     Attributes:
         enabled: oneDNN on.
         reason: "TF_ENABLE_ONEDNN_OPTS" (set by the user), "TensorFlow's default",
-            "measured", "cached", or why it was not measured.
+            "measured", "cached", "recorded" (a resumed run keeps its first start's), or
+            why it was not measured.
         seconds: the step times behind a measured or cached choice: {"off"/"on": seconds}
             of the precision each would train in.
     """
@@ -116,6 +135,8 @@ class OnednnChoice:
     def message(self) -> str:
         """The line a run prints about it."""
         state = "on" if self.enabled else "off"
+        if self.reason == "recorded":
+            return f"oneDNN: {state} (as the run's first start measured)."
         if self.reason in ("measured", "cached"):
             other, toggled = ("0", "off") if self.enabled else ("1", "on")
             return (
