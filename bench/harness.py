@@ -361,7 +361,7 @@ def network_name(network: str) -> str:
 
 
 def bench_config(network: str, members: int, **fields: Any) -> Config:
-    """The Config of one benchmarked run, precision resolved for this machine.
+    """The Config of one benchmarked run, "auto" precision resolved by the device rule.
 
     The dataset is the backbone's paper dataset (CIFAR-100 for the WRN, Tiny ImageNet for
     PreActResNet; CIFAR-100 for others): it sets the image shape and the classes.
@@ -428,7 +428,8 @@ def define_model_flags(values: flags.FlagValues, batch_size: int) -> None:
         "precision",
         "auto",
         list(PRECISIONS),
-        "Compute precision; auto is resolved for this machine and recorded.",
+        "Compute precision; auto takes the device rule (mixmo_tf.training.precision."
+        "default_precision), not a training run's measurement, and is recorded resolved.",
         flag_values=values,
     )
     flags.DEFINE_bool("jit_compile", False, "Compile with XLA.", flag_values=values)
