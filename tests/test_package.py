@@ -186,4 +186,5 @@ def test_the_top_level_holds_only_the_package_root():
         "models",
         "serving",
         "training",
+        "tuning",
     } <= set(entries)

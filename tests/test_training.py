@@ -336,3 +336,16 @@ def test_recorded_config_reads_the_recorded_settings(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="run_config.json does not exist"):
         run_record.recorded_config(str(tmp_path / "nowhere"))
+
+
+def test_run_notes_are_recorded_once_and_never_read_as_settings(tmp_path):
+    """speed_choices: the first start's record stays; a run without one (an imported run)
+    gets it at its first training start; reading the settings ignores it."""
+    config = _smoke(tmp_path / "run")
+    run_record.record_run_config(config)  # as an import writes it: no notes
+    first = {"precision": {"precision": "float32", "reason": "measured"}}
+    run_record.record_run_config(config, notes={"speed_choices": first})
+    run_record.record_run_config(config, notes={"speed_choices": {"precision": "other"}})
+    with open(os.path.join(config.model_dir, run_folder.RUN_CONFIG)) as stream:
+        assert json.load(stream)["speed_choices"] == first
+    assert run_record.recorded_config(config.model_dir) == config

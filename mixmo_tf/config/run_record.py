@@ -98,7 +98,7 @@ def record_run_config(config: Config, folder: str | None = None, notes: dict | N
         config: the run's settings.
         folder: where to write it instead of `config.model_dir` (an import stages its run
             folder under another name before renaming it into place).
-        notes: `RUN_NOTES` entries to record with a new run; a resumed run keeps its own.
+        notes: `RUN_NOTES` entries to record; a resumed run keeps those it recorded.
 
     Raises:
         CheckpointMismatchError: the folder holds a run whose model, method or data-stream
@@ -110,7 +110,9 @@ def record_run_config(config: Config, folder: str | None = None, notes: dict | N
     if os.path.exists(path):
         with open(path) as stream:
             content = json.load(stream)
-        kept = {name: content[name] for name in RUN_NOTES if name in content}
+        # What the run recorded stays; what it lacks (a run imported or recorded before
+        # the notes existed) is added.
+        kept.update({name: content[name] for name in RUN_NOTES if name in content})
         recorded = _settings(content)
         changed = sorted(name for name in current if recorded.get(name) != current[name])
 
