@@ -5,9 +5,10 @@ or AMX instructions. On CPUs without them (an avx2-only AMD EPYC) they still mad
 training step 1.8-3x faster (bench/results/2026-11-27b/onednn_train_step.jsonl), but
 batch-1 serving 23x slower: so only training turns them on, and only where the run's own
 step is measured clearly faster with them. TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when
-it is imported: this runs before, and times the step in two child processes, one per
-setting, in alternating rounds (each pays TensorFlow's start-up once; the times are cached,
-so a machine measures a network once).
+it is imported, so the step is timed in two child processes, one per setting, in
+alternating rounds (each pays TensorFlow's start-up once; the times are cached, so a
+machine measures a network once), and the choice applies to a process that has not
+imported TensorFlow yet (`mixmo_tf.cli.onednn_start` restarts the command for it).
 """
 
 from __future__ import annotations
