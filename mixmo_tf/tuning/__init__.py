@@ -3,7 +3,9 @@
 - `machine`: the CPU, TensorFlow's version, oneDNN's default (no TensorFlow);
 - `step_times`: the cache of measured step times (no TensorFlow);
 - `rules`: which precisions are timed and which time wins (no TensorFlow);
-- `onednn`: oneDNN on or off for training, decided before TensorFlow starts;
+- `timing`: alternating rounds and medians (no TensorFlow);
+- `onednn`: oneDNN on or off for training, timed in two child processes (no TensorFlow:
+  the choice must be set before a process imports it);
 - `step_timing`: times the run's own training step (also the child process of `onednn`);
 - `precision_choice`: `--precision=auto` for a training run.
 """
@@ -12,5 +14,13 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["machine", "onednn", "precision_choice", "rules", "step_timing", "step_times"],
+    submodules=[
+        "machine",
+        "onednn",
+        "precision_choice",
+        "rules",
+        "step_timing",
+        "step_times",
+        "timing",
+    ],
 )
