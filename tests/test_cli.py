@@ -122,6 +122,8 @@ def test_smoke_shrinks_any_flagfile_to_a_tiny_run():
         (["--lr_decay_epochs=a,b"], "--lr_decay_epochs"),
         (["--mixing=linear", "--mixing_alpha=0"], "--mixing_alpha"),
         (["--eval_batch_size=0"], "--eval_batch_size"),
+        (["--seed=-1"], "--seed must be in \\[0, 2\\*\\*32\\)"),
+        (["--dataset=tfds:oxford-flowers102"], "tfds writes oxford-flowers102 as oxford_flowers"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_flag(args, flag):
@@ -135,11 +137,39 @@ def test_unknown_choice_is_rejected_by_the_parser():
         parse("--download=sometimes")
 
 
-def test_main_rejects_a_bad_flag_before_building_anything():
+def test_tfds_names_with_a_config_or_version_are_accepted():
+    for name in ("oxford_flowers102", "cifar10_corrupted/fog_5:3.0.0", "mnist:3.*.*"):
+        assert parse(f"--dataset=tfds:{name}").dataset == f"tfds:{name}"
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--batch_size=63"], "--batch_size must be a multiple of --batch_repetitions"),
+        (["--batch_size=0"], "--batch_size must be >= 1"),
+        (["--seed=-1"], "--seed must be in [0, 2**32)"),
+        (["--dataset=tfds:oxford-flowers102"], "as oxford_flowers102"),
+        (["--nosuchflag=1"], "Unknown command line flag 'nosuchflag'. `--help` lists the flags."),
+        (["--download=sometimes"], "flag --download=sometimes: value should be one of"),
+        (["--flagfile=/no/such.flags"], "Unable to open flagfile: [Errno 2] No such file"),
+        (
+            ["--flagfile={latin1}"],
+            "--flagfile={latin1} is not UTF-8 text (invalid continuation byte at byte 14)",
+        ),
+        (["--depth=10", "stray"], "Unexpected arguments (flags start with --): stray"),
+    ],
+)
+def test_main_answers_a_bad_command_line_in_one_error_line_with_code_2(tmp_path, args, fragment):
+    """Flag parsing and Config refusals alike, before anything is built: no usage banner."""
+    latin1 = tmp_path / "latin1.flags"
+    latin1.write_bytes("--depth=10\n# Réglages\n".encode("latin-1"))
     start = time.monotonic()
-    result = run_main("--batch_size=63")
-    assert result.returncode != 0
-    assert "--batch_size must be a multiple of --batch_repetitions" in result.stderr + result.stdout
+    result = run_main(*[arg.format(latin1=latin1) for arg in args])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [result.stderr.strip()]  # one line
+    assert result.stderr.startswith("ERROR: ")
+    assert fragment.format(latin1=latin1) in result.stderr
+    assert result.stdout == ""
     assert time.monotonic() - start < 60
 
 

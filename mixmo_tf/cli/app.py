@@ -91,7 +91,11 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
         quiet_tensorflow: discard what TensorFlow prints while it is imported.
     """
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments (flags start with --): {' '.join(argv[1:])}")
+        sys.exit(
+            exit_codes.report_error(
+                f"Unexpected arguments (flags start with --): {' '.join(argv[1:])}"
+            )
+        )
     values = flags.FLAGS
     try:
         config = mixmo_flags.config_from_flags(values)
@@ -100,7 +104,7 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
                 values.mode, values.model_dir, values.images, values.saved_model, values.temperature
             )
     except ValueError as error:
-        raise app.UsageError(str(error)) from error
+        sys.exit(exit_codes.report_error(str(error)))
     if values.mode == "evaluate":
         runs, options = _evaluation_inputs(config)
     given = mixmo_flags.given_fields(values)
@@ -135,6 +139,40 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
 _SHORT_HELP = ("--help", "-h", "-?", "--helpshort")
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with its errors as one `ERROR:` line and exit code 2 (absl's own
+    parser prints a usage banner and exits 1, the code of an unexpected failure here)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        message = str(error).replace("ERROR:: ", "")
+        sys.exit(exit_codes.report_error(f"{message}. `--help` lists the flags."))
+    except UnicodeDecodeError as error:
+        # A flagfile that is not UTF-8 text (absl reads flagfiles as text).
+        sys.exit(
+            exit_codes.report_error(
+                f"--flagfile={_undecodable_flagfile(argv)} is not UTF-8 text ({error.reason} "
+                f"at byte {error.start}): give a text file of --flag=value lines."
+            )
+        )
+
+
+def _undecodable_flagfile(argv: list[str]) -> str:
+    """The first flagfile of the command line that is not UTF-8 ("..." if none is: a nested
+    flagfile)."""
+    for argument in argv:
+        if argument.startswith("--flagfile="):
+            path = argument.split("=", 1)[1]
+            try:
+                with open(path, encoding="utf-8") as stream:
+                    stream.read()
+            except UnicodeDecodeError:
+                return path
+            except OSError:
+                continue
+    return "..."
+
+
 def run() -> None:
     """Entry point of `main.py` and the `mixmo-tf` console script.
 
@@ -149,4 +187,4 @@ def run() -> None:
         print(f"{(sys.modules['__main__'].__doc__ or '').strip()}\n")
         print(f"MixMo flags (--helpfull lists every flag):{mixmo_flags.grouped_help()}")
         sys.exit(exit_codes.SUCCESS)
-    app.run(functools.partial(main, quiet_tensorflow=quiet))
+    app.run(functools.partial(main, quiet_tensorflow=quiet), flags_parser=_parse_flags)

@@ -59,6 +59,10 @@ def complete_recorded(recorded: dict) -> dict:
     return completed
 
 
+# Seeds NumPy's global generator accepts (keras.utils.set_random_seed seeds it).
+_SEED_BOUND = 2**32
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
@@ -160,6 +164,11 @@ class Config:
         _require(
             self.num_members >= 1,
             f"--num_members must be >= 1. Received: num_members={self.num_members}",
+        )
+        _require(
+            0 <= self.seed < _SEED_BOUND,
+            f"--seed must be in [0, 2**32) (NumPy's and TensorFlow's seed range). "
+            f"Received: seed={self.seed}",
         )
         _require(
             (self.num_members == 1) == (self.mixing == "none"),

@@ -24,12 +24,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 from mixmo_tf.config.run_folder import RunFolder, write_text_atomically
 from mixmo_tf.data.folder import index_folder
 from mixmo_tf.data.specs import DATASETS, DatasetSpec
 
 TFDS_PREFIX = "tfds:"
+# What tfds accepts as a dataset name: [namespace:]name[/config][:version]
+# (tensorflow_datasets.core.naming; keyword arguments are not taken here).
+_TFDS_NAME = re.compile(r"([\w-]+:)?[A-Za-z]\w*(/[\w+.-]+)?(:(\d+|\*)(\.(\d+|\*)){2})?")
 FOLDER_PREFIX = "folder:"
 # --image_size=0 gives tfds and folder sources this size (Tiny ImageNet's).
 DEFAULT_IMAGE_SIZE = 64
@@ -80,6 +84,13 @@ def check_dataset(dataset: str, image_size: int) -> None:
         raise ValueError(
             f"--dataset={dataset} names no dataset: write e.g. tfds:oxford_flowers102 or "
             "folder:/data/pets."
+        )
+    if kind == "tfds" and not _TFDS_NAME.fullmatch(source_argument(dataset)):
+        raise ValueError(
+            f"--dataset={dataset}: a tfds name is letters, digits and underscores, with an "
+            "optional /config and :version (e.g. tfds:oxford_flowers102, "
+            "tfds:cifar10_corrupted/fog_5:3.0.0); tfds writes oxford-flowers102 as "
+            "oxford_flowers102."
         )
     if image_size and image_size < 8:
         raise ValueError(
