@@ -261,6 +261,24 @@ def test_image_bytes_signature_answers_as_the_uint8_one_for_png_files(loaded, te
     np.testing.assert_allclose(resized["probabilities"].numpy().sum(-1), 1.0, atol=1e-6)
 
 
+def test_jpeg_files_are_served_with_the_pixels_pil_decodes(loaded, test_images):
+    """A client that decodes with PIL and sends pixels gets what sending the file gets."""
+    import io
+
+    from PIL import Image
+
+    files, pixels = [], []
+    for image in test_images[:4]:
+        stream = io.BytesIO()
+        Image.fromarray(image).save(stream, format="JPEG", quality=90)
+        files.append(stream.getvalue())
+        pixels.append(np.asarray(Image.open(io.BytesIO(files[-1])).convert("RGB")))
+    from_files = loaded.signatures["predict_image_bytes"](image_bytes=tf.constant(files))
+    from_pixels = loaded.signatures["serving_default"](images=tf.constant(np.stack(pixels)))
+    for name in OUTPUTS:
+        np.testing.assert_array_equal(from_files[name].numpy(), from_pixels[name].numpy())
+
+
 def test_normalized_signature_answers_as_the_uint8_one(loaded, test_images):
     from_pixels = loaded.signatures["serving_default"](images=tf.constant(test_images))
     normalized = loaded.signatures["predict_normalized"](images=normalize(test_images, DIGITS))

@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submodules=[
         "cache",
         "class_names",
+        "decoding",
         "digits",
         "downloads",
         "folder",

@@ -22,6 +22,7 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from mixmo_tf.data.decoding import decode_image
 from mixmo_tf.data.folder import ImageFolderError
 
 
@@ -106,8 +107,7 @@ class ImageFiles(StreamedImages):
         size = self.image_shape[:2]
 
         def decode(path: tf.Tensor) -> tf.Tensor:
-            image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-            return to_rgb_uint8(image, size)
+            return to_rgb_uint8(decode_image(tf.io.read_file(path), 3), size)
 
         paths = tf.gather(tf.constant(self.paths), rows)
         signature = tf.TensorSpec(self.image_shape, tf.uint8)
@@ -120,7 +120,7 @@ class ImageFiles(StreamedImages):
         """
         for path in self.paths:
             try:
-                tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+                decode_image(tf.io.read_file(path), 3)
             except tf.errors.OpError as error:
                 return path, error.message.splitlines()[0]
         return None

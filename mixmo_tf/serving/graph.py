@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from mixmo_tf.data.decoding import JPEG_SIGNATURE, decode_image
 from mixmo_tf.data.pipeline import normalize
 from mixmo_tf.data.specs import DatasetSpec
 
@@ -34,7 +35,6 @@ SIGNATURES = (SERVING_DEFAULT, IMAGE_BYTES_SIGNATURE, NORMALIZED_SIGNATURE)
 DEFAULT_TOP_K = 5
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 def entropy(probabilities) -> tf.Tensor:
@@ -125,14 +125,15 @@ def _check_image_batch(images: tf.Tensor, image_shape: Sequence[int], dtype: str
 
 
 def _decode_image(encoded: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
-    """One JPEG or PNG image -> float32 pixels `(H, W, C)` in [0, 255].
+    """One JPEG or PNG image -> float32 pixels `(H, W, C)` in [0, 255] (JPEGs decoded as
+    PIL decodes them: `mixmo_tf.data.decoding`).
 
     An image of another size is resized (bilinear, antialiased); one of the right size is
     passed through exactly, so it gives what the uint8 signature gives for its pixels.
     """
     height, width, channels = image_shape
     is_png = tf.equal(tf.strings.substr(encoded, 0, len(_PNG_SIGNATURE)), _PNG_SIGNATURE)
-    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, len(_JPEG_SIGNATURE)), _JPEG_SIGNATURE)
+    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
     check = tf.debugging.Assert(
         tf.logical_or(is_png, is_jpeg),
         [
@@ -142,8 +143,7 @@ def _decode_image(encoded: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
         ],
     )
     with tf.control_dependencies([check]):
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-    image.set_shape([None, None, channels])
+        image = decode_image(encoded, channels)
     size = tf.shape(image)[:2]
     same_size = tf.reduce_all(tf.equal(size, (height, width)))
     return tf.cond(
