@@ -470,13 +470,16 @@ def test_main_export_without_checkpoint_exits_2_with_one_error_line(tmp_path):
 
 
 def _image_folder(path, digits: np.ndarray) -> None:
-    """Two digit PNGs, a larger JPEG photo, a truncated PNG and a text file."""
+    """Two digit PNGs, a larger JPEG photo, a truncated PNG, a text file and two binary files
+    whose first bytes are not UTF-8 (a NumPy array, a WEBP header)."""
     path.mkdir()
     (path / "a_digit.png").write_bytes(png(digits[0]))
     photo = np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     (path / "b_photo.jpg").write_bytes(tf.io.encode_jpeg(photo).numpy())
     (path / "c_truncated.png").write_bytes(png(digits[1])[:50])
     (path / "d_notes.txt").write_text("not an image")
+    (path / "d_scan.webp").write_bytes(b"RIFF\xa4\x8f\x00\x00WEBPVP8 " + bytes(64))
+    np.save(path / "d_values.npy", digits[3])
     (path / "e_digit.png").write_bytes(png(digits[2]))
 
 
@@ -505,7 +508,50 @@ def test_predict_mode_predicts_good_files_and_lists_bad_ones(run, loaded, test_i
     error_lines = err.read_text().splitlines()
     assert error_lines[0].startswith("ERROR: ") and "c_truncated.png" in error_lines[0]
     assert "d_notes.txt" in error_lines[1] and "must hold JPEG or PNG files" in error_lines[1]
-    assert error_lines[2] == "Predicted 3 of 5 files; 2 failed."
+    # Binary first bytes: the message shows them as text, with replacement characters.
+    for line, name in zip(error_lines[2:4], ("d_scan.webp", "d_values.npy")):
+        assert line.startswith(f"ERROR: {tmp_path / 'photos' / name}: ")
+        assert "must hold JPEG or PNG files" in line and "\ufffd" in line
+    assert error_lines[4] == "Predicted 3 of 7 files; 4 failed."
+
+
+def test_images_names_an_existing_file_literally_before_it_is_a_pattern(tmp_path):
+    from mixmo_tf.serving.predict import image_paths
+
+    for name in ("scan[1].png", "scan1.png", "scan2.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert image_paths(str(tmp_path / "scan[1].png")) == [str(tmp_path / "scan[1].png")]
+    assert image_paths(str(tmp_path / "scan[12].png")) == [
+        str(tmp_path / "scan1.png"),
+        str(tmp_path / "scan2.png"),
+    ]
+    assert image_paths(str(tmp_path)) == sorted(str(path) for path in tmp_path.iterdir())
+    assert image_paths(str(tmp_path / "missing*.png")) == []
+
+
+def test_graphs_exported_before_readable_messages_still_report_binary_files(loaded, tmp_path):
+    """Older exports put a file's raw first bytes in their error; TensorFlow then fails to
+    format the message (UnicodeDecodeError): that file gets an error line, the others a
+    prediction."""
+    from mixmo_tf.serving import predict
+
+    real = loaded.signatures["predict_image_bytes"]
+
+    def older_export(image_bytes):
+        if any(content.startswith(b"\x93NUMPY") for content in image_bytes.numpy()):
+            raise UnicodeDecodeError("utf-8", b"\x93", 0, 1, "invalid start byte")
+        return real(image_bytes=image_bytes)
+
+    good, binary = tmp_path / "good.png", tmp_path / "values.npy"
+    good.write_bytes(png(np.zeros((32, 32, 3), np.uint8)))
+    np.save(binary, np.zeros(3))
+    predictor = predict.Predictor(older_export, class_names(DIGITS))
+    records = list(predict.predict_files(predictor, [str(binary), str(good)]))
+    assert records[0] == {
+        "path": str(binary),
+        "error": "not a JPEG or PNG file (its first bytes are binary, not an image signature)",
+    }
+    assert records[1]["path"] == str(good) and "class" in records[1]
 
 
 def test_predict_mode_from_a_run_writes_csv_and_matches_the_export(

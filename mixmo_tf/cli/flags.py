@@ -284,7 +284,8 @@ def _define_serving_flags(values: flags.FlagValues) -> None:
     flags.DEFINE_string(
         "images",
         None,
-        "--mode=predict: image files to classify, a glob pattern ('photos/*.jpg') or a folder.",
+        "--mode=predict: image files to classify: a file (taken as named, even with [ ] or * "
+        "in its name), a folder, or a glob pattern ('photos/*.jpg').",
         flag_values=values,
     )
     flags.DEFINE_string(

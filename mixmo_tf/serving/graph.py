@@ -139,7 +139,11 @@ def _decode_image(encoded: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
         [
             "image_bytes must hold JPEG or PNG files (in a JSON request, base64 under the key "
             "b64); this element starts with",
-            tf.strings.substr(encoded, 0, 8),
+            # As UTF-8 text with bad bytes replaced: raw bytes would make the error message
+            # itself undecodable for clients (Python's UnicodeDecodeError).
+            tf.strings.unicode_transcode(
+                tf.strings.substr(encoded, 0, 8), "UTF-8", "UTF-8", errors="replace"
+            ),
         ],
     )
     with tf.control_dependencies([check]):

@@ -68,18 +68,29 @@ def predictor_from_run(model_dir: str, temperature: float | None = None) -> Pred
 
 
 def image_paths(pattern: str) -> list[str]:
-    """The files a glob pattern (or a folder: the files in it) names, sorted."""
+    """The files `--images` names: an existing file as it is (`scan[1].png` is a name, not
+    a pattern matching scan1.png), a folder's files, or a glob pattern's files, sorted."""
+    if os.path.isfile(pattern):
+        return [pattern]
     if os.path.isdir(pattern):
         pattern = os.path.join(pattern, "*")
     return sorted(path for path in glob.glob(pattern, recursive=True) if not os.path.isdir(path))
 
 
-def _error_summary(error: tf.errors.OpError) -> str:
+# A file the graph refuses: its check or decoder fails (InvalidArgumentError); graphs
+# exported before the check's message was made text fail to format it for a file that does
+# not start with UTF-8 text (UnicodeDecodeError).
+_BAD_FILE_ERRORS = (tf.errors.InvalidArgumentError, UnicodeDecodeError)
+
+
+def _error_summary(error: tf.errors.OpError | UnicodeDecodeError) -> str:
     """The line of a graph error that says what was wrong (a failed check, a decoder's error).
 
     TensorFlow puts it just before the `[[{{node ...}}]]` line, after the stack of the
     Python code that defined the op.
     """
+    if isinstance(error, UnicodeDecodeError):
+        return "not a JPEG or PNG file (its first bytes are binary, not an image signature)"
     lines = [line.strip() for line in error.message.splitlines() if line.strip()]
     node_line = next((i for i, line in enumerate(lines) if line.startswith("[[")), len(lines))
     return lines[node_line - 1] if node_line else error.message
@@ -133,12 +144,12 @@ def predict_files(
         try:
             outputs = predictor.predict_bytes(tf.constant([content for _, content in readable]))
             yield from _records([path for path, _ in readable], outputs, predictor.class_names)
-        except tf.errors.InvalidArgumentError:
+        except _BAD_FILE_ERRORS:
             for path, content in readable:
                 try:
                     outputs = predictor.predict_bytes(tf.constant([content]))
                     yield from _records([path], outputs, predictor.class_names)
-                except tf.errors.InvalidArgumentError as error:
+                except _BAD_FILE_ERRORS as error:
                     yield {"path": path, "error": _error_summary(error)}
 
 
