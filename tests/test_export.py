@@ -515,6 +515,29 @@ def test_predict_mode_predicts_good_files_and_lists_bad_ones(run, loaded, test_i
     assert error_lines[4] == "Predicted 3 of 7 files; 4 failed."
 
 
+def test_the_next_export_removes_what_a_killed_export_left(run, tmp_path, capsys):
+    directory = tmp_path / "models"
+    dead = directory / f".incomplete-{_ended_pid()}-k1ll3d"
+    alive = directory / f".incomplete-{os.getpid()}-running"
+    older = directory / ".incomplete-x7q2"
+    for folder in (dead, alive, older):
+        (folder / "saved_model" / "variables").mkdir(parents=True)
+    path = export.export_run(run[0].model_dir, str(directory))
+    out = capsys.readouterr().out
+    assert not dead.exists() and f"Removed {dead}: an export that was stopped" in out
+    assert alive.exists() and str(alive) not in out  # another export may be writing it
+    assert older.exists() and f"Note: {older} is an unfinished export" in out
+    assert sorted(os.listdir(directory)) == sorted([alive.name, older.name, "1"])
+    assert path == str(directory / "1")
+
+
+def _ended_pid() -> int:
+    """The id of a process that has ended (and was reaped)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
 def test_images_names_an_existing_file_literally_before_it_is_a_pattern(tmp_path):
     from mixmo_tf.serving.predict import image_paths
 

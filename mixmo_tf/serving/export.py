@@ -35,6 +35,42 @@ SERVING_PRECISION = "float32"
 _TEMPORARY_PREFIX = ".incomplete-"
 
 
+def _writer_is_gone(name: str) -> bool | None:
+    """Whether the export that named its staging folder `name` has ended: True, False, or
+    None if the name holds no process id (folders of exports before the id was added)."""
+    pid = name[len(_TEMPORARY_PREFIX) :].split("-", 1)[0]
+    if not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def remove_stale_exports(directory: str) -> None:
+    """Removes the staging folders that killed exports left in `directory` (their process
+    has ended on this machine) and says so; names the ones it cannot judge.
+
+    TF Serving ignores them, but they hold a whole model each and would stay forever.
+    """
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if not (name.startswith(_TEMPORARY_PREFIX) and os.path.isdir(path)):
+            continue
+        gone = _writer_is_gone(name)
+        if gone:
+            shutil.rmtree(path, ignore_errors=True)
+            print(f"Removed {path}: an export that was stopped before it finished left it.")
+        elif gone is None:
+            print(
+                f"Note: {path} is an unfinished export of an older version of this tool; "
+                "delete it unless an export is running now."
+            )
+
+
 def read_temperature(model_dir: str) -> float | None:
     """The temperature fitted for a run, from `<model_dir>/temperature.json`, if there is one.
 
@@ -95,7 +131,8 @@ def export_saved_model(
     """
     names = tuple(class_names or dataset_class_names(spec))
     os.makedirs(directory, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=_TEMPORARY_PREFIX, dir=directory)
+    remove_stale_exports(directory)
+    staging = tempfile.mkdtemp(prefix=f"{_TEMPORARY_PREFIX}{os.getpid()}-", dir=directory)
     try:
         names_path = os.path.join(staging, CLASS_NAMES_ASSET)
         with open(names_path, "w", encoding="utf-8") as stream:
