@@ -305,8 +305,20 @@ BAD_SHAPE = r"Input images must be uint8 of shape \(batch, 32, 32, 3\); received
         ),
         ("serving_default", np.zeros((2, 32, 32, 3), np.float32), r"uint8"),
         ("predict_image_bytes", np.array([b"not an image"]), r"must hold JPEG or PNG files"),
+        (
+            "predict_normalized",
+            np.stack([np.zeros((32, 32, 3)), np.full((32, 32, 3), np.nan)]).astype(np.float32),
+            r"Input images must be finite; NaN or Inf values in images\] \[1\]",
+        ),
+        (
+            "predict_normalized",
+            np.where(np.arange(3 * 32 * 32 * 3).reshape(3, 32, 32, 3) == 5, np.inf, 0.0).astype(
+                np.float32
+            ),
+            r"must be finite; NaN or Inf values in images\] \[0\]",
+        ),
     ],
-    ids=["wrong size", "wrong rank", "wrong dtype", "not an image"],
+    ids=["wrong size", "wrong rank", "wrong dtype", "not an image", "NaN image", "Inf pixel"],
 )
 def test_bad_serving_input_gets_a_clear_error(loaded, signature, value, message):
     function = loaded.signatures[signature]

@@ -124,6 +124,22 @@ def _check_image_batch(images: tf.Tensor, image_shape: Sequence[int], dtype: str
         return tf.identity(images)
 
 
+def _check_finite(images: tf.Tensor) -> tf.Tensor:
+    """`images` once the graph has checked every value is finite: a NaN or Inf pixel would
+    otherwise come back as a plausible class with a plausible probability."""
+    finite = tf.math.is_finite(images)
+    check = tf.debugging.Assert(
+        tf.reduce_all(finite),
+        [
+            "Input images must be finite; NaN or Inf values in images",
+            tf.unique(tf.where(tf.logical_not(finite))[:, 0])[0],
+        ],
+        summarize=8,
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
 def _decode_image(encoded: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
     """One JPEG or PNG image -> float32 pixels `(H, W, C)` in [0, 255] (JPEGs decoded as
     PIL decodes them: `mixmo_tf.data.decoding`).
@@ -213,7 +229,7 @@ class ServingModule(tf.Module):
             return outputs(normalize(pixels, spec))
 
         def predict_normalized(images):
-            return outputs(_check_image_batch(images, image_shape, "float32"))
+            return outputs(_check_finite(_check_image_batch(images, image_shape, "float32")))
 
         batch = (None, *image_shape)
         self.predict_images = tf.function(
