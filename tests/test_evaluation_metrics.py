@@ -179,3 +179,33 @@ def test_cross_validated_probabilities_scale_each_half_with_the_other_halfs_temp
     probabilities = temperature.cross_validated_probabilities(logits, labels)
     t_first = temperature.fit_temperature(logits[first], labels[first])
     np.testing.assert_allclose(probabilities[second], metrics.softmax(logits[second] / t_first))
+
+
+def test_the_reliability_diagram_shows_the_reports_ece_and_counts_per_bin(tmp_path):
+    """One number per metric: the scaled panel shows the report's ECE (mean of the halves),
+    labelled, beside the pooled bars' own; bins of < 10 images are marked sparse."""
+    from mixmo_tf.evaluation import plots
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 400)
+    logits = rng.normal(0, 1, (400, 10))
+    logits[np.arange(400), labels] += rng.normal(2, 1.5, 400)
+    logits[:3] = 0.0  # three images at confidence 0.1: a sparse bin
+    reported = temperature.cross_validated_scaling(logits, labels)
+    scaled = temperature.cross_validated_probabilities(logits, labels)
+    raw = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    path = tmp_path / "reliability.png"
+    raw_panel, scaled_panel = plots.reliability_diagram(
+        str(path), raw, scaled, labels, reported["temperature"], reported["ece"]
+    )
+    assert path.stat().st_size > 0
+    pooled = metrics.expected_calibration_error(scaled, labels)
+    assert f"ECE {reported['ece']:.4f} (report: mean of the 2 halves)\n" in scaled_panel["title"]
+    assert f"bars: halves pooled, ECE {pooled:.4f}" in scaled_panel["title"]
+    assert raw_panel["title"] == f"Raw: ECE {metrics.expected_calibration_error(raw, labels):.4f}"
+    for panel in (raw_panel, scaled_panel):
+        assert panel["count"].sum() == 400
+        np.testing.assert_array_equal(
+            panel["sparse"], (panel["count"] > 0) & (panel["count"] < plots.SPARSE_BIN_IMAGES)
+        )
+    assert raw_panel["sparse"][1]  # the three images at 0.1 (bin (0.067, 0.133])

@@ -11,15 +11,37 @@ import numpy as np  # noqa: E402
 
 from mixmo_tf.evaluation.metrics import calibration_bins, expected_calibration_error  # noqa: E402
 
+# Bins with fewer images are drawn hatched: one or two images make a full-height bar that
+# says nothing about calibration.
+SPARSE_BIN_IMAGES = 10
 
-def _reliability_panel(axis, probabilities: np.ndarray, labels: np.ndarray, title: str) -> None:
+
+def _reliability_panel(
+    axes, probabilities: np.ndarray, labels: np.ndarray, title: str, reported_ece: float | None
+) -> dict:
+    """Draws one reliability diagram with its per-bin image counts underneath; returns what
+    it shows (`title`, `count`, `sparse` per bin)."""
+    axis, counts_axis = axes
     bins = calibration_bins(probabilities.max(axis=-1), probabilities.argmax(axis=-1) == labels)
-    edges = bins["edges"]
+    edges, count = bins["edges"], bins["count"]
     width = np.diff(edges)
-    filled = bins["count"] > 0
-    accuracy = np.where(filled, bins["accuracy"], 0.0)
-    confidence = np.where(filled, bins["confidence"], 0.0)
-    axis.bar(edges[:-1], accuracy, width, align="edge", edgecolor="black", label="accuracy")
+    sparse = (count > 0) & (count < SPARSE_BIN_IMAGES)
+    accuracy = np.where(count > 0, bins["accuracy"], 0.0)
+    confidence = np.where(count > 0, bins["confidence"], 0.0)
+    for shown, style in (
+        (~sparse, {"edgecolor": "black", "label": "accuracy"}),
+        (
+            sparse,
+            {
+                "edgecolor": "gray",
+                "facecolor": "none",
+                "hatch": "//",
+                "label": f"accuracy, < {SPARSE_BIN_IMAGES} images",
+            },
+        ),
+    ):
+        if shown.any():
+            axis.bar(edges[:-1][shown], accuracy[shown], width[shown], align="edge", **style)
     axis.bar(
         edges[:-1],
         confidence - accuracy,
@@ -31,14 +53,23 @@ def _reliability_panel(axis, probabilities: np.ndarray, labels: np.ndarray, titl
         label="gap to confidence",
     )
     axis.plot([0, 1], [0, 1], "k--", linewidth=1)
-    ece = expected_calibration_error(probabilities, labels)
-    axis.set(
-        title=f"{title}: ECE {ece:.4f}",
-        xlabel="confidence (max probability)",
-        xlim=(0, 1),
-        ylim=(0, 1),
+    pooled = expected_calibration_error(probabilities, labels)
+    if reported_ece is None:
+        full_title = f"{title}: ECE {pooled:.4f}"
+    else:  # the report averages the two halves; the bars pool them
+        full_title = (
+            f"{title}\nECE {reported_ece:.4f} (report: mean of the 2 halves)\n"
+            f"bars: halves pooled, ECE {pooled:.4f}"
+        )
+    axis.set_title(full_title, fontsize="medium")
+    axis.set(xlim=(0, 1), ylim=(0, 1))
+    axis.legend(loc="upper left", fontsize="small")
+    hatches = ["//" if few else "" for few in sparse]
+    counts_axis.bar(
+        edges[:-1], count, width, align="edge", color="gray", edgecolor="black", hatch=hatches
     )
-    axis.legend(loc="upper left")
+    counts_axis.set(xlabel="confidence (max probability)", xlim=(0, 1))
+    return {"title": full_title, "count": count, "sparse": sparse}
 
 
 def reliability_diagram(
@@ -47,17 +78,34 @@ def reliability_diagram(
     scaled_probabilities: np.ndarray,
     labels: np.ndarray,
     temperature: float,
-) -> None:
-    """Writes the reliability diagrams (15 bins) before and after temperature scaling."""
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
-    _reliability_panel(axes[0], probabilities, labels, "Raw")
-    _reliability_panel(
-        axes[1], scaled_probabilities, labels, f"Temperature-scaled (mean T={temperature:.3f})"
+    scaled_ece: float,
+) -> list[dict]:
+    """Writes the reliability diagrams (15 bins) before and after temperature scaling, each
+    over a histogram of the images per bin; returns what each panel shows.
+
+    Args:
+        scaled_ece: the temperature-scaled ECE of the report (mean over the two halves of
+            the test split), shown beside the ECE of the pooled bars.
+    """
+    figure, axes = plt.subplots(
+        2, 2, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": (3, 1)}
     )
-    axes[0].set_ylabel("accuracy")
+    panels = [
+        _reliability_panel(axes[:, 0], probabilities, labels, "Raw", None),
+        _reliability_panel(
+            axes[:, 1],
+            scaled_probabilities,
+            labels,
+            f"Temperature-scaled (mean T={temperature:.3f})",
+            scaled_ece,
+        ),
+    ]
+    axes[0, 0].set_ylabel("accuracy")
+    axes[1, 0].set_ylabel("images")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+    return panels
 
 
 def severity_curves(path: str, clean: dict, by_severity: dict[str, dict[str, float]]) -> None:

@@ -182,6 +182,7 @@ def evaluate_runs(configs: Sequence[Config], options: EvaluationOptions | None =
             temperature.cross_validated_probabilities(ensemble_logits, labels),
             labels,
             results["temperature_scaled"]["temperature"],
+            results["temperature_scaled"]["ece"],
         )
     }
     if len(configs) > 1:
