@@ -123,6 +123,7 @@ def test_smoke_shrinks_any_flagfile_to_a_tiny_run():
         (["--mixing=linear", "--mixing_alpha=0"], "--mixing_alpha"),
         (["--eval_batch_size=0"], "--eval_batch_size"),
         (["--seed=-1"], "--seed must be in \\[0, 2\\*\\*32\\)"),
+        (["--num_members=1000"], "--num_members must be in \\[1, 16\\]"),
         (["--dataset=tfds:oxford-flowers102"], "tfds writes oxford-flowers102 as oxford_flowers"),
     ],
 )

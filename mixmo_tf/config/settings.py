@@ -59,6 +59,9 @@ def complete_recorded(recorded: dict) -> dict:
     return completed
 
 
+# Largest M: every member adds a stem, a head and mixing work; M = 1000 spent minutes just
+# building the network before printing anything.
+MAX_MEMBERS = 16
 # Seeds NumPy's global generator accepts (keras.utils.set_random_seed seeds it).
 _SEED_BOUND = 2**32
 
@@ -162,8 +165,10 @@ class Config:
             f"--precision must be one of {PRECISIONS}. Received: precision={self.precision!r}",
         )
         _require(
-            self.num_members >= 1,
-            f"--num_members must be >= 1. Received: num_members={self.num_members}",
+            1 <= self.num_members <= MAX_MEMBERS,
+            f"--num_members must be in [1, {MAX_MEMBERS}] (the paper studies M = 2 to 4; each "
+            "member adds a stem, a head and its share of the batch). Received: "
+            f"num_members={self.num_members}",
         )
         _require(
             0 <= self.seed < _SEED_BOUND,
