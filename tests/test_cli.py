@@ -174,6 +174,21 @@ def test_main_answers_a_bad_command_line_in_one_error_line_with_code_2(tmp_path,
     assert time.monotonic() - start < 60
 
 
+def test_evaluating_runs_with_a_damaged_run_config_names_the_run(tmp_path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for folder in (good, bad):
+        folder.mkdir()
+    (good / "run_config.json").write_text('{"dataset": "digits"}')
+    (bad / "run_config.json").write_text('{"dataset": "dig')
+    result = run_main("--mode=evaluate", f"--ensemble_dirs={good},{bad}")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"ERROR: {bad / 'run_config.json'} is not the JSON training wrote (Unterminated string "
+        "starting at: line 1 column 13 (char 12)): restore it from a copy, or train in a new "
+        "--model_dir."
+    ]
+
+
 @pytest.mark.slow
 def test_main_without_data_fails_fast_with_instructions(tmp_path):
     start = time.monotonic()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 import types
 
@@ -336,6 +337,43 @@ def test_recorded_config_reads_the_recorded_settings(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="run_config.json does not exist"):
         run_record.recorded_config(str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"dataset": "digits", ', "is not the JSON training wrote \\(Expecting"),
+        ("[1, 2]", "is not the JSON training wrote \\(a list, not an object\\)"),
+        ('{"dataset": "digits", "colour": "blue"}', "holds settings this version does not know"),
+    ],
+)
+def test_a_damaged_run_config_is_named_with_its_fix(tmp_path, content, message):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / run_folder.RUN_CONFIG).write_text(content)
+    path = re.escape(str(folder / run_folder.RUN_CONFIG))
+    with pytest.raises(run_record.RunConfigError, match=f"^{path} {message}"):
+        run_record.recorded_config(str(folder))
+    if "version" not in message:  # unreadable for a resume too (an unknown field is not)
+        with pytest.raises(run_record.RunConfigError, match=f"^{path} "):
+            run_record.record_run_config(_smoke(folder))
+
+
+def test_an_unreadable_run_config_is_named_with_its_fix(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    run_record.record_run_config(_smoke(folder))
+    real_open = open
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path).endswith(run_folder.RUN_CONFIG):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
+    with pytest.raises(
+        run_record.RunConfigError, match="cannot be read \\(Permission denied\\): give"
+    ):
+        run_record.recorded_config(str(folder))
 
 
 def test_run_notes_are_recorded_once_and_never_read_as_settings(tmp_path):

@@ -23,7 +23,7 @@ from mixmo_tf.config.run_folder import (
     check_new_run_folder,
     describe_os_error,
 )
-from mixmo_tf.config.run_record import CheckpointMismatchError
+from mixmo_tf.config.run_record import CheckpointMismatchError, RunConfigError
 from mixmo_tf.config.settings import Config
 from mixmo_tf.data.sources import DataSourceError
 from mixmo_tf.evaluation.options import EvaluationOptions, OptionError
@@ -71,6 +71,7 @@ def _reporting_errors(work: Callable[[], None]) -> int:
     except (
         FileNotFoundError,
         CheckpointMismatchError,
+        RunConfigError,
         FloatingPointError,
         RunFolderError,
         run_guard.RunLockedError,

@@ -28,6 +28,37 @@ def _settings(recorded: dict) -> dict:
     return complete_recorded({k: v for k, v in recorded.items() if k not in RUN_NOTES})
 
 
+class RunConfigError(ValueError):
+    """A run folder's run_config.json cannot be read (the message names it and the fix)."""
+
+
+def _read_run_config(path: str) -> dict:
+    """The content of a run_config.json.
+
+    Raises:
+        RunConfigError: it is not readable by this user, or not a JSON object.
+    """
+    try:
+        with open(path, encoding="utf-8") as stream:
+            content = json.load(stream)
+    except OSError as error:
+        raise RunConfigError(
+            f"{path} cannot be read ({error.strerror or error}): give this user read access "
+            "to the run folder."
+        ) from error
+    except ValueError as error:  # invalid JSON or UTF-8
+        raise RunConfigError(
+            f"{path} is not the JSON training wrote ({error}): restore it from a copy, or "
+            "train in a new --model_dir."
+        ) from error
+    if not isinstance(content, dict):
+        raise RunConfigError(
+            f"{path} is not the JSON training wrote (a {type(content).__name__}, not an "
+            "object): restore it from a copy, or train in a new --model_dir."
+        )
+    return content
+
+
 class CheckpointMismatchError(ValueError):
     """The run folder holds a run (checkpoint or settings) of another model."""
 
@@ -39,6 +70,7 @@ def recorded_config(model_dir: str) -> Config:
 
     Raises:
         FileNotFoundError: `model_dir` holds no run_config.json.
+        RunConfigError: it cannot be read, or is not what training writes.
     """
     path = RunFolder(model_dir).run_config
     if not os.path.exists(path):
@@ -46,9 +78,14 @@ def recorded_config(model_dir: str) -> Config:
             f"{path} does not exist: --model_dir must be a folder that training wrote "
             "(it records the run's settings there)."
         )
-    with open(path) as stream:
-        recorded = _settings(json.load(stream))
-    return Config(**{**recorded, "model_dir": model_dir})
+    recorded = _settings(_read_run_config(path))
+    try:
+        return Config(**{**recorded, "model_dir": model_dir})
+    except TypeError as error:  # a field this version does not know
+        raise RunConfigError(
+            f"{path} holds settings this version does not know ({error}): it was written by "
+            "a newer mixmo-tf, or edited."
+        ) from error
 
 
 def config_with_flags(recorded: Config, flagged: Config, given: Iterable[str]) -> Config:
@@ -108,8 +145,7 @@ def record_run_config(config: Config, folder: str | None = None, notes: dict | N
     current = json.loads(json.dumps(dataclasses.asdict(config)))
     kept = dict(notes or {})
     if os.path.exists(path):
-        with open(path) as stream:
-            content = json.load(stream)
+        content = _read_run_config(path)
         # What the run recorded stays; what it lacks (a run imported or recorded before
         # the notes existed) is added.
         kept.update({name: content[name] for name in RUN_NOTES if name in content})
