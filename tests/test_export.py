@@ -631,6 +631,26 @@ def test_predict_mode_from_a_run_writes_csv_and_matches_the_export(
     )
 
 
+def test_predict_mode_refuses_a_damaged_export_in_one_line(run, tmp_path, capsys):
+    import shutil
+
+    image = tmp_path / "digit.png"
+    image.write_bytes(png(np.zeros((32, 32, 3), np.uint8)))
+    edited, damaged = tmp_path / "edited", tmp_path / "damaged"
+    for copy in (edited, damaged):
+        shutil.copytree(run[2], copy)
+    names = edited / "assets" / export.CLASS_NAMES_ASSET
+    names.write_text("zero\none\ntwo\n")
+    (damaged / "saved_model.pb").write_bytes(b"not a protocol buffer")
+    for folder, message in (
+        (edited, f"ERROR: {names} has 3 lines but the model has 10 classes: restore the file"),
+        (damaged, f"ERROR: {damaged} holds a SavedModel that does not load (Cannot parse"),
+    ):
+        assert modes.predict(str(image), "", str(folder), None, None) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.splitlines()) == 1 and err.startswith(message), err
+
+
 def test_predict_mode_without_matching_files_or_model_fails_clearly(run, tmp_path, capsys):
     assert modes.predict(str(tmp_path / "*.jpg"), run[0].model_dir, None, None, None) == 2
     assert "matches no file" in capsys.readouterr().err

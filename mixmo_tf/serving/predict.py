@@ -44,7 +44,9 @@ def predictor_from_saved_model(path: str) -> Predictor:
     """The `predict_image_bytes` signature of an exported version folder (`DIR/<version>`).
 
     Raises:
-        FileNotFoundError: `path` holds no SavedModel of `mixmo_tf.serving.export`.
+        FileNotFoundError: `path` holds no SavedModel of `mixmo_tf.serving.export`, or one
+            that does not load.
+        ValueError: its class-names asset does not hold one line per class.
     """
     names_path = os.path.join(path, "assets", CLASS_NAMES_ASSET)
     if not (tf.saved_model.contains_saved_model(path) and os.path.exists(names_path)):
@@ -52,9 +54,27 @@ def predictor_from_saved_model(path: str) -> Predictor:
             f"{path} is not a version folder written by --mode=export (it needs saved_model.pb "
             f"and assets/{CLASS_NAMES_ASSET}); pass e.g. --saved_model=RUN/export/1."
         )
-    signature = tf.saved_model.load(path).signatures[IMAGE_BYTES_SIGNATURE]
+    try:
+        signatures = tf.saved_model.load(path).signatures
+    except (OSError, ValueError) as error:  # a damaged saved_model.pb, missing variables
+        raise FileNotFoundError(
+            f"{path} holds a SavedModel that does not load ({error}); export the run again "
+            "with --mode=export."
+        ) from error
+    if IMAGE_BYTES_SIGNATURE not in signatures:
+        raise FileNotFoundError(
+            f"{path} is a SavedModel without the {IMAGE_BYTES_SIGNATURE} signature of "
+            "--mode=export (it has: " + ", ".join(sorted(signatures)) + ")."
+        )
+    signature = signatures[IMAGE_BYTES_SIGNATURE]
     with open(names_path, encoding="utf-8") as stream:
         names = tuple(stream.read().splitlines())
+    num_classes = signature.structured_outputs["probabilities"].shape[-1]
+    if len(names) != num_classes:
+        raise ValueError(
+            f"{names_path} has {len(names)} lines but the model has {num_classes} classes: "
+            "restore the file the export wrote (one class name per line, in label order)."
+        )
     return Predictor(lambda image_bytes: signature(image_bytes=image_bytes), names)
 
 
