@@ -287,7 +287,7 @@ def test_normalized_signature_answers_as_the_uint8_one(loaded, test_images):
     )
 
 
-BAD_SHAPE = r"Input images must be uint8 of shape \(batch, 32, 32, 3\); received shape\] "
+BAD_SHAPE = r"Input images must be uint8 of shape \(batch >= 1, 32, 32, 3\); received shape\] "
 
 
 @pytest.mark.parametrize(
@@ -304,6 +304,7 @@ BAD_SHAPE = r"Input images must be uint8 of shape \(batch, 32, 32, 3\); received
             BAD_SHAPE + r"\[2 32 32\]",
         ),
         ("serving_default", np.zeros((2, 32, 32, 3), np.float32), r"uint8"),
+        ("serving_default", np.zeros((0, 32, 32, 3), np.uint8), BAD_SHAPE + r"\[0 32 32 3\]"),
         ("predict_image_bytes", np.array([b"not an image"]), r"must hold JPEG or PNG files"),
         (
             "predict_normalized",
@@ -318,7 +319,15 @@ BAD_SHAPE = r"Input images must be uint8 of shape \(batch, 32, 32, 3\); received
             r"must be finite; NaN or Inf values in images\] \[0\]",
         ),
     ],
-    ids=["wrong size", "wrong rank", "wrong dtype", "not an image", "NaN image", "Inf pixel"],
+    ids=[
+        "wrong size",
+        "wrong rank",
+        "wrong dtype",
+        "empty batch",
+        "not an image",
+        "NaN image",
+        "Inf pixel",
+    ],
 )
 def test_bad_serving_input_gets_a_clear_error(loaded, signature, value, message):
     function = loaded.signatures[signature]

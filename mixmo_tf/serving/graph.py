@@ -114,7 +114,9 @@ def _check_image_batch(images: tf.Tensor, image_shape: Sequence[int], dtype: str
     valid = tf.logical_and(
         tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(trailing, tuple(image_shape)))
     )
-    expected = f"(batch, {', '.join(map(str, image_shape))})"
+    # An empty batch would fail deep in the batch norm, naming channel counts.
+    valid = tf.logical_and(valid, tf.greater(shape[0], 0))
+    expected = f"(batch >= 1, {', '.join(map(str, image_shape))})"
     check = tf.debugging.Assert(
         valid,
         [f"Input images must be {dtype} of shape {expected}; received shape", shape],
