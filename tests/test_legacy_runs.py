@@ -56,6 +56,6 @@ def test_a_legacy_checkpoint_restores_into_todays_model(reference, tmp_path):
     config = run_record.recorded_config(str(run))
     model = build_model(config)
     assert not np.allclose(model(reference["images"])["ensemble"], reference["ensemble"])
-    step = checkpoints.restore_latest(checkpoints.checkpoint_manager(model, str(run)))
+    step, _ = checkpoints.restore_latest(checkpoints.checkpoint_manager(model, str(run)))
     assert step == 2
     _assert_predicts_reference(model, reference)

@@ -22,12 +22,14 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import time
 import types
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from flag_helpers import FLAGS_DIR, parse
 from run_helpers import smoke_config
 
@@ -36,6 +38,7 @@ from mixmo_tf.config import Config, run_folder, run_record
 from mixmo_tf.evaluation.run import evaluate
 from mixmo_tf.models.build import build_model
 from mixmo_tf.training import callbacks
+from mixmo_tf.training.checkpoints import restore_run
 from mixmo_tf.training.run import train, train_stream
 
 
@@ -319,6 +322,52 @@ def test_evaluate_writes_results_of_the_last_checkpoint(reference_run):
         )
     nll = -np.mean(np.log(ensemble[np.arange(count), labels] + 1e-12))
     assert written["nll"] == pytest.approx(nll, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_an_unusable_newest_checkpoint_is_passed_over_by_name(tmp_path, capsys):
+    from mixmo_tf.cli import modes
+    from mixmo_tf.training import checkpoints
+
+    config = _smoke(tmp_path / "run", epochs=2)
+    train(config)
+    directory = run_folder.RunFolder(config.model_dir).checkpoints
+    kept = list(tf.train.get_checkpoint_state(directory).all_model_checkpoint_paths)
+    older, newest = kept[-2:]
+    (data_file,) = [
+        p for p in os.listdir(directory) if p.startswith(os.path.basename(newest) + ".data")
+    ]
+    with open(os.path.join(directory, data_file), "r+b") as stream:
+        stream.truncate(100)  # a copy or a disk that gave up midway
+    capsys.readouterr()
+
+    restored = restore_run(config)
+    assert restored.checkpoint == older and 0 < restored.step < config.total_steps
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"The checkpoint {newest} is unusable (") and line.endswith(
+        f"using {older}."
+    )
+    model = build_model(config)
+    step, used = checkpoints.restore_latest(checkpoints.checkpoint_manager(model, config.model_dir))
+    assert (step, used) == (restored.step, older)
+
+    # A NaN in every older one: nothing usable, one line naming each.
+    reader = tf.train.load_checkpoint(older)
+    shapes = reader.get_variable_to_shape_map()
+    name = max(shapes, key=lambda n: np.prod(shapes[n]))  # a convolution's weights
+    assert checkpoints.unusable_reason(older) is None
+    poisoned = tf.Variable(reader.get_tensor(name) * np.nan)
+    tf.train.Checkpoint(poisoned=poisoned).write(str(tmp_path / "nan"))
+    assert checkpoints.unusable_reason(str(tmp_path / "nan")).endswith("holds NaN or Inf")
+    for checkpoint in kept[:-1]:
+        for suffix in (".index", ".data-00000-of-00001"):
+            shutil.copy(str(tmp_path / "nan") + suffix, checkpoint + suffix)
+    capsys.readouterr()
+    assert modes.export(config.model_dir, None, None) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ERROR: No usable checkpoint in {directory} ({newest}: ")
+    assert all(f"; {checkpoint}: " in err for checkpoint in kept[:-1])
+    assert "holds NaN or Inf" in err and len(err.splitlines()) == 1
 
 
 def test_evaluate_without_checkpoint_fails_clearly(tmp_path):

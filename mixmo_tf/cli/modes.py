@@ -72,6 +72,7 @@ def _reporting_errors(work: Callable[[], None]) -> int:
         FileNotFoundError,
         CheckpointMismatchError,
         RunConfigError,
+        training.checkpoints.CheckpointUnusableError,
         FloatingPointError,
         RunFolderError,
         run_guard.RunLockedError,

@@ -1,9 +1,11 @@
 """A run's checkpoints: the manager that writes them, resuming from them, restoring a run.
 
 A checkpoint holds the model's weights and the optimizer's state (its step counter
-included), in `<model_dir>/checkpoints`. Training resumes from the newest one
+included), in `<model_dir>/checkpoints`. Training resumes from the newest usable one
 (`restore_latest`); evaluation, export and prediction rebuild a finished or running run's
-model from its recorded settings and load the newest one's weights (`restore_run`).
+model from its recorded settings and load the newest usable one's weights (`restore_run`).
+A checkpoint whose files are missing, truncated or unreadable, or that holds NaN or Inf,
+is passed over with a line naming it and why (`newest_usable`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mixmo_tf.config.run_folder import RunFolder
@@ -49,20 +52,73 @@ def _mismatch(checkpoint: str, error: Exception) -> CheckpointMismatchError:
     )
 
 
-def restore_latest(manager: tf.train.CheckpointManager) -> int:
-    """Restores the newest checkpoint, if any; returns the optimizer step it was taken at.
+class CheckpointUnusableError(ValueError):
+    """Every checkpoint of a run is unreadable or holds non-finite values."""
+
+
+def unusable_reason(checkpoint: str) -> str | None:
+    """Why `checkpoint` cannot be used (a file missing, truncated or unreadable, a NaN or Inf
+    value), or None if every tensor reads back finite."""
+    try:
+        reader = tf.train.load_checkpoint(checkpoint)
+        for name, dtype in reader.get_variable_to_dtype_map().items():
+            if not dtype.is_floating:
+                continue
+            value = reader.get_tensor(name)
+            if not np.isfinite(value).all():
+                return f"{name} holds NaN or Inf"
+    except (tf.errors.OpError, ValueError, OSError, IndexError) as error:
+        # IndexError: TensorFlow's reader on a truncated data file ("Read less bytes than
+        # requested").
+        message = getattr(error, "message", None) or str(error)
+        return message.strip().splitlines()[0]
+    return None
+
+
+def newest_usable(directory: str) -> str | None:
+    """The newest checkpoint in `directory` that can be used, saying which newer ones were
+    passed over and why; None if the folder holds none.
+
+    Raises:
+        CheckpointUnusableError: it holds checkpoints, and none is usable.
+    """
+    state = tf.train.get_checkpoint_state(directory)
+    candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+    passed = []
+    for checkpoint in candidates:
+        reason = unusable_reason(checkpoint)
+        if reason is None:
+            for skipped, why in passed:
+                print(f"The checkpoint {skipped} is unusable ({why}); using {checkpoint}.")
+            return checkpoint
+        passed.append((checkpoint, reason))
+    if passed:
+        described = "; ".join(f"{path}: {why}" for path, why in passed)
+        raise CheckpointUnusableError(
+            f"No usable checkpoint in {directory} ({described}). Restore the folder from a "
+            "copy, or remove the checkpoints to train from step 0."
+        )
+    return None
+
+
+def restore_latest(manager: tf.train.CheckpointManager) -> tuple[int, str | None]:
+    """Restores the newest usable checkpoint, if any (`newest_usable`).
+
+    Returns:
+        The optimizer step it was taken at and its path; (0, None) without checkpoints.
 
     Raises:
         CheckpointMismatchError: the checkpoint is of another architecture or dataset.
+        CheckpointUnusableError: the run has checkpoints and none is usable.
     """
-    latest = manager.latest_checkpoint
+    latest = newest_usable(manager.directory)
     if latest is None:
-        return 0
+        return 0, None
     try:
         manager.checkpoint.restore(latest).assert_existing_objects_matched()
     except (AssertionError, ValueError) as error:
         raise _mismatch(latest, error) from error
-    return int(manager.checkpoint.optimizer.iterations.numpy())
+    return int(manager.checkpoint.optimizer.iterations.numpy()), latest
 
 
 def _checkpoint_step(checkpoint: str) -> int:
@@ -101,12 +157,13 @@ def restore_run(config: Config, precision: str | None = None) -> RestoredRun:
     Raises:
         FileNotFoundError: the folder holds no checkpoint.
         CheckpointMismatchError: the checkpoint is of another model than the recorded one.
+        CheckpointUnusableError: the run has checkpoints and none is usable.
     """
     if precision is not None:
         config = dataclasses.replace(config, precision=precision)
     config = resolve_device_defaults(config)
     directory = RunFolder(config.model_dir).checkpoints
-    latest = tf.train.latest_checkpoint(directory)
+    latest = newest_usable(directory)
     if latest is None:
         raise FileNotFoundError(
             f"No checkpoint in {directory}: train the run first, or point --model_dir at a run "

@@ -130,10 +130,9 @@ def _train_in_folder(config, speed, strategy, train_split, test_split, stop, scr
         model = build_model(config)
     # Every worker resumes from the chief's checkpoints (on a shared file system).
     run_checkpoints = checkpoints.checkpoint_manager(model, config.model_dir)
-    start_step = checkpoints.restore_latest(run_checkpoints)
+    start_step, latest = checkpoints.restore_latest(run_checkpoints)
     manager = checkpoints.checkpoint_manager(model, scratch or config.model_dir)
     if start_step:
-        latest = run_checkpoints.latest_checkpoint
         print(f"Resuming from step {start_step} of {config.total_steps} ({latest}).")
     stream = train_stream(config)
     eval_batches = data.eval_dataset(
