@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import re
 import resource
 import statistics
@@ -33,10 +32,13 @@ from mixmo_tf.models import MixMoModel, MixMoNetwork
 from mixmo_tf.models.backbones import backbone_entry
 from mixmo_tf.models.build import build_model
 from mixmo_tf.training.precision import resolve_device_defaults
+from mixmo_tf.tuning import machine, precision_choice
 
 PLAIN = 1  # M of the plain single network, the baseline of every ratio.
 GIGA = 1e9  # FLOPs per GFLOP
 _CPU_INFO = "/proc/cpuinfo"
+# The CPU flags each result line records.
+_RECORDED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 _PROCESS_STATUS = "/proc/self/status"
 # A network as [backbone:]depth-width, e.g. 28-10 (a WRN) or preact_resnet:18-2.
 _NETWORK = re.compile(r"(?:(?P<backbone>[a-z0-9_]+):)?(?P<depth>\d+)-(?P<width>\d+)")
@@ -62,8 +64,8 @@ def _proc_field(path: str, key: str) -> str | None:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo; `platform.processor()` elsewhere)."""
-    return _proc_field(_CPU_INFO, "model name") or platform.processor()
+    """The CPU's model name (`mixmo_tf.tuning.machine`)."""
+    return machine.cpu_model(_CPU_INFO)
 
 
 def cpu_flags() -> list[str]:
@@ -71,19 +73,13 @@ def cpu_flags() -> list[str]:
 
     AVX-512 BF16 and AMX-BF16 decide whether bfloat16 is fast (bench/README.md).
     """
-    present = set((_proc_field(_CPU_INFO, "flags") or "").split())
-    return [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in present]
+    return [flag for flag in machine.cpu_flags(_CPU_INFO) if flag in _RECORDED_FLAGS]
 
 
 def onednn_enabled() -> bool:
-    """Whether TensorFlow's oneDNN optimisations are on in this process.
-
-    TF_ENABLE_ONEDNN_OPTS decides when set; otherwise TF 2.21 turns them on only for some x86
-    CPUs (on a 2-core AMD EPYC with AVX2 and no AVX-512 they were off), so TensorFlow is asked.
-    """
-    from tensorflow.python.util import _pywrap_util_port
-
-    return bool(_pywrap_util_port.IsMklEnabled())
+    """Whether TensorFlow's oneDNN optimisations are on in this process: TF_ENABLE_ONEDNN_OPTS
+    when set, else TensorFlow's default for this CPU (`mixmo_tf.tuning.machine`)."""
+    return precision_choice.onednn_enabled()
 
 
 def environment() -> dict[str, Any]:

@@ -25,7 +25,7 @@ QUIET_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 
 
 def _announce(choice: onednn.rules.OnednnChoice) -> None:
-    if choice.reason not in (onednn.ONEDNN_VARIABLE, "TensorFlow's default"):
+    if choice.worth_saying:
         print(choice.message(), flush=True)
 
 

@@ -32,7 +32,7 @@ class RunConfigError(ValueError):
     """A run folder's run_config.json cannot be read (the message names it and the fix)."""
 
 
-def _read_run_config(path: str) -> dict:
+def read_run_config(path: str) -> dict:
     """The content of a run_config.json.
 
     Raises:
@@ -78,7 +78,7 @@ def recorded_config(model_dir: str) -> Config:
             f"{path} does not exist: --model_dir must be a folder that training wrote "
             "(it records the run's settings there)."
         )
-    recorded = _settings(_read_run_config(path))
+    recorded = _settings(read_run_config(path))
     try:
         return Config(**{**recorded, "model_dir": model_dir})
     except TypeError as error:  # a field this version does not know
@@ -145,7 +145,7 @@ def record_run_config(config: Config, folder: str | None = None, notes: dict | N
     current = json.loads(json.dumps(dataclasses.asdict(config)))
     kept = dict(notes or {})
     if os.path.exists(path):
-        content = _read_run_config(path)
+        content = read_run_config(path)
         # What the run recorded stays; what it lacks (a run imported or recorded before
         # the notes existed) is added.
         kept.update({name: content[name] for name in RUN_NOTES if name in content})

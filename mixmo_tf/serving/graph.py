@@ -129,12 +129,12 @@ def _check_image_batch(images: tf.Tensor, image_shape: Sequence[int], dtype: str
 def _check_finite(images: tf.Tensor) -> tf.Tensor:
     """`images` once the graph has checked every value is finite: a NaN or Inf pixel would
     otherwise come back as a plausible class with a plausible probability."""
-    finite = tf.math.is_finite(images)
+    finite = tf.reduce_all(tf.math.is_finite(images), axis=[1, 2, 3])  # per image
     check = tf.debugging.Assert(
         tf.reduce_all(finite),
         [
             "Input images must be finite; NaN or Inf values in images",
-            tf.unique(tf.where(tf.logical_not(finite))[:, 0])[0],
+            tf.where(tf.logical_not(finite))[:, 0],
         ],
         summarize=8,
     )

@@ -4,12 +4,13 @@ Variables stay float32 in every mode (Keras mixed policies); only the compute dt
 layers changes, and `MixMoModel` casts the logits back to float32 before the loss, the
 probabilities and the metrics.
 
-Training with "auto" on a CPU measures (`mixmo_tf.tuning.precision_choice`): CPU flags cannot tell
-whether bfloat16 pays. With AMX-BF16 tiles mixed_bfloat16 made the MixMo WRN-28-10 step
-3.5x faster than float32 (Intel Xeon, 2026-11-26); with AVX512_BF16 alone it was 1.7x slower
-on an Intel Xeon and 1.7x faster on an AMD EPYC (issue 17). So the run's own step is timed
-in both, once per CPU, TensorFlow version, oneDNN setting and network (`mixmo_tf.tuning`).
-Without bfloat16 instructions bfloat16 is emulated (14.7x slower) and not timed; float16
+Training with "auto" on a CPU measures (`mixmo_tf.tuning.precision_choice`): CPU flags
+cannot tell whether bfloat16 pays. With AMX-BF16 tiles mixed_bfloat16 made the MixMo
+WRN-28-10 step 3.5x faster than float32 (Intel Xeon, 2026-11-26); with AVX512_BF16 alone it
+made the WRN-16-4 step 1.46x slower on an Intel Xeon and 1.7x faster on an AMD EPYC (issue
+17). So the run's own step is timed in both, once per CPU, TensorFlow version, oneDNN
+setting and network (`mixmo_tf.tuning`). Without bfloat16 instructions bfloat16 is emulated
+(14.7x slower for the WRN-16-4 step on an avx2-only EPYC) and not timed; float16
 has no fast CPU kernels (123x slower on WRN-10-1) and is never chosen on a CPU.
 
 Elsewhere "auto" follows a rule (`default_precision`): GPUs of compute capability >= 7.0
@@ -30,6 +31,7 @@ import tensorflow as tf
 
 from mixmo_tf.config.choices import PRECISIONS
 from mixmo_tf.config.settings import Config
+from mixmo_tf.tuning.machine import cpu_flags
 
 _TENSOR_CORE_CAPABILITY = (7, 0)
 _CPU_INFO = "/proc/cpuinfo"
@@ -37,14 +39,7 @@ _CPU_INFO = "/proc/cpuinfo"
 
 def cpu_has_amx_bf16(cpu_info_path: str = _CPU_INFO) -> bool:
     """Whether this CPU advertises AMX-BF16 tiles (Linux /proc/cpuinfo; False elsewhere)."""
-    try:
-        with open(cpu_info_path) as stream:
-            for line in stream:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
+    return "amx_bf16" in cpu_flags(cpu_info_path)
 
 
 def default_precision() -> str:

@@ -8,6 +8,7 @@ Read before TensorFlow starts, because TF_ENABLE_ONEDNN_OPTS only counts if it i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import os
 import platform
@@ -84,6 +85,7 @@ def _cpu_info_field(key: str, cpu_info: str) -> str | None:
     return None
 
 
+@functools.cache
 def tensorflow_version() -> str:
     """The installed TensorFlow's version, from its package metadata (without importing it)."""
     for distribution in importlib.metadata.packages_distributions().get("tensorflow", []):
@@ -94,12 +96,22 @@ def tensorflow_version() -> str:
     return "unknown"
 
 
-def this_machine(cpu_info: str = _CPU_INFO) -> Machine:
-    """This machine's `Machine` (Linux reads /proc/cpuinfo; elsewhere no flags are known)."""
+def cpu_model(cpu_info: str = _CPU_INFO) -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; `platform.processor()` elsewhere)."""
+    return _cpu_info_field("model name", cpu_info) or platform.processor() or "unknown"
+
+
+def cpu_flags(cpu_info: str = _CPU_INFO) -> tuple[str, ...]:
+    """Which of `SPEED_FLAGS` this CPU has (Linux /proc/cpuinfo; none known elsewhere)."""
     present = set((_cpu_info_field("flags", cpu_info) or "").split())
+    return tuple(flag for flag in SPEED_FLAGS if flag in present)
+
+
+def this_machine(cpu_info: str = _CPU_INFO) -> Machine:
+    """This machine's `Machine`."""
     return Machine(
-        cpu_model=_cpu_info_field("model name", cpu_info) or platform.processor() or "unknown",
-        cpu_flags=tuple(flag for flag in SPEED_FLAGS if flag in present),
+        cpu_model=cpu_model(cpu_info),
+        cpu_flags=cpu_flags(cpu_info),
         tensorflow=tensorflow_version(),
         is_linux_x86=platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64"),
     )
@@ -110,12 +122,6 @@ def onednn_requested() -> bool | None:
     of the values TensorFlow reads (0, 1, true, false)."""
     value = os.environ.get(ONEDNN_VARIABLE, "").strip().lower()
     return True if value in _TRUE else False if value in _FALSE else None
-
-
-def onednn_will_be_on(machine: Machine) -> bool:
-    """Whether oneDNN is (or will be, once TensorFlow starts) on in this process."""
-    requested = onednn_requested()
-    return machine.onednn_on_by_default if requested is None else requested
 
 
 def cache_folder() -> str:

@@ -46,11 +46,11 @@ def _unmeasured_reason(config: Config, machine: Machine) -> str | None:
     if onednn_requested() is not None:
         return ONEDNN_VARIABLE
     if not machine.is_linux_x86 or machine.onednn_on_by_default:
-        return "TensorFlow's default"
+        return rules.TENSORFLOW_DEFAULT
     if config.distribution in _UNMEASURED_DISTRIBUTIONS:
-        return f"TensorFlow's default; not measured for --distribution={config.distribution}"
+        return f"{rules.TENSORFLOW_DEFAULT}; not measured for --distribution={config.distribution}"
     if _gpu_present():
-        return "TensorFlow's default; training runs on the GPU"
+        return f"{rules.TENSORFLOW_DEFAULT}; training runs on the GPU"
     return None
 
 
@@ -183,7 +183,7 @@ def choose_onednn(
         try:
             seconds = time_in_children(config, precisions)
         except MeasurementError as error:
-            return rules.OnednnChoice(False, f"TensorFlow's default; not measured: {error}")
+            return rules.OnednnChoice(False, f"{rules.TENSORFLOW_DEFAULT}; not measured: {error}")
         for enabled, key in keys.items():
             cache.add(key, seconds[enabled])
     seconds = {on: {name: seconds[on][name] for name in precisions} for on in keys}
@@ -211,4 +211,5 @@ def chosen(enabled: bool) -> rules.OnednnChoice:
     if _applied and _applied[0].enabled == enabled:
         return _applied[0]
     set_by_user = onednn_requested() is not None
-    return rules.OnednnChoice(enabled, ONEDNN_VARIABLE if set_by_user else "TensorFlow's default")
+    reason = ONEDNN_VARIABLE if set_by_user else rules.TENSORFLOW_DEFAULT
+    return rules.OnednnChoice(enabled, reason)

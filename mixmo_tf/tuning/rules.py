@@ -9,30 +9,33 @@ noise between two equal settings keeps the default (float32, TensorFlow's oneDNN
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from typing import Any
 
 from mixmo_tf.config.run_folder import RunFolder
+from mixmo_tf.config.run_record import RunConfigError, read_run_config
 from mixmo_tf.config.settings import Config
-from mixmo_tf.tuning.machine import Machine
+from mixmo_tf.tuning.machine import ONEDNN_VARIABLE, Machine
 
 # A setting other than the default must bring the step to at most this share of its time.
 CLEARLY_FASTER = 0.9
 REFERENCE = "float32"
 # Reasons of a choice that comes from step times (now, from the cache, or the run's record).
 MEASURED = ("measured", "cached", "recorded")
+# The reason of a oneDNN setting that is TensorFlow's default for this CPU (a suffix may say
+# why it was not measured); ONEDNN_VARIABLE is the reason of the user's own setting.
+TENSORFLOW_DEFAULT = "TensorFlow's default"
 BFLOAT16 = "mixed_bfloat16"
 
 
 def _recorded(model_dir: str) -> dict:
     """The run_config.json of a run folder, or {} (no run there yet, or unreadable: the
     run's own checks report that)."""
+    path = RunFolder(model_dir).run_config
     try:
-        with open(RunFolder(model_dir).run_config, encoding="utf-8") as stream:
-            recorded = json.load(stream)
-    except (OSError, ValueError):
+        return read_run_config(path) if os.path.exists(path) else {}
+    except RunConfigError:
         return {}
-    return recorded if isinstance(recorded, dict) else {}
 
 
 def recorded_precision(model_dir: str) -> str | None:
@@ -149,6 +152,12 @@ class OnednnChoice:
     def record(self) -> dict[str, Any]:
         """What run_config.json keeps of it."""
         return dataclasses.asdict(self)
+
+    @property
+    def worth_saying(self) -> bool:
+        """Whether a run prints it: every choice but the user's setting or TensorFlow's
+        plain default."""
+        return self.reason not in (ONEDNN_VARIABLE, TENSORFLOW_DEFAULT)
 
 
 def onednn_from_seconds(seconds: dict[bool, dict[str, float]], reason: str) -> OnednnChoice:
