@@ -531,7 +531,8 @@ def test_the_command_line_checks_the_data_before_measuring(tmp_path, on_machine,
     monkeypatch.delenv(machine.ONEDNN_VARIABLE, raising=False)
     monkeypatch.setattr(onednn, "time_in_children", None)  # calling it would fail
     missing = _config(tmp_path, dataset="folder:" + str(tmp_path / "missing"))
-    onednn_start.measure_and_restart(missing, quiet_tensorflow=True)
+    with pytest.raises(FileNotFoundError, match="missing"):  # training's own data error
+        onednn_start.measure_and_restart(missing, quiet_tensorflow=True)
     assert machine.ONEDNN_VARIABLE not in os.environ
 
 

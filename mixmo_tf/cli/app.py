@@ -120,9 +120,8 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
     # TensorFlow work starts only after the flags are valid.
     _start_tensorflow(quiet_tensorflow)
     if values.mode == "train":
-        if measure_onednn:
-            onednn_start.measure_and_restart(config, quiet_tensorflow)
-        code = modes.train(config)
+        measure = functools.partial(onednn_start.measure_and_restart, config, quiet_tensorflow)
+        code = modes.train(config, first=measure if measure_onednn else None)
     elif values.mode == "evaluate":
         code = modes.evaluate(runs, options)
     elif values.mode == "import":

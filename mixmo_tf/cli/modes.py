@@ -95,9 +95,16 @@ def _reporting_errors(work: Callable[[], None]) -> int:
     return exit_codes.SUCCESS
 
 
-def train(config: Config) -> int:
-    """`--mode=train`: trains or resumes the run of `config`."""
-    return _reporting_errors(lambda: training.run.train(config))
+def train(config: Config, first: Callable[[], None] | None = None) -> int:
+    """`--mode=train`: trains or resumes the run of `config`, after `first` if given (the
+    oneDNN measurement, whose data check fails as training's would)."""
+
+    def work() -> None:
+        if first is not None:
+            first()
+        training.run.train(config)
+
+    return _reporting_errors(work)
 
 
 def evaluate(runs: Sequence[Config], options: EvaluationOptions) -> int:

@@ -48,6 +48,10 @@ def measure_and_restart(config: Config, quiet_tensorflow: bool) -> None:
     """Times the step with oneDNN off and on (the data checked first), caches the times, and
     restarts this command if the choice differs from this process's setting.
 
+    Raises:
+        FileNotFoundError, sources.DataSourceError: the data is missing or unusable (what
+            training raises; `cli.modes.train` reports it).
+
     Args:
         config: the training run.
         quiet_tensorflow: whether this command set TF_CPP_MIN_LOG_LEVEL itself (the
@@ -56,10 +60,7 @@ def measure_and_restart(config: Config, quiet_tensorflow: bool) -> None:
     from mixmo_tf.training.run import dataset_of_run
     from mixmo_tf.tuning.precision_choice import onednn_enabled
 
-    try:
-        dataset_of_run(config)
-    except (OSError, ValueError):
-        return  # training reports it, in one line
+    dataset_of_run(config)  # a missing dataset fails here, as training would
     choice = onednn.choose_onednn(config)
     onednn.apply(choice)
     _announce(choice)
