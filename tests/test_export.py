@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 
+import disk_limits
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -550,6 +551,22 @@ def test_the_next_export_removes_what_a_killed_export_left(run, tmp_path, capsys
     assert older.exists() and f"Note: {older} is an unfinished export" in out
     assert sorted(os.listdir(directory)) == sorted([alive.name, older.name, "1"])
     assert path == str(directory / "1")
+
+
+def test_an_export_that_does_not_fit_leaves_nothing_and_says_why(run, tmp_path, capsys):
+    directory = tmp_path / "models"
+    limit = 20_000  # below the variables' file of the SavedModel
+    with disk_limits.file_size_limit(limit):
+        code = modes.export(run[0].model_dir, str(directory), None)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ERROR: {directory}{os.sep}.incomplete-{os.getpid()}-")
+    assert err.endswith(
+        f" cannot be used (File too large: this process may write files of at most "
+        f"{run_folder.megabytes(limit)} (ulimit -f)). Raise the file size limit (ulimit -f) "
+        "or write elsewhere, then rerun.\n"
+    )
+    assert err.count("\n") == 1 and os.listdir(directory) == []
 
 
 def _ended_pid() -> int:

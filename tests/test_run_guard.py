@@ -9,6 +9,11 @@ Proven here:
 - SIGTERM and SIGINT in the middle of an epoch of a real `main.py` process save a
   checkpoint at the next step and exit with code 3 and one line; the rerun ends with the
   weights of an uninterrupted run, bit for bit.
+- A checkpoint that does not fit (a full disk: a real tmpfs where this user may mount one,
+  and a file size limit) leaves no file behind and the previous checkpoints usable; the
+  run stops with one line naming the folder, the room needed and left, and the checkpoint
+  a rerun resumes from, and the rerun ends bit for bit as the uninterrupted run. What an
+  interrupted save left is removed when training starts.
 - Every unusable folder gives one `ERROR:` line and exit code 2 (a path under a regular
   file; a folder this user cannot write, tested by dropping root's effective uid); an
   evaluation that cannot write its results prints them first.
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import time
 
+import disk_limits
 import keras
 import numpy as np
 import pytest
@@ -332,3 +338,151 @@ def test_sigint_mid_epoch_checkpoints_and_the_rerun_matches(tmp_path, uninterrup
     assert (tmp_path / "checkpoints" / "ckpt-7.index").exists()
     monkeypatch.undo()
     _assert_rerun_finishes_as(tmp_path, uninterrupted)
+
+
+# ---- full disks ----------------------------------------------------------------------------------
+
+
+def _checkpoint_files(directory) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if name != "checkpoint")
+
+
+def _data_size(checkpoint: str) -> int:
+    return os.path.getsize(checkpoint + ".data-00000-of-00001")
+
+
+def test_a_checkpoint_over_the_file_size_limit_leaves_nothing_and_names_the_room(tmp_path):
+    model = build_model(_smoke(tmp_path))
+    manager = checkpoints.checkpoint_manager(model, str(tmp_path))
+    first = checkpoints.save(manager, 1)
+    size = _data_size(first)
+    needed = checkpoints.checkpoint_bytes(manager)
+    assert needed == pytest.approx(size, rel=0.02)  # the index adds a few KiB beside it
+    kept = _checkpoint_files(manager.directory)
+
+    with (
+        disk_limits.file_size_limit(size // 2),
+        pytest.raises(checkpoints.CheckpointSpaceError) as error,
+    ):
+        checkpoints.save(manager, 2)
+    assert str(error.value) == (
+        f"The checkpoint of step 2 does not fit in {manager.directory} (File too large): it "
+        f"needs about {run_folder.megabytes(needed)} and this process may write files of at "
+        f"most {run_folder.megabytes(size // 2)} (ulimit -f). Raise the file size limit "
+        f"(ulimit -f) or write elsewhere, then rerun the same command: it resumes from {first}."
+    )
+    assert _checkpoint_files(manager.directory) == kept  # no ckpt-2_temp, no ckpt-2 file
+    assert checkpoints.newest_usable(manager.directory) == first
+
+    assert checkpoints.save(manager, 2).endswith("ckpt-2")  # room again: saves as usual
+    assert checkpoints.newest_usable(manager.directory).endswith("ckpt-2")
+
+
+def test_a_checkpoint_on_a_full_disk_leaves_nothing_and_says_what_is_free(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not disk_limits.tmpfs_mountable(disk):
+        pytest.skip("mounting a tmpfs needs root: the file size limit test covers the rest")
+    model = build_model(_smoke(tmp_path))
+    with disk_limits.small_tmpfs(disk, kib=1100):  # one checkpoint (~630 KiB) fits, not two
+        manager = checkpoints.checkpoint_manager(model, str(disk / "run"))
+        first = checkpoints.save(manager, 1)
+        kept = _checkpoint_files(manager.directory)
+        with pytest.raises(checkpoints.CheckpointSpaceError) as error:
+            checkpoints.save(manager, 2)
+        free = shutil.disk_usage(disk).free  # once the half-written files are gone
+        assert _checkpoint_files(manager.directory) == kept
+        assert checkpoints.newest_usable(manager.directory) == first
+    needed = run_folder.megabytes(checkpoints.checkpoint_bytes(manager))
+    assert str(error.value) == (
+        f"The checkpoint of step 2 does not fit in {manager.directory} (No space left on "
+        f"device): it needs about {needed} and {run_folder.megabytes(free)} are free there. "
+        "Free some space there (or choose another folder), then rerun the same command: it "
+        f"resumes from {first}."
+    )
+
+
+def test_leftovers_of_interrupted_saves_are_removed_and_recorded_checkpoints_kept(tmp_path):
+    model = build_model(_smoke(tmp_path))
+    manager = checkpoints.checkpoint_manager(model, str(tmp_path))
+    for step in (3, 4):
+        checkpoints.save(manager, step)
+    directory = manager.directory
+    kept = _checkpoint_files(directory)
+    # A save of step 5 killed while writing, one of step 6 killed before the index named
+    # it, and a file of an older checkpoint the index does not name (left alone: not ours).
+    os.makedirs(os.path.join(directory, "ckpt-5_temp"))
+    open(os.path.join(directory, "ckpt-5_temp", "part-00000-of-00001.index"), "w").close()
+    for name in ("ckpt-6.index", "ckpt-6.data-00000-of-00001", "ckpt-1.index"):
+        shutil.copy(os.path.join(directory, "ckpt-4.index"), os.path.join(directory, name))
+
+    checkpoints.remove_unfinished(directory)
+    assert _checkpoint_files(directory) == sorted([*kept, "ckpt-1.index"])
+    assert checkpoints.newest_usable(directory).endswith("ckpt-4")
+
+
+# Trains like main.py, but from the end of step `at_step` on, this process may write files of
+# at most `limit` bytes (SIGXFSZ ignored): the checkpoint of that step no longer fits.
+_LIMIT_AT_STEP = """
+import resource, signal, sys
+from mixmo_tf.cli import app
+from mixmo_tf.training import callbacks
+
+at_step, limit = int(sys.argv[1]), int(sys.argv[2])
+
+class LimitAtStep(callbacks.PeriodicCheckpoint):
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == at_step:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        super().on_train_batch_end(batch, logs)
+
+callbacks.PeriodicCheckpoint = LimitAtStep
+sys.argv = ["main.py", *sys.argv[3:]]
+app.run()
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_mid_run_stops_with_one_line_and_the_rerun_matches(tmp_path, uninterrupted):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    directory = tmp_path / "checkpoints"
+    limit = 100_000  # below a checkpoint's ~630 KiB, above every log file of the run
+    command = [sys.executable, "-c", _LIMIT_AT_STEP, "10", str(limit)]
+    process = subprocess.run(
+        [*command, *_signal_flags(tmp_path), "--checkpoint_every_steps=5"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert process.returncode == exit_codes.ERROR, process.stderr[-3000:]
+    # The script imports TensorFlow before main.py would hide its start-up notes: what
+    # follows them is ours, one line.
+    error = process.stderr.split("ERROR: ", 1)[1]
+    assert "Traceback" not in process.stderr and error.count("\n") == 1, process.stderr[-3000:]
+    assert error.startswith(
+        f"The checkpoint of step 10 does not fit in {directory} (File too large): it needs about "
+    )
+    assert error.rstrip().endswith(
+        f"at most {run_folder.megabytes(limit)} (ulimit -f). Raise the file size limit "
+        f"(ulimit -f) or write elsewhere, then rerun the same command: it resumes from "
+        f"{directory / 'ckpt-5'}."
+    )
+    assert _checkpoint_files(directory) == ["ckpt-5.data-00000-of-00001", "ckpt-5.index"]
+    _assert_rerun_finishes_as(tmp_path, uninterrupted)  # from ckpt-5, bit for bit
+
+
+def test_a_first_checkpoint_that_does_not_fit_says_the_rerun_starts_over(tmp_path):
+    limit = 100_000  # the run's logs fit; its first checkpoint (~630 KiB) does not
+    with disk_limits.file_size_limit(limit):
+        code, _, err = _run_main(*_smoke_flags(tmp_path / "run"))
+    directory = tmp_path / "run_smoke" / "checkpoints"
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(
+        f"ERROR: The checkpoint of step 3 does not fit in {directory} (File too large): "
+    )
+    assert err.endswith("then rerun the same command: it starts from step 0.\n")
+    assert os.listdir(directory) == []

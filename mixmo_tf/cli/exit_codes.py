@@ -2,7 +2,7 @@
 
 0 done; 1 an unexpected failure (with a traceback: please report it), or `--mode=predict`
 could not read or decode some of the files (the others were predicted); 2 an error the
-`ERROR:` line explains (flags, data, folder, lock, divergence, a lost worker, no TPU,
+`ERROR:` line explains (flags, data, folder, full disk, lock, divergence, a lost worker, no TPU,
 nothing to export or predict); 3 stopped by SIGTERM or SIGINT after saving a checkpoint
 (rerun the same command to resume).
 """

@@ -22,6 +22,8 @@ from mixmo_tf.config.run_folder import (
     RunFolderError,
     check_new_run_folder,
     describe_os_error,
+    out_of_space,
+    space_errors_as_os_errors,
 )
 from mixmo_tf.config.run_record import CheckpointMismatchError, RunConfigError
 from mixmo_tf.config.settings import Config
@@ -60,7 +62,8 @@ def _reporting_errors(work: Callable[[], None]) -> int:
     import tensorflow as tf
 
     try:
-        work()
+        with space_errors_as_os_errors():  # a full disk under TensorFlow's writers too
+            work()
     except run_guard.Interrupted as error:
         # SIGTERM / SIGINT: a checkpoint was saved; not an error, but not finished either.
         print(error, file=sys.stderr)
@@ -124,9 +127,10 @@ def export(model_dir: str, export_dir: str | None, temperature: float | None) ->
     try:
         path = serving.export.export_run(model_dir, export_dir, temperature)
     except (OSError, ValueError) as error:
-        # No run or checkpoint (FileNotFoundError), an unwritable export folder, a bad
-        # temperature file, another run's checkpoint: the message says what to do.
-        return report_error(str(error))
+        # No run or checkpoint (FileNotFoundError), an unwritable or full export folder, a
+        # bad temperature file, another run's checkpoint: the message says what to do.
+        full = out_of_space(error)
+        return report_error(describe_os_error(full) if full else str(error))
     print(f"Exported {model_dir} to {path}")
     return exit_codes.SUCCESS
 

@@ -24,11 +24,15 @@ Layout of `<model_dir>`:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
+import re
+import resource
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 RUN_CONFIG = "run_config.json"
 DATASET_SPEC = "dataset_spec.json"
@@ -143,15 +147,78 @@ def describe_os_error(error: OSError, flag: str | None = None) -> str:
         error: the failure.
         flag: the flag that chose the path (e.g. "--model_dir"), if one did.
     """
+    fix = f"Choose another {flag}" if flag else "Fix the path or its permissions, then rerun"
     if error.errno == errno.ENOTDIR:
         hint = ": a part of that path is a regular file, not a folder"
     elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = ": this user cannot write there"
+    elif error.errno in OUT_OF_SPACE and error.filename:
+        hint = f": {space_left(os.path.dirname(os.path.abspath(error.filename)), error.errno)}"
+        fix = f"{space_fix(error.errno)}, then rerun"
     else:
         hint = ""
-    fix = f"Choose another {flag}" if flag else "Fix the path or its permissions, then rerun"
     reason = error.strerror or str(error)
     return f"{error.filename or 'A path'} cannot be used ({reason}{hint}). {fix}."
+
+
+# Write failures that mean the room ran out: a full disk, a used-up quota, a file size limit.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_space(error: BaseException) -> OSError | None:
+    """`error` as an OSError (ENOSPC, EDQUOT, EFBIG) if it is a write that ran out of room,
+    else None.
+
+    TensorFlow's file errors carry no errno, only the text "<path>; <strerror>", and their
+    codes (RESOURCE_EXHAUSTED, OUT_OF_RANGE) are shared with other failures.
+    """
+    if isinstance(error, OSError):
+        return error if error.errno in OUT_OF_SPACE else None
+    for number in OUT_OF_SPACE:
+        found = re.search(rf"(\S+); {re.escape(os.strerror(number))}", str(error))
+        if found:
+            return OSError(number, os.strerror(number), found.group(1))
+    return None
+
+
+@contextlib.contextmanager
+def space_errors_as_os_errors() -> Iterator[None]:
+    """Inside, a TensorFlow write that runs out of room (checkpoints, SavedModels, TensorBoard
+    events) raises the OSError it stands for, which `describe_os_error` explains."""
+    try:
+        yield
+    except Exception as error:
+        full = out_of_space(error)
+        if full is None or full is error:
+            raise
+        raise full from error
+
+
+def megabytes(size: int) -> str:
+    """`size` bytes for people: "12.3 MiB"."""
+    return f"{size / 2**20:.1f} MiB"
+
+
+def space_left(folder: str, number: int) -> str:
+    """What room is left in `folder` after the out-of-space failure `number` (an errno)."""
+    if number == errno.EFBIG:
+        limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if limit == resource.RLIM_INFINITY:
+            return "the file system's largest file is smaller"
+        return f"this process may write files of at most {megabytes(limit)} (ulimit -f)"
+    if number == errno.EDQUOT:
+        return "this user's disk quota there is used up"
+    try:
+        return f"{megabytes(shutil.disk_usage(folder).free)} are free there"
+    except OSError:
+        return "the disk is full"
+
+
+def space_fix(number: int) -> str:
+    """What to do after the out-of-space failure `number` (an errno), as a clause."""
+    if number == errno.EFBIG:
+        return "Raise the file size limit (ulimit -f) or write elsewhere"
+    return "Free some space there (or choose another folder)"
 
 
 def is_local_path(path: str) -> bool:
@@ -213,6 +280,12 @@ def write_atomically(path: str, write: Callable[[str], None], suffix: str = "") 
         write(temporary)
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
+    except OSError as error:
+        if error.errno is None or error.filename not in (temporary, None):
+            raise
+        # Named by the file being written (a writer's stream errors name none, and the
+        # temporary name is gone): the message then says how much room its folder has.
+        raise OSError(error.errno, error.strerror, path) from error
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

@@ -21,6 +21,7 @@ from mixmo_tf.config.run_folder import (
     ResultsNotSavedError,
     RunFolder,
     describe_os_error,
+    space_errors_as_os_errors,
     write_text_atomically,
 )
 from mixmo_tf.config.run_record import check_one_dataset
@@ -102,12 +103,13 @@ def _write_scalars(config: Config, results: dict) -> None:
     if "corruptions" in results:
         sections["corrupted"] = results["corruptions"]["mean"]
     writer = tf.summary.create_file_writer(RunFolder(config.model_dir).evaluation_logs)
-    with writer.as_default():
-        for prefix, values in sections.items():
-            for name, value in values.items():
-                if isinstance(value, float):
-                    tf.summary.scalar(f"{prefix}/{name}", value, step=results["step"])
-    writer.close()
+    with space_errors_as_os_errors():  # a full disk: the results are printed, then the error
+        with writer.as_default():
+            for prefix, values in sections.items():
+                for name, value in values.items():
+                    if isinstance(value, float):
+                        tf.summary.scalar(f"{prefix}/{name}", value, step=results["step"])
+        writer.close()
 
 
 def _write_outputs(configs: Sequence[Config], results: dict, figures: dict) -> None:

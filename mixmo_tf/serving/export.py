@@ -20,7 +20,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from mixmo_tf.config.run_folder import RunFolder
+from mixmo_tf.config.run_folder import RunFolder, space_errors_as_os_errors
 from mixmo_tf.config.run_record import recorded_config
 from mixmo_tf.data.class_names import class_names as dataset_class_names
 from mixmo_tf.data.specs import DatasetSpec
@@ -141,7 +141,8 @@ def export_saved_model(
         # Copied into assets/: the outputs' `classes` index its lines.
         module.class_names_file = tf.saved_model.Asset(names_path)
         saved = os.path.join(staging, "saved_model")
-        tf.saved_model.save(module, saved, signatures=module.signatures())
+        with space_errors_as_os_errors():  # an OSError, like every other write's here
+            tf.saved_model.save(module, saved, signatures=module.signatures())
         record = {
             "temperature": temperature,
             "num_members": model.num_members,

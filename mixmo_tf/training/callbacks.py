@@ -14,7 +14,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from mixmo_tf.training import run_guard
+from mixmo_tf.training import checkpoints, run_guard
 
 
 def first_non_finite(model: keras.Model) -> str | None:
@@ -59,6 +59,7 @@ def _divergence_error(
 class PeriodicCheckpoint(keras.callbacks.Callback):
     """Saves finite states: at each epoch end, every `every_steps` steps if > 0, and on a stop.
 
+    A save that does not fit stops training with `checkpoints.CheckpointSpaceError`.
     A state with a non-finite variable is never saved: training stops with a
     FloatingPointError naming the variable and the last (finite) checkpoint, so a rerun with
     a lower --lr resumes before the divergence. A pending `stop_request` (SIGTERM, SIGINT)
@@ -100,7 +101,7 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
                 self.learning_rate_at,
                 self.manager,
             )
-        self.manager.save(checkpoint_number=step)
+        checkpoints.save(self.manager, step)
         self._last_saved_step = step
 
     def _stop_if_requested(self) -> None:

@@ -5,18 +5,31 @@ included), in `<model_dir>/checkpoints`. Training resumes from the newest usable
 (`restore_latest`); evaluation, export and prediction rebuild a finished or running run's
 model from its recorded settings and load the newest usable one's weights (`restore_run`).
 A checkpoint whose files are missing, truncated or unreadable, or that holds NaN or Inf,
-is passed over with a line naming it and why (`newest_usable`).
+is passed over with a line naming it and why (`newest_usable`). A save that runs out of
+room (full disk, quota, file size limit) removes what it half wrote and stops the run with
+the room it needed (`save`); the previous checkpoints stay as they were.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
+import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mixmo_tf.config.run_folder import RunFolder
+from mixmo_tf.config.run_folder import (
+    RunFolder,
+    RunFolderError,
+    megabytes,
+    out_of_space,
+    space_fix,
+    space_left,
+)
 from mixmo_tf.config.run_record import CheckpointMismatchError
 from mixmo_tf.config.settings import Config
 from mixmo_tf.models.build import build_model
@@ -42,6 +55,70 @@ def checkpoint_manager(model: keras.Model, model_dir: str) -> tf.train.Checkpoin
     return tf.train.CheckpointManager(
         checkpoint, RunFolder(model_dir).checkpoints, max_to_keep=_KEEP
     )
+
+
+_NAME = "ckpt"  # the manager's checkpoint_name: ckpt-<step>.index, ckpt-<step>.data-*
+# What TensorFlow writes while saving ckpt-<step>: a folder merged into place at the end.
+_UNFINISHED_FOLDER = re.compile(rf"{_NAME}-(\d+)_temp$")
+_CHECKPOINT_FILE = re.compile(rf"{_NAME}-(\d+)\.(index|data-\d+-of-\d+)$")
+
+
+class CheckpointSpaceError(RunFolderError):
+    """A checkpoint did not fit (full disk, quota, file size limit); the older ones are kept."""
+
+
+def checkpoint_bytes(manager: tf.train.CheckpointManager) -> int:
+    """About how many bytes a checkpoint of `manager` takes: its model's and optimizer's
+    variables (the index and bookkeeping add a few KiB)."""
+    checkpoint = manager.checkpoint
+    variables = [*checkpoint.model.weights, *checkpoint.optimizer.variables]
+    return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def remove_unfinished(directory: str) -> None:
+    """Deletes what an interrupted save left in `directory`, so it is never read and its
+    room comes back: TensorFlow's `ckpt-<step>_temp` folders, and the files of checkpoints
+    newer than the newest one the index lists (written, but never recorded)."""
+    if not os.path.isdir(directory):
+        return  # gs:// and other remote folders: TensorFlow's own clean-up only
+    state = tf.train.get_checkpoint_state(directory)
+    listed = (
+        [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths] if state else []
+    )
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        unfinished = _UNFINISHED_FOLDER.match(name)
+        recorded_after = _CHECKPOINT_FILE.match(name)
+        if unfinished:
+            shutil.rmtree(path, ignore_errors=True)
+        elif listed and recorded_after and int(recorded_after.group(1)) > max(listed):
+            os.remove(path)
+
+
+def save(manager: tf.train.CheckpointManager, step: int) -> str:
+    """Saves the checkpoint of `step`; returns its path.
+
+    Raises:
+        CheckpointSpaceError: it did not fit; what it half wrote is removed, and the message
+            names the folder, the room it needs and has, and the checkpoint a rerun resumes.
+    """
+    try:
+        return manager.save(checkpoint_number=step)
+    except tf.errors.OpError as error:
+        full = out_of_space(error)
+        if full is None:
+            raise
+        number = full.errno
+        directory = manager.directory
+        remove_unfinished(directory)
+        previous = tf.train.latest_checkpoint(directory)
+        resumes = f"it resumes from {previous}" if previous else "it starts from step 0"
+        raise CheckpointSpaceError(
+            f"The checkpoint of step {step} does not fit in {directory} ({os.strerror(number)}"
+            f"): it needs about {megabytes(checkpoint_bytes(manager))} and "
+            f"{space_left(directory, number)}. {space_fix(number)}, then rerun the same "
+            f"command: {resumes}."
+        ) from error
 
 
 def _mismatch(checkpoint: str, error: Exception) -> CheckpointMismatchError:

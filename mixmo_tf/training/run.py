@@ -126,6 +126,8 @@ def _train_in_folder(config, speed, strategy, train_split, test_split, stop, scr
     if scratch is None:
         record_run_config(config, notes={"speed_choices": speed})
         sources.record_spec(spec, config.model_dir)
+        # A save cut short (kill -9, a full disk) leaves files no index names: reclaim them.
+        checkpoints.remove_unfinished(RunFolder(config.model_dir).checkpoints)
     with strategy.scope():
         model = build_model(config)
     # Every worker resumes from the chief's checkpoints (on a shared file system).
