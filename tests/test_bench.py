@@ -13,6 +13,7 @@ import time
 from types import ModuleType
 
 import archive_preparation
+import checkpoint_check
 import digits_accuracy
 import harness
 import inference
@@ -368,6 +369,17 @@ def short_digits_flagfile(folder, *extra: str) -> str:
 
 
 @pytest.mark.slow
+def test_checkpoint_check_line_times_the_check_beside_restore_and_save(capsys):
+    (line,) = run_script(checkpoint_check, capsys, "--networks=10-1", "--rounds=2")
+    assert line["bench"] == "checkpoint_check" and line["network"] == "WRN-10-1"
+    # WRN-10-1, M=2, CIFAR-100: ~80k weights, the same again as momentum, in float32.
+    assert 0.3 < line["checkpoint_mib"] < 3
+    for name in ("check", "restore", "save"):
+        assert line[f"{name}_median_s"] > 0
+    ratio = line["check_median_s"] / line["restore_median_s"]
+    assert line["check_over_restore"] == pytest.approx(ratio)
+
+
 def test_digits_accuracy_line(capsys, tmp_path):
     """Without --seeds, one run with the flagfile's seed: its metrics, then the summary."""
     flagfile = short_digits_flagfile(tmp_path, "--seed=3")

@@ -128,6 +128,17 @@ class MixMoModel(keras.Model):
             for i in range(self.num_members)
         ]
 
+    @property
+    def training_metrics(self) -> list[keras.metrics.Metric]:
+        """What `train_step` logs, in order (the multi-worker loop reads them too)."""
+        trackers = [self.loss_tracker, self.cross_entropy_tracker, self.l2_tracker]
+        return trackers + self.train_member_accuracies
+
+    @property
+    def evaluation_metrics(self) -> list[keras.metrics.Metric]:
+        """What `test_step` logs, in order (the multi-worker loop reads them too)."""
+        return self.ensemble_metrics + self.member_accuracies
+
     # ---- inference -------------------------------------------------------------------------
 
     def member_logits(self, member_images, masks, training: bool = False) -> tf.Tensor:
@@ -292,8 +303,7 @@ class MixMoModel(keras.Model):
         self.l2_tracker.update_state(l2_loss)
         for member, accuracy in enumerate(self.train_member_accuracies):
             accuracy.update_state(labels[:, member], logits[:, member])
-        trackers = [self.loss_tracker, self.cross_entropy_tracker, self.l2_tracker]
-        return {m.name: m.result() for m in trackers + self.train_member_accuracies}
+        return {m.name: m.result() for m in self.training_metrics}
 
     # ---- evaluation ------------------------------------------------------------------------
 
@@ -305,7 +315,7 @@ class MixMoModel(keras.Model):
             metric.update_state(labels, outputs["ensemble"])
         for member, accuracy in enumerate(self.member_accuracies):
             accuracy.update_state(labels, outputs["members"][:, member])
-        return {m.name: m.result() for m in self.ensemble_metrics + self.member_accuracies}
+        return {m.name: m.result() for m in self.evaluation_metrics}
 
     def predict_step(self, data):
         inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -24,10 +24,10 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from mixmo_tf.models.mixmo_model import MixMoModel
 from mixmo_tf.training.run_guard import StopRequest
 
 _SUM = tf.distribute.ReduceOp.SUM
-_MEAN = tf.distribute.ReduceOp.MEAN
 
 
 def uses_custom_loop(strategy: tf.distribute.Strategy) -> bool:
@@ -69,13 +69,41 @@ def remove_scratch_dir(path: str | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _step_function(strategy: tf.distribute.Strategy, step):
-    """One distributed step on the next batch of an iterator; logs averaged over replicas."""
+def _step_function(strategy: tf.distribute.Strategy, step, metrics: list[keras.metrics.Metric]):
+    """One distributed step on the next batch of an iterator; `metrics`' results over all
+    the replicas of all the workers.
+
+    Each replica's step updates its own copy of the metrics' variables, which Keras creates
+    sync-on-read with SUM aggregation: read here, in cross-replica context, each is the sum
+    over the replicas (one all-reduce), so every result is that of one process that saw the
+    whole global batches. The step's own logs are each replica's results: their mean is
+    wrong whenever the replicas saw different numbers of examples (a partial last batch of
+    the test split), and the ECE of the whole is no average of the parts' ECEs.
+    """
 
     @tf.function
     def run(iterator):
-        outputs = strategy.run(step, args=(next(iterator),))
-        return {name: strategy.reduce(_MEAN, value, axis=None) for name, value in outputs.items()}
+        strategy.run(step, args=(next(iterator),))
+        return {metric.name: metric.result() for metric in metrics}
+
+    return run
+
+
+def _skipping_empty_slices(step, metrics: list[keras.metrics.Metric]):
+    """`step` on a replica's slice of a batch, skipped when the slice is empty.
+
+    A last test batch smaller than the number of replicas leaves some replicas nothing, and
+    the network cannot run on zero images (with oneDNN the batch norm fails, naming channel
+    counts); such a replica keeps its metrics and logs their current results. Only for
+    steps without collectives (the test step): the other replicas would wait on them.
+    """
+
+    def run(batch):
+        return tf.cond(
+            tf.shape(tf.nest.flatten(batch)[0])[0] > 0,
+            lambda: step(batch),
+            lambda: {metric.name: metric.result() for metric in metrics},
+        )
 
     return run
 
@@ -97,6 +125,9 @@ class WorkerLostError(Exception):
 class DistributedLoop:
     """`fit` for `strategy`: same arguments, same callbacks, same logs.
 
+    The logged metrics are read over all the replicas after each step (`_step_function`),
+    so they equal a single process's on the same batches, a partial last batch included.
+
     Args:
         model: the compiled model, built in `strategy.scope()`.
         strategy: the multi-worker strategy.
@@ -106,7 +137,7 @@ class DistributedLoop:
 
     def __init__(
         self,
-        model: keras.Model,
+        model: MixMoModel,
         strategy: tf.distribute.Strategy,
         stop: StopRequest,
         agreed_stop: StopRequest,
@@ -115,8 +146,10 @@ class DistributedLoop:
         self.strategy = strategy
         self.stop = stop
         self.agreed_stop = agreed_stop
-        self._train_step = _step_function(strategy, model.train_step)
-        self._test_step = _step_function(strategy, model.test_step)
+        self._train_step = _step_function(strategy, model.train_step, model.training_metrics)
+        evaluation = model.evaluation_metrics
+        test_step = _skipping_empty_slices(model.test_step, evaluation)
+        self._test_step = _step_function(strategy, test_step, evaluation)
         self._agree = _agreement_function(strategy)
 
     def _distribute(self, dataset: tf.data.Dataset) -> tf.distribute.DistributedDataset:
@@ -207,7 +240,7 @@ class DistributedLoop:
         return epoch_logs
 
 
-def fit_function(model: keras.Model, strategy: tf.distribute.Strategy, stop: StopRequest):
+def fit_function(model: MixMoModel, strategy: tf.distribute.Strategy, stop: StopRequest):
     """`model.fit`, or a `DistributedLoop`'s under multi-worker; and the stop the callbacks read.
 
     Returns:
