@@ -1,12 +1,16 @@
-"""The training loop for multi-worker runs, where Keras 3 `fit` does not work.
+"""The training loop for runs over several replicas, where Keras 3 `fit` falls short.
 
 Keras 3 `fit` under `MultiWorkerMirroredStrategy` fails at its first step (keras-team/keras
 issues 20329 and 20585: the distributed batch reaches `tf.convert_to_tensor` as a dict of
-`PerReplica` values). This loop replaces `fit` there and only there: it distributes the
-same batches with `strategy.experimental_distribute_dataset`, runs the model's own
-`train_step` and `test_step` with `strategy.run`, and drives the same Keras callbacks
-(progress bar, history, checkpoints, TensorBoard, the guards) with the same logs, so a
-multi-worker run checkpoints, stops and resumes exactly like a single-process one.
+`PerReplica` values). Under `MirroredStrategy` over several devices it trains, but its
+validation fails on a test batch that does not split evenly over the replicas (AddN of
+[180, ...] and [179, ...]: a test split of 360 images in batches of 359), and it averages
+the replicas' metric results, which is wrong whenever they saw different numbers of images
+(and for ECE always). This loop replaces `fit` for these two strategies and only them: it
+distributes the same batches with `strategy.experimental_distribute_dataset`, runs the
+model's own `train_step` and `test_step` with `strategy.run`, and drives the same Keras
+callbacks (progress bar, history, checkpoints, TensorBoard, the guards) with the same logs,
+so such a run checkpoints, stops and resumes exactly like a single-device one.
 
 Every worker runs the same loop; only the chief writes into the run folder (`is_chief`).
 A SIGTERM or SIGINT on any worker stops all of them at the same step: after each step the
@@ -31,8 +35,12 @@ _SUM = tf.distribute.ReduceOp.SUM
 
 
 def uses_custom_loop(strategy: tf.distribute.Strategy) -> bool:
-    """Whether `strategy` needs this loop instead of `fit`."""
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    """Whether `strategy` needs this loop instead of `fit`: multi-worker, or mirrored over
+    more than one device."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    mirrored = isinstance(strategy, tf.distribute.MirroredStrategy)
+    return mirrored and strategy.num_replicas_in_sync > 1
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -130,7 +138,7 @@ class DistributedLoop:
 
     Args:
         model: the compiled model, built in `strategy.scope()`.
-        strategy: the multi-worker strategy.
+        strategy: the multi-worker, or multi-device mirrored, strategy.
         stop: set by this worker's signal handlers.
         agreed_stop: set by the loop when any worker's `stop` is set; the callbacks read it.
     """
@@ -171,7 +179,7 @@ class DistributedLoop:
         """Runs `test_step` over the whole (finite) `dataset`; returns the metrics."""
         steps = int(dataset.cardinality())
         if steps < 0:
-            raise ValueError("Multi-worker evaluation needs a dataset of known length.")
+            raise ValueError("Distributed evaluation needs a dataset of known length.")
         self.model.reset_metrics()
         callbacks.on_test_begin()
         iterator = iter(self._distribute(dataset))
@@ -241,11 +249,12 @@ class DistributedLoop:
 
 
 def fit_function(model: MixMoModel, strategy: tf.distribute.Strategy, stop: StopRequest):
-    """`model.fit`, or a `DistributedLoop`'s under multi-worker; and the stop the callbacks read.
+    """`model.fit`, or a `DistributedLoop`'s where `uses_custom_loop`; and the stop the
+    callbacks read.
 
     Returns:
-        (fit, stop request for the callbacks): single-process runs read their own signals;
-        multi-worker runs read the stop all workers agreed on.
+        (fit, stop request for the callbacks): `fit` runs read their own signals; the loop's
+        read the stop all workers agreed on.
     """
     if not uses_custom_loop(strategy):
         return model.fit, stop
