@@ -33,12 +33,17 @@ SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     from mixmo_tf.training.run import train
+    from mixmo_tf.training.strategies import StrategyError
     from mixmo_tf.config import Config
 
     smoke = Config(dataset="digits", distribution="mirrored").smoke()
     # The whole test split (360 images) in batches of 359: 180 / 179 images per replica, then
     # one image, which leaves a replica nothing.
     config = dataclasses.replace(smoke, model_dir=sys.argv[1], eval_batch_size=359, eval_steps=0)
+    try:
+        train(dataclasses.replace(config, batch_size=33, batch_repetitions=1))
+    except StrategyError as error:
+        refused = str(error)
     model = train(config)
     strategy = model.distribute_strategy
     seeds = strategy.run(model._step_seeds)
@@ -49,6 +54,7 @@ SCRIPT = textwrap.dedent(
         "finite": bool(all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)),
         "batch_seeds": local(seeds[0]),
         "sample_seeds": local(seeds[1]),
+        "refused": refused,
         "validation": {k: v[-1] for k, v in model.history.history.items() if k[:4] == "val_"},
     }))
     """
@@ -68,6 +74,10 @@ def test_mirrored_strategy_on_two_devices_trains_with_shared_batch_choices(tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.split("RESULT", 1)[1])
     assert report["replicas"] == 2
+    assert report["refused"] == (
+        "--batch_size=33 does not split evenly over the 2 replicas of this --distribution: "
+        "their slices would weigh unequally in the gradient. Use a multiple of 2 (32 or 34)."
+    )
     assert report["steps"] == 6  # 2 smoke epochs of 3 steps
     assert report["finite"]
     first, second = report["batch_seeds"]

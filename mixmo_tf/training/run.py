@@ -21,7 +21,7 @@ from mixmo_tf.models.build import build_model
 from mixmo_tf.models.mixmo_model import MixMoModel
 from mixmo_tf.training import callbacks, checkpoints, multi_worker, run_guard
 from mixmo_tf.training.schedules import learning_rate_schedule
-from mixmo_tf.training.strategies import make_strategy
+from mixmo_tf.training.strategies import check_batch_split, make_strategy
 from mixmo_tf.tuning import onednn
 from mixmo_tf.tuning.precision_choice import choose_training_precision, onednn_enabled
 
@@ -82,6 +82,7 @@ def train(config: Config) -> MixMoModel:
     """
     # Multi-worker strategies must exist before other TensorFlow work, data loading included.
     strategy = make_strategy(config.distribution, config.tpu)
+    check_batch_split(strategy, config.batch_size, config.batch_repetitions)
     spec = dataset_of_run(config)
     precision = choose_training_precision(config)
     config = dataclasses.replace(config, precision=precision.precision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import urllib.parse
 
@@ -37,6 +38,31 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
     raise ValueError(
         "--distribution must be one of default, mirrored, multi_worker_mirrored, tpu. "
         f"Received: distribution={name!r}"
+    )
+
+
+def check_batch_split(
+    strategy: tf.distribute.Strategy, batch_size: int, batch_repetitions: int = 1
+) -> None:
+    """Checks that the global batch splits evenly over `strategy`'s replicas.
+
+    Each replica divides its slice's mean loss by the number of replicas; with unequal
+    slices the summed gradient is no longer the whole batch's mean.
+
+    Raises:
+        StrategyError: it does not, with the nearest batch sizes that do (multiples of
+            `batch_repetitions` too, as every batch size must be).
+    """
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas == 0:
+        return
+    step = math.lcm(replicas, batch_repetitions)
+    lower = batch_size - batch_size % step
+    sizes = f"{lower} or {lower + step}" if lower else str(step)
+    raise StrategyError(
+        f"--batch_size={batch_size} does not split evenly over the {replicas} replicas of "
+        f"this --distribution: their slices would weigh unequally in the gradient. Use a "
+        f"multiple of {step} ({sizes})."
     )
 
 
