@@ -61,6 +61,7 @@ _NAME = "ckpt"  # the manager's checkpoint_name: ckpt-<step>.index, ckpt-<step>.
 # What TensorFlow writes while saving ckpt-<step>: a folder merged into place at the end.
 _UNFINISHED_FOLDER = re.compile(rf"{_NAME}-(\d+)_temp$")
 _CHECKPOINT_FILE = re.compile(rf"{_NAME}-(\d+)\.(index|data-\d+-of-\d+)$")
+_CHECKPOINT = re.compile(rf"{_NAME}-(\d+)$")  # a checkpoint's path prefix, as indexed
 
 
 class CheckpointSpaceError(RunFolderError):
@@ -82,16 +83,17 @@ def remove_unfinished(directory: str) -> None:
     if not os.path.isdir(directory):
         return  # gs:// and other remote folders: TensorFlow's own clean-up only
     state = tf.train.get_checkpoint_state(directory)
-    listed = (
-        [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths] if state else []
-    )
+    indexed = [
+        _CHECKPOINT.match(os.path.basename(path))
+        for path in (state.all_model_checkpoint_paths if state else [])
+    ]
+    newest = max((int(found.group(1)) for found in indexed if found), default=None)
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
-        unfinished = _UNFINISHED_FOLDER.match(name)
-        recorded_after = _CHECKPOINT_FILE.match(name)
-        if unfinished:
+        checkpoint_file = _CHECKPOINT_FILE.match(name)
+        if _UNFINISHED_FOLDER.match(name):
             shutil.rmtree(path, ignore_errors=True)
-        elif listed and recorded_after and int(recorded_after.group(1)) > max(listed):
+        elif newest is not None and checkpoint_file and int(checkpoint_file.group(1)) > newest:
             os.remove(path)
 
 
