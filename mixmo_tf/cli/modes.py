@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from mixmo_tf import evaluation, models, serving, training
 from mixmo_tf.cli import exit_codes
+from mixmo_tf.cli.decoder_messages import decoder_messages_dropped
 from mixmo_tf.cli.exit_codes import report_error
 from mixmo_tf.config.run_folder import (
     ResultsNotSavedError,
@@ -104,8 +105,9 @@ def train(config: Config, first: Callable[[], None] | None = None) -> int:
 
     def work() -> None:
         if first is not None:
-            first()
-        training.run.train(config)
+            first()  # may restart this process (os.execv): before the filter
+        with decoder_messages_dropped():
+            training.run.train(config)
 
     return _reporting_errors(work)
 
@@ -114,7 +116,8 @@ def evaluate(runs: Sequence[Config], options: EvaluationOptions) -> int:
     """`--mode=evaluate`: evaluates the runs (one, or an ensemble) and prints the headline."""
 
     def work() -> None:
-        results = evaluation.run.evaluate_runs(runs, options)
+        with decoder_messages_dropped():
+            results = evaluation.run.evaluate_runs(runs, options)
         print(f"Report and figures in {evaluation.run.output_dir(runs)}; headline numbers:")
         headline = {k: v for k, v in results.items() if isinstance(v, (int, float))}
         print(json.dumps(headline, indent=2))
@@ -206,7 +209,10 @@ def predict(
     try:
         csv_format = bool(output) and output.lower().endswith(".csv")
         records = prediction.predict_files(predictor, paths)
-        predicted, failed = prediction.write_predictions(records, stream, sys.stderr, csv_format)
+        with decoder_messages_dropped():  # one ERROR line per bad file, nothing more
+            predicted, failed = prediction.write_predictions(
+                records, stream, sys.stderr, csv_format
+            )
     finally:
         if output:
             stream.close()
