@@ -7,7 +7,7 @@ them off (TensorFlow's JPEG error handler calls libjpeg's `output_message`: "Inp
 error", "Improper call to JPEG library in state 201"; libpng warns the same way).
 
 Inside `decoder_messages_dropped()`, descriptor 2 is a pipe to a small filter process (this
-module run as a program) that forwards every line but those messages to the real stderr,
+file run as a script) that forwards every line but those messages to the real stderr,
 unchanged. A process, not a thread: if this one crashes (a fatal TensorFlow check, a
 segfault), the filter still forwards what it wrote before dying. It runs in a session of its
 own and ignores the signals that stop a run, so that Ctrl-C or a scheduler's SIGTERM leaves
@@ -84,10 +84,11 @@ def decoder_messages_dropped() -> Iterator[None]:
     sys.stderr.flush()
     real_stderr = os.dup(2)
     try:
-        # `-m`: this module alone (the mixmo_tf packages import their parts lazily).
-        # Its own session: Ctrl-C and signals to this process group do not reach it.
+        # This file as a script (it needs the standard library only, not an installed
+        # package), in a session of its own: Ctrl-C and signals to this process group do
+        # not reach it.
         filtering = subprocess.Popen(
-            [sys.executable, "-m", __name__],
+            [sys.executable, os.path.abspath(__file__)],
             stdin=subprocess.PIPE,
             stdout=real_stderr,
             start_new_session=True,
