@@ -55,6 +55,13 @@ def test_other_lines_pass_unchanged_partial_lines_without_delay(capfd):
     assert capfd.readouterr().err == "ERROR: from Python\n"
 
 
+def test_without_a_filter_process_everything_still_shows(capfd, monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # it cannot start
+    with decoder_messages_dropped():
+        os.write(2, b"Input file read error\nours\n")
+    assert capfd.readouterr().err == "Input file read error\nours\n"
+
+
 # Enters the filter, writes a line, then ends as the first argument says: "abort" (a fatal
 # check), "sigint" (Ctrl-C to the whole process group, then a line of its own).
 _ENDING = """

@@ -78,35 +78,42 @@ def forward(source: int, target: int) -> None:
         _write_all(target, pending)
 
 
-@contextlib.contextmanager
-def decoder_messages_dropped() -> Iterator[None]:
-    """Inside, the decoders' messages on stderr are dropped; everything else passes."""
-    sys.stderr.flush()
-    real_stderr = os.dup(2)
+def _start_filter(target: int) -> subprocess.Popen | None:
+    """The filter process writing to `target`, or None if it cannot start.
+
+    This file runs as a script (it needs the standard library only, not an installed
+    package), in a session of its own: Ctrl-C and signals to this process group miss it.
+    """
     try:
-        # This file as a script (it needs the standard library only, not an installed
-        # package), in a session of its own: Ctrl-C and signals to this process group do
-        # not reach it.
-        filtering = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, os.path.abspath(__file__)],
             stdin=subprocess.PIPE,
-            stdout=real_stderr,
+            stdout=target,
             start_new_session=True,
         )
     except OSError:
-        os.close(real_stderr)
-        yield  # no filter rather than no run
-        return
-    os.dup2(filtering.stdin.fileno(), 2)
-    filtering.stdin.close()
+        return None
+
+
+@contextlib.contextmanager
+def decoder_messages_dropped() -> Iterator[None]:
+    """Inside, the decoders' messages on stderr are dropped; everything else passes (all of
+    it, if the filter cannot start: no filter rather than no run)."""
+    sys.stderr.flush()
+    real_stderr = os.dup(2)
+    filtering = _start_filter(real_stderr)
+    if filtering is not None:
+        os.dup2(filtering.stdin.fileno(), 2)
+        filtering.stdin.close()
     try:
         yield
     finally:
         sys.stderr.flush()
         os.dup2(real_stderr, 2)  # closes the pipe's last writer here: the filter drains and ends
         os.close(real_stderr)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            filtering.wait(timeout=_DRAIN_SECONDS)
+        if filtering is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                filtering.wait(timeout=_DRAIN_SECONDS)
 
 
 def _main() -> None:
