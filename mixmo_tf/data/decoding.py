@@ -1,8 +1,9 @@
 """Image files to pixels, as PIL decodes them.
 
-TensorFlow decodes JPEG with a fast, inexact DCT by default, up to 11 levels off the
-accurate decoder that PIL (libjpeg's islow) and most pipelines use: the same photo as a
-lossless PNG and as a quality-100 JPEG got confidences 0.690 and 0.787 from one model.
+TensorFlow decodes JPEG with a fast, inexact DCT by default, which differs on some pixels
+from the accurate decoder that PIL (libjpeg's islow) and most pipelines use: issue 18 found
+the same photo as a lossless PNG and as a quality-100 JPEG given confidences 0.690 and
+0.787 by one model.
 JPEGs are decoded here with the accurate integer DCT, which matches PIL exactly (tested),
 so training on an image folder, prediction on files and a client that decodes with PIL see
 the same pixels.
@@ -15,12 +16,16 @@ import tensorflow as tf
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
+def is_jpeg(encoded: tf.Tensor) -> tf.Tensor:
+    """Whether an encoded image file starts with JPEG's signature (a boolean scalar)."""
+    return tf.equal(tf.strings.substr(encoded, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
+
+
 def decode_image(encoded: tf.Tensor, channels: int) -> tf.Tensor:
     """A JPEG, PNG, GIF or BMP file's pixels, uint8 `(h, w, channels)`; JPEGs decoded with
     the accurate integer DCT."""
-    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
     image = tf.cond(
-        is_jpeg,
+        is_jpeg(encoded),
         lambda: tf.io.decode_jpeg(encoded, channels=channels, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(encoded, channels=channels, expand_animations=False),
     )
