@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from mixmo_tf.data.decoding import JPEG_SIGNATURE, decode_image
+from mixmo_tf.data.decoding import decode_image, is_jpeg
 from mixmo_tf.data.pipeline import normalize
 from mixmo_tf.data.specs import DatasetSpec
 
@@ -151,9 +151,8 @@ def _decode_image(encoded: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
     """
     height, width, channels = image_shape
     is_png = tf.equal(tf.strings.substr(encoded, 0, len(_PNG_SIGNATURE)), _PNG_SIGNATURE)
-    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
     check = tf.debugging.Assert(
-        tf.logical_or(is_png, is_jpeg),
+        tf.logical_or(is_png, is_jpeg(encoded)),
         [
             "image_bytes must hold JPEG or PNG files (in a JSON request, base64 under the key "
             "b64); this element starts with",

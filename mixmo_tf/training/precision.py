@@ -31,13 +31,12 @@ import tensorflow as tf
 
 from mixmo_tf.config.choices import PRECISIONS
 from mixmo_tf.config.settings import Config
-from mixmo_tf.tuning.machine import cpu_flags
+from mixmo_tf.tuning.machine import CPU_INFO, cpu_flags
 
 _TENSOR_CORE_CAPABILITY = (7, 0)
-_CPU_INFO = "/proc/cpuinfo"
 
 
-def cpu_has_amx_bf16(cpu_info_path: str = _CPU_INFO) -> bool:
+def cpu_has_amx_bf16(cpu_info_path: str = CPU_INFO) -> bool:
     """Whether this CPU advertises AMX-BF16 tiles (Linux /proc/cpuinfo; False elsewhere)."""
     return "amx_bf16" in cpu_flags(cpu_info_path)
 

@@ -13,7 +13,7 @@ import importlib.metadata
 import os
 import platform
 
-_CPU_INFO = "/proc/cpuinfo"
+CPU_INFO = "/proc/cpuinfo"
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 # The folder of this package's caches; default: $XDG_CACHE_HOME/mixmo_tf or ~/.cache/mixmo_tf.
 CACHE_VARIABLE = "MIXMO_TF_CACHE"
@@ -96,18 +96,18 @@ def tensorflow_version() -> str:
     return "unknown"
 
 
-def cpu_model(cpu_info: str = _CPU_INFO) -> str:
+def cpu_model(cpu_info: str = CPU_INFO) -> str:
     """The CPU's model name (Linux /proc/cpuinfo; `platform.processor()` elsewhere)."""
     return _cpu_info_field("model name", cpu_info) or platform.processor() or "unknown"
 
 
-def cpu_flags(cpu_info: str = _CPU_INFO) -> tuple[str, ...]:
+def cpu_flags(cpu_info: str = CPU_INFO) -> tuple[str, ...]:
     """Which of `SPEED_FLAGS` this CPU has (Linux /proc/cpuinfo; none known elsewhere)."""
     present = set((_cpu_info_field("flags", cpu_info) or "").split())
     return tuple(flag for flag in SPEED_FLAGS if flag in present)
 
 
-def this_machine(cpu_info: str = _CPU_INFO) -> Machine:
+def this_machine(cpu_info: str = CPU_INFO) -> Machine:
     """This machine's `Machine`."""
     return Machine(
         cpu_model=cpu_model(cpu_info),

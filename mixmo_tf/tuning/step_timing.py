@@ -92,12 +92,12 @@ def _child_main() -> None:
     {"onednn": bool} (ready); then answers each precision name with the seconds of one
     step in it, until stdin closes. Its parent alternates between two such children.
     """
-    from tensorflow.python.util import _pywrap_util_port
+    from mixmo_tf.tuning.precision_choice import onednn_enabled  # it imports this module
 
     request = json.loads(sys.stdin.readline())
     with contextlib.redirect_stdout(sys.stderr):
         timer = StepTimer(Config(**request["config"]), tuple(request["precisions"]))
-    print(json.dumps({"onednn": bool(_pywrap_util_port.IsMklEnabled())}), flush=True)
+    print(json.dumps({"onednn": onednn_enabled()}), flush=True)
     for line in iter(sys.stdin.readline, ""):
         with contextlib.redirect_stdout(sys.stderr):
             seconds = timer.seconds(line.strip())
