@@ -18,6 +18,7 @@ Example: python bench/checkpoint_check.py --networks=28-10,16-4
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 
@@ -61,11 +62,7 @@ def measure(network: str, rounds: int, warmup_rounds: int, folder: str) -> dict:
     timings = harness.interleaved_medians(
         {"check": check, "restore": restore, "save": save}, warmup_rounds, rounds
     )
-    size = sum(
-        os.path.getsize(os.path.join(manager.directory, name))
-        for name in os.listdir(manager.directory)
-        if name.startswith("ckpt-1.")
-    )
+    size = sum(os.path.getsize(name) for name in glob.glob(f"{path}.*"))
     return {
         "bench": "checkpoint_check",
         "network": harness.network_name(network),

@@ -36,7 +36,7 @@ from mixmo_tf.tuning import machine, precision_choice
 
 PLAIN = 1  # M of the plain single network, the baseline of every ratio.
 GIGA = 1e9  # FLOPs per GFLOP
-_CPU_INFO = "/proc/cpuinfo"
+_CPU_INFO = machine.CPU_INFO  # tests point it at a file of their own
 # The CPU flags each result line records.
 _RECORDED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 _PROCESS_STATUS = "/proc/self/status"
@@ -76,12 +76,6 @@ def cpu_flags() -> list[str]:
     return [flag for flag in machine.cpu_flags(_CPU_INFO) if flag in _RECORDED_FLAGS]
 
 
-def onednn_enabled() -> bool:
-    """Whether TensorFlow's oneDNN optimisations are on in this process: TF_ENABLE_ONEDNN_OPTS
-    when set, else TensorFlow's default for this CPU (`mixmo_tf.tuning.machine`)."""
-    return precision_choice.onednn_enabled()
-
-
 def environment() -> dict[str, Any]:
     """What a measurement depends on besides its own settings, and the command that made it.
 
@@ -97,7 +91,7 @@ def environment() -> dict[str, Any]:
         "cpu_flags": cpu_flags(),
         # Other work on a shared machine slows a measurement: the 1-minute load average.
         "load_average": round(os.getloadavg()[0], 2),
-        "onednn": onednn_enabled(),
+        "onednn": precision_choice.onednn_enabled(),
         # Set to emulate an older CPU: oneDNN then leaves out the newer instructions.
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "all"),
         "command": "python " + " ".join(sys.argv),

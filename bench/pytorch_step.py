@@ -55,6 +55,7 @@ import numpy as np
 from absl import flags
 from train_step import NUM_EXAMPLES, prepare_steps
 
+from mixmo_tf.cli import exit_codes
 from mixmo_tf.config import Config
 from mixmo_tf.data.specs import dataset_spec
 from mixmo_tf.models.build import build_model
@@ -181,8 +182,7 @@ def _is_wrn(network: str) -> bool:
 
 def refuse(message: str) -> NoReturn:
     """Prints `message` as one ERROR line on stderr and exits with status 2."""
-    print(f"ERROR: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    sys.exit(exit_codes.report_error(message))
 
 
 def _module_from_file(root: str, relative_path: str, name: str) -> types.ModuleType:

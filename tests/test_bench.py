@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 import time
 from types import ModuleType
 
 import archive_preparation
+import auto_tuning
 import checkpoint_check
 import digits_accuracy
 import harness
@@ -24,6 +27,7 @@ import peak_memory
 import precision
 import profile_step
 import pytest
+import pytorch_step
 import serving
 import serving_precision
 import startup
@@ -34,17 +38,23 @@ from absl import flags
 from mixmo_tf.data.specs import dataset_spec
 from mixmo_tf.models import MixMoNetwork, build_mixmo_network
 from mixmo_tf.training.run import train
+from mixmo_tf.tuning import machine, onednn
 
 ENVIRONMENT_KEYS = {"tensorflow", "keras", "intra_op_threads", "cores", "cpu_model", "command"}
 TINY_RUN = ("--networks=10-1", "--batch_size=8", "--warmup_steps=1")
 
 
-def run_script(module: ModuleType, capsys, *args: str) -> list[dict]:
-    """Runs a bench script's `run` on fresh flags; returns its JSON lines, checked."""
+def parsed_flags(module: ModuleType, *args: str) -> flags.FlagValues:
+    """A bench script's flags, parsed from `args` on fresh FlagValues."""
     values = flags.FlagValues()
     module.define_flags(values)
     values(["bench", *args])
-    module.run(values)
+    return values
+
+
+def run_script(module: ModuleType, capsys, *args: str) -> list[dict]:
+    """Runs a bench script's `run` on fresh flags; returns its JSON lines, checked."""
+    module.run(parsed_flags(module, *args))
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines
     for line in lines:
@@ -166,10 +176,8 @@ def test_the_plain_network_config_has_no_mixing_and_no_repetition():
 
 @pytest.mark.parametrize("bad_flag", ["--networks=28x10", "--members=2,0"])
 def test_bad_networks_or_members_fail_at_parse_time(bad_flag):
-    values = flags.FlagValues()
-    train_step.define_flags(values)
     with pytest.raises(flags.IllegalFlagValueError):
-        values(["bench", bad_flag])
+        parsed_flags(train_step, bad_flag)
 
 
 # ---- scripts ---------------------------------------------------------------------------------
@@ -270,10 +278,7 @@ def test_precision_lines_compare_every_variant_to_the_first(capsys):
 
 def parsed_precisions(*args: str) -> list[str]:
     """--precisions as precision.py parses `args`."""
-    values = flags.FlagValues()
-    precision.define_flags(values)
-    values(["bench", *args])
-    return values.precisions
+    return parsed_flags(precision, *args).precisions
 
 
 def test_precisions_flag_takes_a_comma_separated_list():
@@ -591,22 +596,10 @@ def test_import_checkpoint_lines_time_the_import_and_its_phases(capsys, monkeypa
 # ---- bench/pytorch_step.py: the TensorFlow half and the refusals run without torch -----------
 
 
-def pytorch_step_values(*args: str) -> flags.FlagValues:
-    """bench/pytorch_step.py's flags, parsed from `args` on fresh FlagValues."""
-    import pytorch_step
-
-    values = flags.FlagValues()
-    pytorch_step.define_flags(values)
-    values(["bench", *args])
-    return values
-
-
 @pytest.mark.slow
 def test_pytorch_step_times_our_two_precisions_without_torch(capsys):
     """The tf_* variants alone need neither torch nor the authors' code: a line per variant,
     in the asked order, with its ratio to the first and no PyTorch fields."""
-    import pytorch_step
-
     lines = run_script(
         pytorch_step,
         capsys,
@@ -650,13 +643,9 @@ def test_pytorch_step_times_our_two_precisions_without_torch(capsys):
 def test_pytorch_step_refuses_in_one_line_before_timing_anything(
     capsys, monkeypatch, stubbed, args, message
 ):
-    import sys
-
-    import pytorch_step
-
     for name, module in stubbed.items():
         monkeypatch.setitem(sys.modules, name, module)  # None: `import name` fails
-    values = pytorch_step_values("--networks=10-1", *args)
+    values = parsed_flags(pytorch_step, "--networks=10-1", *args)
     with pytest.raises(SystemExit) as exit_info:
         pytorch_step.run(values)
     assert exit_info.value.code == 2
@@ -677,4 +666,46 @@ def test_pytorch_step_refuses_in_one_line_before_timing_anything(
 )
 def test_pytorch_step_refuses_bad_flags_at_parse_time(bad_flag):
     with pytest.raises(flags.IllegalFlagValueError):
-        pytorch_step_values(bad_flag)
+        parsed_flags(pytorch_step, bad_flag)
+
+
+# ---- bench/auto_tuning.py: what the start-up choices cost, measured as main.py makes them --
+
+
+def test_auto_tuning_line_times_the_choices_and_restores_the_environment(capsys, monkeypatch):
+    children = []
+
+    def time_in_children(config, precisions):
+        children.append((config.batch_size, precisions))
+        return {False: {name: 2.0 for name in precisions}, True: {name: 1.0 for name in precisions}}
+
+    monkeypatch.setattr(onednn, "time_in_children", time_in_children)
+    monkeypatch.setenv(machine.ONEDNN_VARIABLE, "1")
+    (line,) = run_script(
+        auto_tuning, capsys, "--networks=10-1", "--batch_size=8", "--batch_repetitions=2",
+        "--time_both",
+    )  # fmt: skip
+    assert os.environ[machine.ONEDNN_VARIABLE] == "1"
+    assert (line["network"], line["batch_size"], line["batch_repetitions"]) == ("WRN-10-1", 8, 2)
+    assert line["precisions_timed"] == ["float32", "mixed_bfloat16"]
+    assert sorted(line["precision_step_s"]) == line["precisions_timed"]
+    assert all(seconds > 0 for seconds in line["precision_step_s"].values())
+    assert line["precision_timing_s"] > max(line["precision_step_s"].values())
+    # CIFAR-100 at B=8, b=2: 12,500 steps of the float32 step per epoch.
+    assert line["epoch_s_float32"] == 12500 * line["precision_step_s"]["float32"]
+    facts = machine.this_machine()
+    assert line["auto_times_precisions"] == facts.has_bfloat16_instructions
+    paid = line["precision_timing_s"] if facts.has_bfloat16_instructions else 0.0
+    assert line["auto_cost_s"] == line["onednn_choice_s"] + paid
+    assert line["cost_over_epoch"] == line["auto_cost_s"] / line["epoch_s_float32"]
+    # Where TensorFlow leaves oneDNN off the choice is timed (here by the stand-in children).
+    if facts.onednn_on_by_default:
+        assert line["onednn_choice"]["reason"] == "TensorFlow's default" and not children
+    else:
+        timed = ("float32", "mixed_bfloat16") if facts.has_bfloat16_instructions else ("float32",)
+        assert children == [(8, timed)]
+        assert line["onednn_choice"] == {
+            "enabled": True,
+            "reason": "measured",
+            "seconds": {"off": 2.0, "on": 1.0},
+        }

@@ -17,6 +17,8 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_cli import run_main
+from test_sources import write_image_folder
 
 from mixmo_tf.cli.decoder_messages import decoder_messages_dropped, is_decoder_message
 
@@ -118,20 +120,7 @@ def test_predict_through_main_prints_one_line_per_bad_jpeg(trained_tiny_run, tmp
     (images / "bad.jpg").write_bytes(_corrupt_jpeg())
     (images / "good.jpg").write_bytes(tf.io.encode_jpeg(np.zeros((8, 8, 3), np.uint8)).numpy())
     (images / "truncated.jpg").write_bytes(_corrupt_jpeg()[:300])
-    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "main.py",
-            "--mode=predict",
-            f"--model_dir={config.model_dir}",
-            f"--images={images}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-    )
+    result = run_main("--mode=predict", f"--model_dir={config.model_dir}", f"--images={images}")
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 3, result.stderr
@@ -142,27 +131,16 @@ def test_predict_through_main_prints_one_line_per_bad_jpeg(trained_tiny_run, tmp
 
 @pytest.mark.slow
 def test_training_on_a_folder_with_a_corrupt_jpeg_prints_one_line(tmp_path):
-    from test_sources import write_image_folder
-
     folder = write_image_folder(tmp_path / "pets")
     bad = os.path.join(folder, "train", "cat", "0.jpg")
     with open(bad, "wb") as stream:
         stream.write(_corrupt_jpeg())
-    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "main.py",
-            f"--dataset=folder:{folder}",
-            "--image_size=16",
-            "--smoke",
-            "--precision=float32",
-            f"--model_dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
+    result = run_main(
+        f"--dataset=folder:{folder}",
+        "--image_size=16",
+        "--smoke",
+        "--precision=float32",
+        f"--model_dir={tmp_path / 'run'}",
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"ERROR: {bad} cannot be decoded (")

@@ -16,12 +16,8 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
-
-import mixmo_tf
-from mixmo_tf import data
-from mixmo_tf.config import Config
+from run_helpers import assert_validates_as_one_device
 
 SCRIPT = textwrap.dedent(
     """
@@ -87,13 +83,5 @@ def test_mirrored_strategy_on_two_devices_trains_with_shared_batch_choices(tmp_p
     assert os.path.exists(tmp_path / "checkpoints" / "ckpt-6.index")
 
     # Validated as one device validates the same weights (Keras' own fit failed on the uneven
-    # batch; averaging the replicas' results was off): same sums, grouped per replica.
-    spec = Config(dataset="digits").spec
-    images, labels = data.open_split(spec, "test")
-    model = mixmo_tf.load_model(str(tmp_path / "model.keras"))
-    one_device = model.evaluate(
-        data.eval_dataset(images, labels, spec, 359), return_dict=True, verbose=0
-    )
-    assert sorted(report["validation"]) == sorted(f"val_{name}" for name in one_device)
-    for name, value in one_device.items():
-        np.testing.assert_allclose(report["validation"][f"val_{name}"], value, rtol=2e-6)
+    # batch).
+    assert_validates_as_one_device(tmp_path, report["validation"], eval_batch_size=359)

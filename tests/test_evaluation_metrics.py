@@ -193,7 +193,7 @@ def test_the_reliability_diagram_shows_the_reports_ece_and_counts_per_bin(tmp_pa
     logits[:3] = 0.0  # three images at confidence 0.1: a sparse bin
     reported = temperature.cross_validated_scaling(logits, labels)
     scaled = temperature.cross_validated_probabilities(logits, labels)
-    raw = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    raw = metrics.softmax(logits)
     path = tmp_path / "reliability.png"
     raw_panel, scaled_panel = plots.reliability_diagram(
         str(path), raw, scaled, labels, reported["temperature"], reported["ece"]

@@ -23,6 +23,7 @@ import tensorflow as tf
 from absl import flags
 from run_helpers import tiny_run_config
 from tensorflow.core.protobuf import saved_model_pb2
+from test_decoding import encoded, pil_pixels
 
 from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.cli import modes
@@ -264,16 +265,8 @@ def test_image_bytes_signature_answers_as_the_uint8_one_for_png_files(loaded, te
 
 def test_jpeg_files_are_served_with_the_pixels_pil_decodes(loaded, test_images):
     """A client that decodes with PIL and sends pixels gets what sending the file gets."""
-    import io
-
-    from PIL import Image
-
-    files, pixels = [], []
-    for image in test_images[:4]:
-        stream = io.BytesIO()
-        Image.fromarray(image).save(stream, format="JPEG", quality=90)
-        files.append(stream.getvalue())
-        pixels.append(np.asarray(Image.open(io.BytesIO(files[-1])).convert("RGB")))
+    files = [encoded(image, "JPEG", quality=90) for image in test_images[:4]]
+    pixels = [pil_pixels(data) for data in files]
     from_files = loaded.signatures["predict_image_bytes"](image_bytes=tf.constant(files))
     from_pixels = loaded.signatures["serving_default"](images=tf.constant(np.stack(pixels)))
     for name in OUTPUTS:

@@ -30,6 +30,7 @@ from mixmo_tf.models.build import build_model
 from mixmo_tf.training import precision
 from mixmo_tf.training.checkpoints import restore_run
 from mixmo_tf.training.run import train
+from mixmo_tf.tuning.precision_choice import choose_training_precision
 
 _COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 
@@ -140,6 +141,9 @@ def test_auto_is_recorded_resolved_and_another_precision_is_not_resumed(tmp_path
         recorded = json.load(stream)
     assert recorded["precision"] != "auto"
     assert recorded["precision"] == recorded["speed_choices"]["precision"]["precision"]
+    # What "auto" resolves to on this machine for this network (its times now cached).
+    fresh = _smoke(tmp_path / "fresh", precision="auto")
+    assert recorded["precision"] == choose_training_precision(fresh).precision
 
     other = "float32" if recorded["precision"] != "float32" else "mixed_bfloat16"
     with pytest.raises(run_record.CheckpointMismatchError, match="--precision"):

@@ -46,6 +46,17 @@ def _config(tmp_path, **overrides):
     return smoke_config(tmp_path / "run", **overrides)
 
 
+def _write_run_config(config, content: dict) -> None:
+    """A run_config.json of `content` (the fields a test needs) in `config`'s run folder."""
+    os.makedirs(config.model_dir, exist_ok=True)
+    with open(run_folder.RunFolder(config.model_dir).run_config, "w") as stream:
+        json.dump(content, stream)
+
+
+def _no_measurement(*args, **kwargs):
+    raise AssertionError("measured")
+
+
 # ---- machine facts ---------------------------------------------------------------------------
 
 
@@ -179,9 +190,7 @@ def test_what_is_timed_depends_on_the_flag_the_run_and_the_cpu(tmp_path):
     given = dataclasses.replace(config, precision="mixed_bfloat16")
     assert rules.precisions_to_time(given, AVX2_ONLY) == ("mixed_bfloat16",)
 
-    os.makedirs(config.model_dir)
-    with open(run_folder.RunFolder(config.model_dir).run_config, "w") as stream:
-        json.dump({"precision": "mixed_bfloat16"}, stream)
+    _write_run_config(config, {"precision": "mixed_bfloat16"})
     assert rules.recorded_precision(config.model_dir) == "mixed_bfloat16"
     assert rules.precisions_to_time(config, WITH_BF16) == ("mixed_bfloat16",)
 
@@ -295,11 +304,7 @@ def test_auto_measures_once_then_reads_the_cache(tmp_path, on_machine, monkeypat
     assert first.reason == "measured" and set(first.seconds) == {"float32", "mixed_bfloat16"}
     assert first.precision == rules.fastest_precision(first.seconds)
     assert "Timing the training step in float32 and mixed_bfloat16" in capsys.readouterr().out
-
-    def no_measurement(*args, **kwargs):
-        raise AssertionError("measured again")
-
-    monkeypatch.setattr(precision_choice, "time_training_steps", no_measurement)
+    monkeypatch.setattr(precision_choice, "time_training_steps", _no_measurement)
     second = precision_choice.choose_training_precision(config, cache)
     assert (second.reason, second.precision, second.seconds) == (
         "cached",
@@ -321,11 +326,7 @@ def test_auto_picks_bfloat16_from_the_cached_times(tmp_path, on_machine, bfloat1
 
 def test_given_recorded_and_ruled_precisions_are_not_measured(tmp_path, on_machine, monkeypatch):
     on_machine(WITH_BF16)
-
-    def no_measurement(*args, **kwargs):
-        raise AssertionError("measured")
-
-    monkeypatch.setattr(precision_choice, "time_training_steps", no_measurement)
+    monkeypatch.setattr(precision_choice, "time_training_steps", _no_measurement)
     cache = StepTimeCache(str(tmp_path / "cache"))
     config = _config(tmp_path)
     given = dataclasses.replace(config, precision="mixed_bfloat16")
@@ -333,9 +334,7 @@ def test_given_recorded_and_ruled_precisions_are_not_measured(tmp_path, on_machi
     worker = dataclasses.replace(config, distribution="multi_worker_mirrored")
     assert precision_choice.choose_training_precision(worker, cache).reason == "device rule"
 
-    os.makedirs(config.model_dir)
-    with open(run_folder.RunFolder(config.model_dir).run_config, "w") as stream:
-        json.dump({"precision": "mixed_bfloat16"}, stream)
+    _write_run_config(config, {"precision": "mixed_bfloat16"})
     recorded = precision_choice.choose_training_precision(config, cache)
     assert (recorded.precision, recorded.reason) == ("mixed_bfloat16", "recorded")
 
@@ -382,12 +381,10 @@ def test_a_resumed_run_keeps_the_onednn_setting_its_first_start_measured(
     monkeypatch.delenv(machine.ONEDNN_VARIABLE, raising=False)
     monkeypatch.setattr(onednn, "time_in_children", None)  # calling it would fail
     config = _config(tmp_path)
-    os.makedirs(config.model_dir)
     cache = StepTimeCache(str(tmp_path / "cache"))  # empty: the record decides
     for reason, kept in (("measured", True), ("cached", True), ("TensorFlow's default", False)):
         record = {"enabled": True, "reason": reason, "seconds": {"off": 2.0, "on": 1.0}}
-        with open(run_folder.RunFolder(config.model_dir).run_config, "w") as stream:
-            json.dump({"precision": "float32", "speed_choices": {"onednn": record}}, stream)
+        _write_run_config(config, {"precision": "float32", "speed_choices": {"onednn": record}})
         if kept:
             choice = onednn.choose_onednn(config, cache, measure=False)
             assert choice == rules.OnednnChoice(True, "recorded", {"off": 2.0, "on": 1.0})
