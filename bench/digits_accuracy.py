@@ -23,7 +23,6 @@ from typing import Any
 
 import harness
 from absl import flags
-from precision import define_precisions_flag
 
 from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.config import Config
@@ -41,7 +40,7 @@ _AVERAGED = ("accuracy", "mean_member_accuracy", "nll", "ece", "train_s")
 
 def define_flags(values: flags.FlagValues) -> None:
     """Defines this script's flags on `values`."""
-    define_precisions_flag(values, ["float32"], "Precisions to train the demo in.")
+    harness.define_precisions_flag(values, ["float32"], "Precisions to train the demo in.")
     flags.DEFINE_list(
         "seeds",
         [],

@@ -385,6 +385,47 @@ def member_counts(values: flags.FlagValues) -> list[int]:
     return [int(members) for members in values.members]
 
 
+# What --precisions may name: every precision but "auto", which the scripts would resolve to
+# one of these anyway and so compare a precision with itself.
+PRECISION_CHOICES = tuple(p for p in PRECISIONS if p != "auto")
+
+
+class _PrecisionListParser(flags.ListParser):
+    """A comma-separated list of distinct precisions, each one of PRECISION_CHOICES."""
+
+    def parse(self, argument: str | list[str]) -> list[str]:
+        """The precisions of `argument`; a ValueError naming the first unknown or repeated one."""
+        names = super().parse(argument)
+        if not names:
+            raise ValueError(f"name at least one precision of {', '.join(PRECISION_CHOICES)}")
+        for name in names:
+            if name not in PRECISION_CHOICES:
+                raise ValueError(
+                    f"{name!r} is not a precision; choose from {', '.join(PRECISION_CHOICES)}"
+                )
+            if names.count(name) > 1:
+                raise ValueError(f"{name!r} is named twice; name each precision once")
+        return names
+
+
+def define_precisions_flag(values: flags.FlagValues, default: list[str], help_text: str) -> None:
+    """Defines --precisions on `values`: a comma-separated list, e.g. float32,mixed_bfloat16.
+
+    Given more than once it is refused rather than keeping only the last value (what absl
+    does with a list flag), so an older command repeating it (--precisions=float32
+    --precisions=mixed_bfloat16) fails loudly instead of measuring one precision.
+    """
+    flags.DEFINE(
+        _PrecisionListParser(),
+        "precisions",
+        default,
+        f"{help_text} Comma-separated, given once.",
+        flag_values=values,
+        serializer=flags.CsvListSerializer(","),
+        allow_overwrite=False,
+    )
+
+
 def define_model_flags(values: flags.FlagValues, batch_size: int) -> None:
     """Defines the flags of the scripts that time networks, on `values`."""
     flags.DEFINE_list(

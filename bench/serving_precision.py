@@ -31,7 +31,6 @@ import harness
 import numpy as np
 import tensorflow as tf
 from absl import flags
-from precision import define_precisions_flag
 from serving import percentiles_ms, signature_call, timing_ratios
 
 from mixmo_tf import data
@@ -49,7 +48,7 @@ def define_flags(values: flags.FlagValues) -> None:
         "run_dir", None, "A trained run's folder (main.py's --model_dir).", flag_values=values
     )
     flags.mark_flag_as_required("run_dir", flag_values=values)
-    define_precisions_flag(
+    harness.define_precisions_flag(
         values,
         ["float32", "mixed_bfloat16"],
         "Precisions to export the run in; the first is the reference.",
