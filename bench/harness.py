@@ -32,7 +32,7 @@ from mixmo_tf.models import MixMoModel, MixMoNetwork
 from mixmo_tf.models.backbones import backbone_entry
 from mixmo_tf.models.build import build_model
 from mixmo_tf.training.precision import resolve_device_defaults
-from mixmo_tf.tuning import machine, precision_choice
+from mixmo_tf.tuning import machine, step_timing
 
 PLAIN = 1  # M of the plain single network, the baseline of every ratio.
 GIGA = 1e9  # FLOPs per GFLOP
@@ -91,7 +91,7 @@ def environment() -> dict[str, Any]:
         "cpu_flags": cpu_flags(),
         # Other work on a shared machine slows a measurement: the 1-minute load average.
         "load_average": round(os.getloadavg()[0], 2),
-        "onednn": precision_choice.onednn_enabled(),
+        "onednn": step_timing.onednn_enabled(),
         # Set to emulate an older CPU: oneDNN then leaves out the newer instructions.
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "all"),
         "command": "python " + " ".join(sys.argv),

@@ -318,7 +318,7 @@ def test_auto_picks_bfloat16_from_the_cached_times(tmp_path, on_machine, bfloat1
     on_machine(WITH_BF16)
     cache = StepTimeCache(str(tmp_path))
     config = _config(tmp_path)
-    key = step_key(config, WITH_BF16, precision_choice.onednn_enabled())
+    key = step_key(config, WITH_BF16, step_timing.onednn_enabled())
     cache.add(key, {"float32": 1.0, "mixed_bfloat16": bfloat16})
     choice = precision_choice.choose_training_precision(config, cache)
     assert (choice.precision, choice.reason) == (expected, "cached")
@@ -459,7 +459,7 @@ def test_a_run_records_its_choices_and_measuring_first_changes_nothing(
         "reason": "measured",
         "seconds": {"float32": 1.0, "mixed_bfloat16": 2.0},
     }
-    assert choices["onednn"]["enabled"] == precision_choice.onednn_enabled()
+    assert choices["onednn"]["enabled"] == step_timing.onednn_enabled()
 
     # A resume with auto keeps the recorded precision and the first start's record.
     train(dataclasses.replace(auto, epochs=2))

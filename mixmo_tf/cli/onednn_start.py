@@ -58,7 +58,7 @@ def measure_and_restart(config: Config, quiet_tensorflow: bool) -> None:
             restarted command then decides again, as this one did).
     """
     from mixmo_tf.training.run import dataset_of_run
-    from mixmo_tf.tuning.precision_choice import onednn_enabled
+    from mixmo_tf.tuning.step_timing import onednn_enabled
 
     dataset_of_run(config)  # a missing dataset fails here, as training would
     choice = onednn.choose_onednn(config)

@@ -23,7 +23,8 @@ from mixmo_tf.training import callbacks, checkpoints, multi_worker, run_guard
 from mixmo_tf.training.schedules import learning_rate_schedule
 from mixmo_tf.training.strategies import check_batch_split, make_strategy
 from mixmo_tf.tuning import onednn
-from mixmo_tf.tuning.precision_choice import choose_training_precision, onednn_enabled
+from mixmo_tf.tuning.precision_choice import choose_training_precision
+from mixmo_tf.tuning.step_timing import onednn_enabled
 
 
 def train_stream(config: Config) -> data.TrainStream:

@@ -14,17 +14,10 @@ from mixmo_tf.training.precision import default_precision
 from mixmo_tf.tuning import rules
 from mixmo_tf.tuning.machine import this_machine
 from mixmo_tf.tuning.step_times import StepTimeCache, step_key
-from mixmo_tf.tuning.step_timing import time_training_steps
+from mixmo_tf.tuning.step_timing import onednn_enabled, time_training_steps
 
 # Workers must train in one precision, so none measures on its own: the device rule decides.
 _RULE_DISTRIBUTIONS = ("multi_worker_mirrored", "tpu")
-
-
-def onednn_enabled() -> bool:
-    """Whether TensorFlow's oneDNN kernels are on in this process."""
-    from tensorflow.python.util import _pywrap_util_port
-
-    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def choose_training_precision(

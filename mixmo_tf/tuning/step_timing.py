@@ -26,6 +26,13 @@ from mixmo_tf.tuning import timing
 _SEED = 0
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow's oneDNN kernels are on in this process."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def synthetic_batch(config: Config) -> dict[str, tf.Tensor]:
     """A training batch of `config`'s shape (the pipeline's format) with random content."""
     spec = config.spec
@@ -92,8 +99,6 @@ def _child_main() -> None:
     {"onednn": bool} (ready); then answers each precision name with the seconds of one
     step in it, until stdin closes. Its parent alternates between two such children.
     """
-    from mixmo_tf.tuning.precision_choice import onednn_enabled  # it imports this module
-
     request = json.loads(sys.stdin.readline())
     with contextlib.redirect_stdout(sys.stderr):
         timer = StepTimer(Config(**request["config"]), tuple(request["precisions"]))
