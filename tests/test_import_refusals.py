@@ -75,7 +75,10 @@ def _add(key, value) -> Callable[[dict], None]:
 def _seventeen_members(content: dict) -> None:
     """A WRN-10-1 with 17 stems and heads: more members than --num_members allows (16)."""
     shapes = authors_checkpoint.authors_state_shapes(AuthorsArchitecture("wrn", 10, 1, 17, 10))
-    content[STATE] = {name: np.ones(shape, np.float32) for name, shape in shapes}
+    content[STATE] = {
+        name: np.ones(shape, np.int64 if name.endswith("tracked") else np.float32)
+        for name, shape in shapes
+    }
     content.pop(OPTIMIZER)
 
 
@@ -134,6 +137,11 @@ CASES = {
     ),
     "list_weight": (
         _set(STATE, STEM, lambda w: w.tolist()),
+        AuthorsCheckpointError,
+        rf"{STEM} holds list, where",
+    ),
+    "ragged_list_weight": (
+        _set(STATE, STEM, [[1.0], [1.0, 2.0]]),
         AuthorsCheckpointError,
         rf"{STEM} holds list, where",
     ),

@@ -307,8 +307,9 @@ def _check_dtypes(tensors: Mapping[str, Any], path: str, what: str = "") -> None
     for name, tensor in tensors.items():
         counter = name.endswith("num_batches_tracked")
         expected = "an integer count" if counter else "floating point values"
-        kind = getattr(getattr(tensor, "dtype", None), "kind", None)
-        if not isinstance(tensor, np.ndarray) or kind not in ("iu" if counter else "f"):
+        if not isinstance(tensor, np.ndarray) or tensor.dtype.kind not in (
+            "iu" if counter else "f"
+        ):
             held = tensor.dtype if isinstance(tensor, np.ndarray) else type(tensor).__name__
             raise AuthorsCheckpointError(
                 f"{path}: {what}{name} holds {held}, where the authors' network has {expected}: "
@@ -430,10 +431,10 @@ def read_authors_checkpoint(path: str) -> AuthorsCheckpoint:
     """
     content = _checkpoint_dict(read_torch_file(path), path)
     state = _strip_data_parallel(content[STATE_KEY])
+    _check_dtypes(state, path)
     architecture = infer_architecture(state, path)
     expected = authors_state_shapes(architecture)
     state = {name: state[name] for name, _ in expected}
-    _check_dtypes(state, path)
     epoch = _epoch(content, path)
     optimizer = _optimizer_state(content, path)
     parameters = [name for name, _ in expected if is_parameter(name)]
