@@ -340,6 +340,26 @@ def test_deep_nesting_is_refused_before_unpickling(tmp_path, monkeypatch, legacy
     assert len(loads) == (3 if legacy else 0)  # a legacy file's headers, not its main pickle
 
 
+def _nested_lists(count: int) -> list:
+    """`count` lists, each but the innermost holding the next: count - 1 levels of nesting."""
+    outer = inner = []
+    for _ in range(count - 1):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_nesting_bound_is_exact_in_every_pickle_protocol(tmp_path, protocol):
+    """100 levels are read, 101 refused, whichever opcodes build the lists (MARK and LIST in
+    protocol 0, EMPTY_LIST and APPENDS later, MEMOIZE and FRAME from 4)."""
+    read, refused = tmp_path / "read.pt", tmp_path / "refused.pt"
+    write_main_pickle(read, pickle.dumps(_nested_lists(101), protocol=protocol))
+    write_main_pickle(refused, pickle.dumps(_nested_lists(102), protocol=protocol))
+    assert read_torch_file(read) == _nested_lists(101)
+    assert "nested more than 100 levels deep" in _read_error(refused)
+
+
 def test_nesting_of_a_checkpoint_is_read():
     """The bound leaves room: the authors' checkpoints nest far less than 100 levels."""
     assert read_torch_file(AUTHORS_FILES[0])["classifier_state_dict"]

@@ -82,8 +82,8 @@ _LEGACY_COUNT = struct.Struct("<q")  # a legacy storage's element count
 _PICKLE_PROTO = b"\x80"  # the PROTO opcode that starts a pickle of protocol >= 2
 _SNIFF_BYTES = 1024  # what is read to tell a zip, a pickle, a web page or text apart
 # Bounds on what a file may ask of this reader, checked before the work they bound:
-# - a pickle's size: a state dict pickles in ~110 bytes per tensor (WRN-28-10 with its
-#   momentum buffers: ~50 KB), so 4 MiB is ~35,000 tensors; a pickle is scanned in pure
+# - a pickle's size: a state dict pickles in ~100 bytes per tensor (WRN-28-10 M=2 with its
+#   momentum buffers: 24 KB), so 4 MiB is ~40,000 tensors; a pickle is scanned in pure
 #   Python before it is unpickled (~2 s per MiB at worst), and each byte can build an object.
 _MAX_PICKLE_BYTES = 4 * 2**20
 _LARGE_PICKLE = f"a pickle of more than {_MAX_PICKLE_BYTES // 2**20} MiB"
@@ -532,7 +532,7 @@ class _PickleScan:
             _hold(target, items)
             self.stack.append(target)
         elif opcode.stack_after:
-            result = _Nest() if items or opcode.name in _EMPTY_CONTAINERS else _LEAF
+            result = _Nest() if before or opcode.name in _EMPTY_CONTAINERS else _LEAF
             _hold(result, items)
             self.stack.append(result)
 
