@@ -239,6 +239,16 @@ CASES = {
     ),
     "lr_string": (_group("lr", "0.1"), AuthorsCheckpointError, r"has lr '0\.1' \(str\), not a"),
     "lr_nan": (_group("lr", float("nan")), AuthorsCheckpointError, r"has lr nan \(float\)"),
+    "weight_decay_huge_negative_int": (
+        _group("weight_decay", -(10**400)),
+        AuthorsCheckpointError,
+        r"has weight_decay an integer of 1329 bits, not a number >= 0",
+    ),
+    "lr_huge_int": (
+        _group("lr", 10**5000),
+        AuthorsCheckpointError,
+        r"has lr an integer of 16610 bits, not a number >= 0",
+    ),
     "momentum_negative": (
         _group("momentum", -0.9),
         AuthorsCheckpointError,

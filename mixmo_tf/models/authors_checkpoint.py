@@ -38,9 +38,9 @@ _DATA_PARALLEL_PREFIX = "module."
 # The largest epoch a file may record: the authors train 300 (CIFAR) to 1200 epochs; the
 # imported step, epoch * steps per epoch, then stays far inside int64.
 MAX_EPOCH = 100_000
-# The hyper-parameters recorded from the optimizer state: numbers >= 0, and a flag.
-_SGD_NUMBERS = ("lr", "momentum", "weight_decay", "dampening")
-_SGD_FLAGS = ("nesterov",)
+# The hyper-parameters recorded from the optimizer state, in the order the note prints them:
+# nesterov a bool, the others numbers >= 0.
+_SGD_SETTINGS = ("lr", "momentum", "nesterov", "weight_decay", "dampening")
 _SHOWN_PROBLEMS = 3  # offending tensors named in one message
 
 
@@ -357,14 +357,18 @@ def _optimizer_state(content: Mapping, path: str) -> Mapping:
 
 
 def _check_sgd_settings(group: Mapping, path: str) -> None:
-    """The recorded hyper-parameters: finite numbers >= 0, and nesterov a bool."""
-    for name in _SGD_NUMBERS:
-        value = group.get(name, 0)
-        if type(value) not in (int, float) or not (math.isfinite(value) and value >= 0):
-            raise _optimizer_problem(path, f"has {name} {_shown(value)}, not a number >= 0")
-    for name in _SGD_FLAGS:
-        if type(group.get(name, False)) is not bool:
-            raise _optimizer_problem(path, f"has {name} {_shown(group[name])}, not a bool")
+    """The recorded hyper-parameters: nesterov a bool, the others finite numbers >= 0."""
+    for name in (name for name in _SGD_SETTINGS if name in group):
+        value = group[name]
+        if name == "nesterov":
+            valid, expected = type(value) is bool, "a bool"
+        else:
+            # An int within int64 (a larger one would not even print in imported_from.json).
+            finite = type(value) is int and value.bit_length() < 64
+            finite = finite or (type(value) is float and math.isfinite(value))
+            valid, expected = finite and value >= 0, "a number >= 0"
+        if not valid:
+            raise _optimizer_problem(path, f"has {name} {_shown(value)}, not {expected}")
 
 
 def _momentum_buffers(optimizer: Mapping, parameters: list[str], path: str) -> dict:
@@ -449,14 +453,13 @@ def read_authors_checkpoint(path: str) -> AuthorsCheckpoint:
     momentum = {name: _as_float32(buffer) for name, buffer in momentum.items()}
     _check_values(state, momentum, path)
     groups = optimizer.get("param_groups") or [{}]
-    settings_names = (*_SGD_NUMBERS[:2], *_SGD_FLAGS, *_SGD_NUMBERS[2:])
     return AuthorsCheckpoint(
         path=str(path),
         epoch=epoch,
         architecture=architecture,
         state=state,
         momentum=momentum,
-        optimizer_settings={k: groups[0][k] for k in settings_names if k in groups[0]},
+        optimizer_settings={k: groups[0][k] for k in _SGD_SETTINGS if k in groups[0]},
     )
 
 
