@@ -260,6 +260,16 @@ CASES = {
         r"has nesterov 'yes' \(str\), not a bool",
     ),
     # the network it claims
+    "scalar_conv": (
+        _set(STATE, "layer1.0.conv1.weight", np.array(1.0, np.float32)),
+        AuthorsCheckpointError,
+        r"layer1\.0\.conv1\.weight is a scalar, where the authors' WRN",
+    ),
+    "scalar_head_bias": (
+        _set(STATE, "list_fc.0.bias", np.array(1.0, np.float32)),
+        AuthorsCheckpointError,
+        r"list_fc\.0\.bias is a scalar",
+    ),
     "seventeen_members": (
         _seventeen_members,
         AuthorsCheckpointError,

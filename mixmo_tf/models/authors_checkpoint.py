@@ -158,6 +158,17 @@ def _shape(state: Mapping[str, np.ndarray], name: str, path: str) -> tuple[int, 
     return tuple(np.shape(state[name]))
 
 
+def _leading_size(state: Mapping[str, np.ndarray], name: str, path: str) -> int:
+    """The first dimension of entry `name` (output channels, classes)."""
+    shape = _shape(state, name, path)
+    if not shape:
+        raise AuthorsCheckpointError(
+            f"{path}: {name} is a scalar, where the authors' WRN and PreActResNet-18 "
+            "(mixmo-pytorch) have a tensor: not a checkpoint of their networks."
+        )
+    return shape[0]
+
+
 def infer_architecture(state: Mapping[str, np.ndarray], path: str) -> AuthorsArchitecture:
     """The network whose state dict `state` is (names without "module.").
 
@@ -174,11 +185,11 @@ def infer_architecture(state: Mapping[str, np.ndarray], path: str) -> AuthorsArc
     backbone = "preact_resnet" if any(k.startswith("layer4.") for k in state) else "wrn"
     stem_channels = 16 if backbone == "wrn" else 64  # docs/method.md §2
     first_conv = "layer1.0.conv1.weight"
-    out_channels = _shape(state, first_conv, path)[0]
+    out_channels = _leading_size(state, first_conv, path)
     width, remainder = divmod(out_channels, stem_channels)
     blocks = len({k.split(".")[1] for k in state if k.startswith("layer1.")})
     _shape(state, stem_name, path)
-    num_classes = _shape(state, head_bias, path)[0]
+    num_classes = _leading_size(state, head_bias, path)
     architecture = AuthorsArchitecture(
         backbone=backbone,
         depth=6 * blocks + 4 if backbone == "wrn" else 18,
