@@ -147,7 +147,9 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
     Raises:
         UnsafeTorchFileError: the file names a global that a state dict never needs.
         TorchFileError: not a torch.save file (e.g. a web page saved by a download), truncated
-            or damaged, or holding content other than tensors and plain Python values.
+            or damaged, holding content other than tensors and plain Python values, or
+            beyond the reader's bounds (module docstring: nesting, pickle and inflated sizes,
+            broadcast tensors), all checked before what they bound is built.
         OSError: the file cannot be opened.
     """
     name = os.fspath(path)
