@@ -112,6 +112,8 @@ def wrn_checkpoint(
     for name, shape in wrn_state_shapes(depth, width):
         if name.endswith("num_batches_tracked"):
             state[name] = np.array(0, np.int64)
+        elif name.endswith("running_var"):  # a variance, which the import checks is >= 0
+            state[name] = rng.uniform(0.5, 2.0, shape).astype(np.float32)
         else:
             state[name] = rng.standard_normal(shape, dtype=np.float32)
     parameters = [

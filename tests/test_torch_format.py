@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import pickle
+import re
 import shlex
 import subprocess
 import sys
@@ -21,8 +22,15 @@ import ml_dtypes
 import numpy as np
 import pytest
 import read_torch_file as read_bench  # bench/read_torch_file.py
-from torch_writer import PersistentId, TensorView, write_pickle_with_global, write_torch_file
+from torch_writer import (
+    PersistentId,
+    TensorView,
+    write_main_pickle,
+    write_pickle_with_global,
+    write_torch_file,
+)
 
+from mixmo_tf.models import torch_format
 from mixmo_tf.models.torch_format import TorchFileError, UnsafeTorchFileError, read_torch_file
 
 FORMATS = pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
@@ -286,6 +294,165 @@ def test_pickle_cannot_rewrite_a_storage_view_it_was_given(tmp_path):
         archive.writestr("archive/data/0", bytes(16))
         archive.writestr("archive/version", b"3\n")
     assert "sets the state of a StorageView" in _read_error(path)
+
+
+# ---- hostile files: bounded before they are built ----------------------------------------
+
+_DEPTH = 100_000
+
+
+def _tuple_key(depth: int) -> bytes:
+    """{((...),): 1}: a dict whose key is `depth` nested tuples, hashed recursively."""
+    return b"}" + b")" + b"\x85" * depth + b"K\x01s"
+
+
+def _memo_chain(depth: int) -> bytes:
+    """Lists each holding the previous one, built through the memo with a stack of two."""
+    chain = b"]q\x00" + b"0"  # EMPTY_LIST, PUT 0, POP
+    for index in range(1, depth):
+        chain += b"]r" + index.to_bytes(4, "little")  # EMPTY_LIST, LONG_BINPUT index
+        chain += b"j" + (index - 1).to_bytes(4, "little") + b"a0"  # GET index-1, APPEND, POP
+    return chain + b"j" + (depth - 1).to_bytes(4, "little")
+
+
+_DEEP_PICKLES = {
+    "tuple_key": _tuple_key(_DEPTH),
+    "lists": b"]" * _DEPTH + b"a" * (_DEPTH - 1),
+    "dicts": b"}" + b"K\x01}" * _DEPTH + b"s" * _DEPTH,
+    "marks": b"(" * _DEPTH + b"t" * _DEPTH,
+    "memo_chain": _memo_chain(200),
+    "list_holding_itself": b"]q\x00h\x00a",
+}
+
+
+@FORMATS
+@pytest.mark.parametrize("kind", list(_DEEP_PICKLES))
+def test_deep_nesting_is_refused_before_unpickling(tmp_path, monkeypatch, legacy, kind):
+    path = tmp_path / "deep.pt"
+    write_main_pickle(path, b"\x80\x02" + _DEEP_PICKLES[kind] + b".", legacy)
+    loads = []
+    load = torch_format._StateDictUnpickler.load
+    monkeypatch.setattr(
+        torch_format._StateDictUnpickler, "load", lambda self: loads.append(1) or load(self)
+    )
+    message = _read_error(path)
+    assert "values nested more than 100 levels deep (or holding themselves)" in message
+    assert len(loads) == (3 if legacy else 0)  # a legacy file's headers, not its main pickle
+
+
+def _nested_lists(count: int) -> list:
+    """`count` lists, each but the innermost holding the next: count - 1 levels of nesting."""
+    outer = inner = []
+    for _ in range(count - 1):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_nesting_bound_is_exact_in_every_pickle_protocol(tmp_path, protocol):
+    """100 levels are read, 101 refused, whichever opcodes build the lists (MARK and LIST in
+    protocol 0, EMPTY_LIST and APPENDS later, MEMOIZE and FRAME from 4)."""
+    read, refused = tmp_path / "read.pt", tmp_path / "refused.pt"
+    write_main_pickle(read, pickle.dumps(_nested_lists(101), protocol=protocol))
+    write_main_pickle(refused, pickle.dumps(_nested_lists(102), protocol=protocol))
+    assert read_torch_file(read) == _nested_lists(101)
+    assert "nested more than 100 levels deep" in _read_error(refused)
+
+
+def test_nesting_of_a_checkpoint_is_read():
+    """The bound leaves room: the authors' checkpoints nest far less than 100 levels."""
+    assert read_torch_file(AUTHORS_FILES[0])["classifier_state_dict"]
+
+
+def test_deep_tuple_key_exits_2_through_main(tmp_path):
+    """In a process of its own: hashing a key of a million nested tuples overflowed the C
+    stack (SIGSEGV) when the read was unbounded."""
+    path = tmp_path / "deep.pt"
+    write_main_pickle(path, b"\x80\x02" + _tuple_key(1_000_000) + b".")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "main.py",
+            "--mode=import",
+            f"--checkpoint={path}",
+            f"--model_dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("ERROR: ") and "nested more than 100 levels" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@FORMATS
+def test_a_pickle_over_1_mib_is_refused(tmp_path, legacy):
+    path = tmp_path / "big.pt"
+    write_main_pickle(path, _big_pickle(), legacy)
+    assert "a pickle of more than 1 MiB" in _read_error(path)
+
+
+def _big_pickle() -> bytes:
+    """Two distinct 1 MiB strings: over the bound."""
+    return pickle.dumps([str(index) * 2**20 for index in range(2)], protocol=2)
+
+
+def test_pickle_reading_past_its_end_is_refused_before_allocating(tmp_path):
+    """BINBYTES8 declaring 2**50 bytes: the scan finds them missing, nothing is allocated."""
+    path = tmp_path / "declared.pt"
+    write_main_pickle(path, b"\x80\x04\x8e" + (2**50).to_bytes(8, "little") + b"x.")
+    assert "unreadable pickle" in _read_error(path)
+
+
+def _rezipped(source, target, compression) -> None:
+    """`source`'s entries in a zip compressed with `compression`."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as rezipped:
+        for info in original.infolist():
+            rezipped.writestr(info.filename, original.read(info), compression)
+
+
+def test_zip_entries_compressed_otherwise_than_deflate_are_refused(tmp_path):
+    stored, bzip2 = tmp_path / "stored.pt", tmp_path / "bzip2.pt"
+    write_torch_file(_content(), stored)
+    _rezipped(stored, bzip2, zipfile.ZIP_BZIP2)
+    assert "compressed by method 12" in _read_error(bzip2)
+
+
+def test_a_zip_bomb_is_refused_by_its_declared_sizes(tmp_path):
+    """Zeros deflate ~1000 to 1: 4 MiB of zeros in a ~4 KiB file."""
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        archive.writestr("archive/version", b"3\n")
+        archive.writestr("archive/data/0", bytes(4 * 2**20))
+    assert path.stat().st_size < 10_000
+    assert re.search(r"inflate to 41943\d\d bytes, more than 16 times the file", _read_error(path))
+
+
+def test_an_entry_inflating_past_its_declared_size_is_cut_there(tmp_path):
+    """A directory that declares 3 bytes of data.pkl whose stream inflates to 1 MiB: reading
+    stops at 3 bytes, whose CRC then fails."""
+    path = tmp_path / "lying.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02]" + bytes(2**20))
+        archive.writestr("archive/version", b"3\n")
+    raw = bytearray(path.read_bytes())
+    directory = raw.rindex(b"PK\x01\x02", 0, raw.rindex(b"archive/data.pkl"))
+    raw[directory + 24 : directory + 28] = (3).to_bytes(4, "little")  # its uncompressed size
+    path.write_bytes(bytes(raw))
+    assert "Bad CRC-32" in _read_error(path)
+
+
+@FORMATS
+def test_a_broadcast_view_is_refused(tmp_path, legacy):
+    """Size (10**9, 10**9) over 4 elements (stride 0): copying it would take 4 EB."""
+    path = tmp_path / "broadcast.pt"
+    view = TensorView(np.zeros(4, np.float32), offset=0, size=(10**9, 10**9), stride=(0, 0))
+    write_torch_file({"w": view}, path, legacy=legacy)
+    assert "repeats the 4 elements of its storage (a broadcast view)" in _read_error(path)
 
 
 # ---- malicious files -------------------------------------------------------------------

@@ -293,3 +293,18 @@ def _write_legacy(obj: Any, path: str | os.PathLike[str], byteorder: str) -> Non
         for key in keys:
             stream.write(struct.pack("<q", storages[key].size))
             stream.write(_storage_bytes(storages[key], "little"))
+
+
+def write_main_pickle(path: str | os.PathLike[str], pickled: bytes, legacy: bool = False) -> None:
+    """Writes a torch.save-shaped file whose main pickle is `pickled` verbatim and which holds
+    no storages: for pickles torch never writes (hostile nesting, sizes)."""
+    if legacy:
+        with open(path, "wb") as stream:
+            for header in (LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, {}):
+                pickle.dump(header, stream, protocol=PROTOCOL)
+            stream.write(pickled)
+            pickle.dump([], stream, protocol=PROTOCOL)
+        return
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", pickled)
+        archive.writestr("archive/version", b"3\n")

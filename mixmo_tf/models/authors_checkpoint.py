@@ -14,12 +14,16 @@ its SGD momentum buffer. `mixmo_tf.models.pytorch_import` turns the result into 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import reprlib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
-from mixmo_tf.config.settings import Config
+from mixmo_tf.config.settings import MAX_MEMBERS, Config
+from mixmo_tf.models.backbones import backbone_entry
 from mixmo_tf.models.torch_format import read_torch_file
 
 STATE_KEY = "classifier_state_dict"
@@ -31,6 +35,13 @@ ARCHITECTURE_FIELDS = ("backbone", "depth", "width", "num_members")
 _BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 _DATA_PARALLEL_PREFIX = "module."
+# The largest epoch a file may record: the authors train 300 (CIFAR) to 1200 epochs; the
+# imported step, epoch * steps per epoch, then stays far inside int64.
+MAX_EPOCH = 100_000
+# The hyper-parameters recorded from the optimizer state, in the order the note prints them:
+# nesterov a bool, the others numbers >= 0.
+_SGD_SETTINGS = ("lr", "momentum", "nesterov", "weight_decay", "dampening")
+_SHOWN_PROBLEMS = 3  # offending tensors named in one message
 
 
 class AuthorsCheckpointError(ValueError):
@@ -147,6 +158,17 @@ def _shape(state: Mapping[str, np.ndarray], name: str, path: str) -> tuple[int, 
     return tuple(np.shape(state[name]))
 
 
+def _leading_size(state: Mapping[str, np.ndarray], name: str, path: str) -> int:
+    """The first dimension of entry `name` (output channels, classes)."""
+    shape = _shape(state, name, path)
+    if not shape:
+        raise AuthorsCheckpointError(
+            f"{path}: {name} is a scalar, where the authors' WRN and PreActResNet-18 "
+            "(mixmo-pytorch) have a tensor: not a checkpoint of their networks."
+        )
+    return shape[0]
+
+
 def infer_architecture(state: Mapping[str, np.ndarray], path: str) -> AuthorsArchitecture:
     """The network whose state dict `state` is (names without "module.").
 
@@ -163,11 +185,11 @@ def infer_architecture(state: Mapping[str, np.ndarray], path: str) -> AuthorsArc
     backbone = "preact_resnet" if any(k.startswith("layer4.") for k in state) else "wrn"
     stem_channels = 16 if backbone == "wrn" else 64  # docs/method.md §2
     first_conv = "layer1.0.conv1.weight"
-    out_channels = _shape(state, first_conv, path)[0]
+    out_channels = _leading_size(state, first_conv, path)
     width, remainder = divmod(out_channels, stem_channels)
     blocks = len({k.split(".")[1] for k in state if k.startswith("layer1.")})
     _shape(state, stem_name, path)
-    num_classes = _shape(state, head_bias, path)[0]
+    num_classes = _leading_size(state, head_bias, path)
     architecture = AuthorsArchitecture(
         backbone=backbone,
         depth=6 * blocks + 4 if backbone == "wrn" else 18,
@@ -180,8 +202,22 @@ def infer_architecture(state: Mapping[str, np.ndarray], path: str) -> AuthorsArc
             f"{path}: {first_conv} has {out_channels} output channels and {head_bias} "
             f"{num_classes} classes, which no WRN or PreActResNet-18 of the authors has."
         )
+    _check_buildable(architecture, path)
     _check_against(state, authors_state_shapes(architecture), architecture, path)
     return architecture
+
+
+def _check_buildable(architecture: AuthorsArchitecture, path: str) -> None:
+    """Refuses a network outside the bounds the flags have, before its entries are listed."""
+    try:
+        backbone_entry(architecture.backbone).check(architecture.depth, architecture.width)
+        if architecture.num_members > MAX_MEMBERS:
+            raise ValueError(f"--num_members must be at most {MAX_MEMBERS}")
+    except ValueError as error:
+        raise AuthorsCheckpointError(
+            f"{path} describes a {architecture.label}, which this project does not build "
+            f"({error}): not a checkpoint of the authors' networks."
+        ) from None
 
 
 def _check_against(state, expected, architecture: AuthorsArchitecture, path: str) -> None:
@@ -236,6 +272,116 @@ def _strip_data_parallel(state: Mapping) -> dict[str, np.ndarray]:
     return dict(state)
 
 
+def _shown(value: Any) -> str:
+    """A short description of a value read from a file, for a message."""
+    if type(value) is int and value.bit_length() > 64:  # repr of a huge int is slow or refused
+        return f"an integer of {value.bit_length()} bits"
+    return f"{reprlib.repr(value)} ({type(value).__name__})"
+
+
+def _checkpoint_dict(content: Any, path: str) -> Mapping:
+    """`content` if it is a dict of names holding a state dict of names."""
+    if isinstance(content, Mapping) and not all(isinstance(key, str) for key in content):
+        key = next(key for key in content if not isinstance(key, str))
+        raise AuthorsCheckpointError(
+            f"{path}: its top-level dict has the key {_shown(key)}, not a name: not a "
+            "checkpoint saved by the authors' training (mixmo-pytorch)."
+        )
+    if not isinstance(content, Mapping) or not isinstance(content.get(STATE_KEY), Mapping):
+        found = sorted(content)[:10] if isinstance(content, Mapping) else type(content).__name__
+        raise AuthorsCheckpointError(
+            f"{path} is a PyTorch file without {STATE_KEY!r} (it holds {found}): not a "
+            "checkpoint saved by the authors' training (mixmo-pytorch)."
+        )
+    for key in content[STATE_KEY]:
+        if not isinstance(key, str):
+            raise AuthorsCheckpointError(
+                f"{path}: {STATE_KEY} has the key {_shown(key)}, where a state dict names its "
+                "tensors: not a checkpoint saved by the authors' training (mixmo-pytorch)."
+            )
+    return content
+
+
+def _epoch(content: Mapping, path: str) -> int:
+    """The epoch the file was saved after (0 if it records none)."""
+    epoch = content.get("epoch", 0)
+    if type(epoch) is not int or not 0 <= epoch <= MAX_EPOCH:
+        raise AuthorsCheckpointError(
+            f"{path}: its epoch is {_shown(epoch)}; the authors' checkpoint records the epoch it "
+            f"was saved after, an integer in [0, {MAX_EPOCH}]."
+        )
+    return epoch
+
+
+def _check_dtypes(tensors: Mapping[str, Any], path: str, what: str = "") -> None:
+    """Each tensor is an array of floats (of integers for num_batches_tracked)."""
+    for name, tensor in tensors.items():
+        counter = name.endswith("num_batches_tracked")
+        expected = "an integer count" if counter else "floating point values"
+        if not isinstance(tensor, np.ndarray) or tensor.dtype.kind not in (
+            "iu" if counter else "f"
+        ):
+            held = tensor.dtype if isinstance(tensor, np.ndarray) else type(tensor).__name__
+            raise AuthorsCheckpointError(
+                f"{path}: {what}{name} holds {held}, where the authors' network has {expected}: "
+                "not a checkpoint saved by the authors' training (mixmo-pytorch)."
+            )
+
+
+def _optimizer_problem(path: str, problem: str) -> AuthorsCheckpointError:
+    return AuthorsCheckpointError(
+        f"{path}: {OPTIMIZER_KEY} {problem}, which torch.optim.SGD's state dict never has: not "
+        "a checkpoint saved by the authors' training (mixmo-pytorch)."
+    )
+
+
+def _optimizer_state(content: Mapping, path: str) -> Mapping:
+    """The file's SGD state dict, its structure checked ({} if the file holds none)."""
+    optimizer = content.get(OPTIMIZER_KEY)
+    if optimizer is None:
+        return {}
+    if not isinstance(optimizer, Mapping):
+        raise _optimizer_problem(path, f"is {_shown(optimizer)}, not a dict")
+    groups = optimizer.get("param_groups", [])
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, Mapping) for g in groups):
+        raise _optimizer_problem(path, f"has param_groups {_shown(groups)}, not a list of dicts")
+    keys = []
+    for group in groups:
+        params = group.get("params", [])
+        if not isinstance(params, (list, tuple)) or any(type(key) is not int for key in params):
+            raise _optimizer_problem(path, f"lists params {_shown(params)}, not integer ids")
+        keys += params
+    if len(set(keys)) != len(keys):
+        raise _optimizer_problem(path, "lists a parameter twice")
+    state = optimizer.get("state", {})
+    if not isinstance(state, Mapping):
+        raise _optimizer_problem(path, f"has state {_shown(state)}, not a dict")
+    for key in state:
+        if type(key) is not int:
+            raise _optimizer_problem(path, f"has state for {_shown(key)}, not a parameter id")
+    for key, entry in state.items():
+        if not isinstance(entry, Mapping):
+            raise _optimizer_problem(path, f"has state {_shown(entry)} for parameter {key}")
+    for group in groups:
+        _check_sgd_settings(group, path)
+    return optimizer
+
+
+def _check_sgd_settings(group: Mapping, path: str) -> None:
+    """The recorded hyper-parameters: nesterov a bool, the others finite numbers >= 0."""
+    for name in (name for name in _SGD_SETTINGS if name in group):
+        value = group[name]
+        if name == "nesterov":
+            valid, expected = type(value) is bool, "a bool"
+        else:
+            # An int within int64 (a larger one would not even print in imported_from.json).
+            finite = type(value) is int and value.bit_length() < 64
+            finite = finite or (type(value) is float and math.isfinite(value))
+            valid, expected = finite and value >= 0, "a number >= 0"
+        if not valid:
+            raise _optimizer_problem(path, f"has {name} {_shown(value)}, not {expected}")
+
+
 def _momentum_buffers(optimizer: Mapping, parameters: list[str], path: str) -> dict:
     """Each parameter's momentum buffer, from a `torch.optim.SGD` state dict."""
     groups = optimizer.get("param_groups", [])
@@ -249,14 +395,44 @@ def _momentum_buffers(optimizer: Mapping, parameters: list[str], path: str) -> d
     buffers = {
         name: state[key]["momentum_buffer"]
         for name, key in zip(parameters, keys)
-        if isinstance(state.get(key), Mapping) and state[key].get("momentum_buffer") is not None
+        if state.get(key, {}).get("momentum_buffer") is not None
     }
     if buffers and len(buffers) != len(parameters):
         raise AuthorsCheckpointError(
             f"{path}: {len(parameters) - len(buffers)} of the {len(parameters)} parameters have "
             "no momentum buffer; an SGD checkpoint has one for all or none."
         )
+    _check_dtypes(buffers, path, what="the momentum buffer of ")
     return buffers
+
+
+def _value_problems(name: str, tensor: np.ndarray, what: str = "") -> list[str]:
+    """What in a float32 tensor no trained network holds: non-finite values, negative BN
+    variances, a negative batch count."""
+    problems = []
+    if tensor.dtype.kind == "f" and not np.isfinite(tensor).all():
+        count = np.count_nonzero(~np.isfinite(tensor))
+        problems.append(f"{what}{name} has {count} NaN or infinite values (in float32)")
+    if name.endswith(("running_var", "num_batches_tracked")) and (tensor < 0).any():
+        problems.append(f"{what}{name} has {np.count_nonzero(tensor < 0)} negative values")
+    return problems
+
+
+def _check_values(state: Mapping, momentum: Mapping, path: str) -> None:
+    """Refuses tensors that cannot be a trained network's, naming the first few."""
+    problems = [p for name, tensor in state.items() for p in _value_problems(name, tensor)]
+    problems += [
+        problem
+        for name, buffer in momentum.items()
+        for problem in _value_problems(name, buffer, "the momentum buffer of ")
+    ]
+    if problems:
+        shown = "; ".join(problems[:_SHOWN_PROBLEMS])
+        more = len(problems) - _SHOWN_PROBLEMS
+        raise AuthorsCheckpointError(
+            f"{path}: {shown}{f'; and {more} more' if more > 0 else ''}. A trained network has "
+            "none: download the file again, or take a checkpoint saved before training diverged."
+        )
 
 
 def read_authors_checkpoint(path: str) -> AuthorsCheckpoint:
@@ -265,23 +441,18 @@ def read_authors_checkpoint(path: str) -> AuthorsCheckpoint:
     Raises:
         mixmo_tf.models.torch_format.TorchFileError: not a readable PyTorch file, or its
             pickle names something a state dict never holds (refused, never run).
-        AuthorsCheckpointError: a PyTorch file, but not of the authors' networks.
+        AuthorsCheckpointError: a PyTorch file, but not of the authors' networks, or holding
+            values no trained network has (NaN or infinite in float32, negative variances).
     """
-    content = read_torch_file(path)
-    if not isinstance(content, Mapping) or not isinstance(content.get(STATE_KEY), Mapping):
-        found = (
-            sorted(map(str, content)) if isinstance(content, Mapping) else type(content).__name__
-        )
-        raise AuthorsCheckpointError(
-            f"{path} is a PyTorch file without {STATE_KEY!r} (it holds {found}): not a "
-            "checkpoint saved by the authors' training (mixmo-pytorch)."
-        )
+    content = _checkpoint_dict(read_torch_file(path), path)
     state = _strip_data_parallel(content[STATE_KEY])
+    _check_dtypes(state, path)
     architecture = infer_architecture(state, path)
     expected = authors_state_shapes(architecture)
-    state = {name: _as_float32(state[name]) for name, _ in expected}
+    state = {name: state[name] for name, _ in expected}
+    epoch = _epoch(content, path)
+    optimizer = _optimizer_state(content, path)
     parameters = [name for name, _ in expected if is_parameter(name)]
-    optimizer = content.get(OPTIMIZER_KEY) or {}
     momentum = _momentum_buffers(optimizer, parameters, path) if optimizer else {}
     for name, buffer in momentum.items():
         if np.shape(buffer) != np.shape(state[name]):
@@ -289,21 +460,24 @@ def read_authors_checkpoint(path: str) -> AuthorsCheckpoint:
                 f"{path}: the momentum buffer of {name} is shaped {np.shape(buffer)}, the "
                 f"parameter {np.shape(state[name])}."
             )
+    state = {name: _as_float32(tensor) for name, tensor in state.items()}
+    momentum = {name: _as_float32(buffer) for name, buffer in momentum.items()}
+    _check_values(state, momentum, path)
     groups = optimizer.get("param_groups") or [{}]
-    settings_names = ("lr", "momentum", "nesterov", "weight_decay", "dampening")
     return AuthorsCheckpoint(
         path=str(path),
-        epoch=int(content.get("epoch", 0)),
+        epoch=epoch,
         architecture=architecture,
         state=state,
-        momentum={name: _as_float32(buffer) for name, buffer in momentum.items()},
-        optimizer_settings={k: groups[0][k] for k in settings_names if k in groups[0]},
+        momentum=momentum,
+        optimizer_settings={k: groups[0][k] for k in _SGD_SETTINGS if k in groups[0]},
     )
 
 
 def _as_float32(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    return array.astype(np.float32, copy=False) if array.dtype.kind == "f" else array
+    """Floats as float32 (a float64 beyond its range becomes infinite: `_check_values`)."""
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32, copy=False) if array.dtype.kind == "f" else array
 
 
 def import_config(

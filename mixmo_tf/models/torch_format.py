@@ -25,6 +25,13 @@ numpy views; nothing is imported or called by name from the file, and any other 
 the read (`UnsafeTorchFileError`) before anything runs. Every argument a pickle passes is
 checked: types, each tensor view inside its storage, each storage inside the file.
 
+Bounds: nothing a file declares makes the reader allocate much more than the file. Before a
+pickle is unpickled, a scan of its opcodes (`_scan_pickle`) checks its size, that every
+length it declares is present, and how deep its containers nest (deep nesting crashes
+Python); a compressed zip entry is inflated only up to its declared size, and the declared
+sizes are bounded by the file's; a tensor holds at most the elements of its storage (no
+broadcast views), so that copying it costs no more than the file holds.
+
 Memory: the file is memory-mapped copy-on-write and tensors are numpy views of the mapping, so
 storages shared by several tensors are read once, nothing is copied, and the arrays are
 writable (a written page becomes private; the file never changes). Only a compressed zip
@@ -38,9 +45,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import math
 import mmap
 import os
 import pickle
+import pickletools
 import reprlib
 import struct
 import zipfile
@@ -72,6 +81,23 @@ _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, name length and extra le
 _LEGACY_COUNT = struct.Struct("<q")  # a legacy storage's element count
 _PICKLE_PROTO = b"\x80"  # the PROTO opcode that starts a pickle of protocol >= 2
 _SNIFF_BYTES = 1024  # what is read to tell a zip, a pickle, a web page or text apart
+# Bounds on what a file may ask of this reader, checked before the work they bound:
+# - a pickle's size: a state dict pickles in ~100 bytes per tensor (WRN-28-10 M=2 with its
+#   momentum buffers: 24 KB), so 1 MiB is ~10,000 tensors; a pickle is scanned in pure
+#   Python before it is unpickled (at worst ~3 s and ~65 MiB per MiB: one empty list per
+#   byte), and each of its bytes can build an object.
+_MAX_PICKLE_BYTES = 2**20
+_LARGE_PICKLE = f"a pickle of more than {_MAX_PICKLE_BYTES // 2**20} MiB"
+# - how deep its containers nest: a checkpoint nests ~10 levels (the dict, the optimizer's
+#   state by parameter, a tensor's arguments); Python hashes nested tuples recursively, and a
+#   few hundred thousand levels overflow the C stack (a crash, not an exception).
+_MAX_NESTING = 100
+# - the bytes its compressed zip entries inflate to, in all: 16 times the file (torch stores
+#   entries uncompressed; re-zipped weights shrink by less than 2), at least 1 MiB.
+_MAX_INFLATION = 16
+_MIN_INFLATION_BYTES = 2**20
+# - the size of a record that holds a word or a number (version, byteorder).
+_MAX_RECORD_BYTES = 64
 # Bytes of text (as file(1) counts them): controls that text uses and everything from space.
 _TEXT_BYTES = bytes({7, 8, 9, 10, 12, 13, 27} | set(range(0x20, 0x100)))
 # What pickle, zipfile and numpy raise on damaged input (zipfile: RuntimeError for an
@@ -121,7 +147,9 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
     Raises:
         UnsafeTorchFileError: the file names a global that a state dict never needs.
         TorchFileError: not a torch.save file (e.g. a web page saved by a download), truncated
-            or damaged, or holding content other than tensors and plain Python values.
+            or damaged, holding content other than tensors and plain Python values, or
+            beyond the reader's bounds (module docstring: nesting, pickle and inflated sizes,
+            broadcast tensors), all checked before what they bound is built.
         OSError: the file cannot be opened.
     """
     name = os.fspath(path)
@@ -354,6 +382,11 @@ def _tensor(view: Any, offset: Any, size: Any, stride: Any) -> np.ndarray:
             f"a tensor of size {size} and stride {stride} at offset {offset} overruns its "
             f"storage of {view.numel} elements"
         )
+    if math.prod(size) > view.numel:  # what it would take once copied, bounded by the file
+        raise _Unsupported(
+            f"a tensor of size {size} and stride {stride} that repeats the {view.numel} "
+            "elements of its storage (a broadcast view)"
+        )
     elements = view.storage.elements
     if elements is None:
         return np.broadcast_to(np.zeros(()), size)
@@ -363,8 +396,12 @@ def _tensor(view: Any, offset: Any, size: Any, stride: Any) -> np.ndarray:
 
 
 def _unpickle(stream: BinaryIO, storage_for: Callable[[Any], _StorageView]) -> Any:
-    """The next object pickled in `stream`, through the allow-list."""
+    """The next object pickled in `stream`, through the allow-list, once `_scan_pickle` has
+    found it within bounds."""
+    start = stream.tell()
     try:
+        _scan_pickle(stream, start)
+        stream.seek(start)
         return _StateDictUnpickler(stream, storage_for).load()
     except _PICKLE_ERRORS as error:
         raise _Damaged(f"unreadable pickle: {error}") from error
@@ -417,6 +454,131 @@ def _elements(raw: np.ndarray, storage_type: _StorageType, byteorder: str) -> np
     return stored if stored.dtype.isnative else stored.astype(stored.dtype.newbyteorder("="))
 
 
+# ---- the pickle's size and nesting, before it is unpickled ------------------------------
+
+
+class _Nest:
+    """What the scan knows of an object a pickle builds: how deep its containers nest, and
+    the objects that hold it (whose depth grows with its own)."""
+
+    __slots__ = ("depth", "holders")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.holders: list[_Nest] | None = None  # most objects have one: made on first use
+
+
+_LEAF = _Nest()  # every object that holds nothing: numbers, strings, globals
+_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
+_FILLS = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
+_EMPTY_CONTAINERS = frozenset({"EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"})
+
+
+def _scan_pickle(stream: BinaryIO, start: int) -> None:
+    """Checks the pickle at `start` in `stream` without building it: at most
+    `_MAX_PICKLE_BYTES`, every declared length present (`pickletools.genops` reads them),
+    containers nested at most `_MAX_NESTING` deep (an object that holds itself nests without
+    end), no stack underflow.
+
+    Follows the unpickler's stack, marks and memo, so that nesting built through the memo
+    (an object filled after another took it) counts too.
+    """
+    scan = _PickleScan()
+    for opcode, arg, position in pickletools.genops(stream):
+        if position - start > _MAX_PICKLE_BYTES:
+            raise _Unsupported(_LARGE_PICKLE)
+        scan.apply(opcode, arg)
+
+
+class _PickleScan:
+    """The unpickler's stack, marks and memo, holding `_Nest`s instead of objects."""
+
+    def __init__(self) -> None:
+        self.stack: list[_Nest] = []
+        self.marks: list[int] = []  # stack lengths at each MARK, as the unpickler keeps them
+        self.memo: dict[int, _Nest] = {}
+
+    def apply(self, opcode: pickletools.OpcodeInfo, arg: Any) -> None:
+        name = opcode.name
+        if name in _GETS:
+            if arg not in self.memo:
+                raise _Damaged(f"its pickle reads memo entry {arg}, which it never wrote")
+            self.stack.append(self.memo[arg])
+        elif name in _PUTS:
+            self.memo[len(self.memo) if name == "MEMOIZE" else arg] = self.top()
+        elif name == "MARK":
+            self.marks.append(len(self.stack))
+        elif name == "POP" and self.marks and self.marks[-1] == len(self.stack):
+            self.marks.pop()  # POP drops a MARK on top, as the unpickler's
+        elif name == "DUP":
+            self.stack.append(self.top())
+        else:
+            self.build(opcode)
+
+    def build(self, opcode: pickletools.OpcodeInfo) -> None:
+        """An opcode that pops its arguments and pushes at most one result: a new object
+        holding them, or the first argument (a container it fills)."""
+        before = opcode.stack_before
+        if pickletools.markobject in before:  # the objects under the MARK, then those above
+            if not self.marks:
+                raise _Damaged(f"its pickle's {opcode.name} has no MARK")
+            items = self.stack[self.marks[-1] :]
+            del self.stack[self.marks.pop() :]
+            items = self.pop(before.index(pickletools.markobject)) + items
+        else:
+            items = self.pop(len(before))
+        if opcode.name in _FILLS:
+            target = items.pop(0)
+            if target is _LEAF:
+                raise _Damaged(f"its pickle's {opcode.name} adds to a value that holds nothing")
+            _hold(target, items)
+            self.stack.append(target)
+        elif opcode.stack_after:
+            result = _Nest() if before or opcode.name in _EMPTY_CONTAINERS else _LEAF
+            _hold(result, items)
+            self.stack.append(result)
+
+    def top(self) -> _Nest:
+        """The top object, left in place; it must lie above the last MARK."""
+        self.check_available(1)
+        return self.stack[-1]
+
+    def pop(self, count: int) -> list[_Nest]:
+        """The top `count` objects, removed; none may lie under the last MARK."""
+        self.check_available(count)
+        items = self.stack[len(self.stack) - count :]
+        del self.stack[len(self.stack) - count :]
+        return items
+
+    def check_available(self, count: int) -> None:
+        if len(self.stack) - count < (self.marks[-1] if self.marks else 0):
+            raise _Damaged("its pickle's stack underflows")
+
+
+def _hold(holder: _Nest, items: list[_Nest]) -> None:
+    """Records that `holder` holds `items`; deepens it, and what holds it, to match."""
+    depth = 0
+    for item in items:
+        if item is not _LEAF:
+            if item.holders is None:
+                item.holders = [holder]
+            else:
+                item.holders.append(holder)
+            depth = max(depth, item.depth + 1)
+    pending = [(holder, depth)]
+    while pending:  # each object deepens at most _MAX_NESTING times
+        node, depth = pending.pop()
+        if depth <= node.depth:
+            continue
+        if depth > _MAX_NESTING:
+            raise _Unsupported(
+                f"values nested more than {_MAX_NESTING} levels deep (or holding themselves)"
+            )
+        node.depth = depth
+        pending.extend((outer, depth + 1) for outer in node.holders or ())
+
+
 # ---- the zip format --------------------------------------------------------------------
 
 
@@ -427,13 +589,36 @@ def _read_zip(stream: BinaryIO, mapped: mmap.mmap) -> Any:
     except _ZIP_ERRORS as error:
         raise _Damaged("the zip's directory, at its end, is missing or broken") from error
     with archive:
+        _check_inflated_sizes(archive, len(mapped))
         prefix = _zip_prefix(archive)
         _check_zip_version(archive, prefix)
         byteorder = _zip_byteorder(archive, prefix)
         locate = functools.partial(_zip_storage_elements, archive, mapped, prefix, byteorder)
         storage_for = functools.partial(_zip_storage_view, storages={}, locate=locate)
-        pickled = _zip_record(archive, f"{prefix}/data.pkl")
+        if archive.getinfo(f"{prefix}/data.pkl").file_size > _MAX_PICKLE_BYTES:
+            raise _Unsupported(_LARGE_PICKLE)
+        pickled = _zip_record(archive, f"{prefix}/data.pkl", _MAX_PICKLE_BYTES)
         return _unpickle(io.BytesIO(pickled), storage_for)
+
+
+def _check_inflated_sizes(archive: zipfile.ZipFile, file_size: int) -> None:
+    """Refuses compression that torch never writes and zips whose compressed entries declare
+    more than `_MAX_INFLATION` times the file (reads never inflate past what is declared:
+    `_inflate`)."""
+    compressed = [info for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED]
+    for info in compressed:
+        if info.compress_type != zipfile.ZIP_DEFLATED:
+            raise _Unsupported(
+                f"{info.filename} compressed by method {info.compress_type} (torch stores its "
+                "entries uncompressed; deflate is read too)"
+            )
+    inflated = sum(info.file_size for info in compressed)
+    budget = max(_MAX_INFLATION * file_size, _MIN_INFLATION_BYTES)
+    if inflated > budget:
+        raise _Unsupported(
+            f"compressed entries that inflate to {inflated} bytes, more than {_MAX_INFLATION} "
+            f"times the file's {file_size} (torch stores its entries uncompressed)"
+        )
 
 
 def _zip_prefix(archive: zipfile.ZipFile) -> str:
@@ -448,14 +633,31 @@ def _zip_prefix(archive: zipfile.ZipFile) -> str:
     return prefix
 
 
-def _zip_record(archive: zipfile.ZipFile, name: str) -> bytes | None:
-    """The (CRC-checked) content of entry `name`, or None if there is none."""
+def _zip_record(
+    archive: zipfile.ZipFile, name: str, limit: int = _MAX_RECORD_BYTES
+) -> bytes | None:
+    """The (CRC-checked) content of entry `name`, at most `limit` bytes, or None if there is
+    none."""
     try:
-        return archive.read(name)
+        info = archive.getinfo(name)
     except KeyError:
         return None
+    if info.file_size > limit:
+        raise _Damaged(f"{name} declares {info.file_size} bytes, more than its {limit}")
+    return _inflate(archive, info)
+
+
+def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """The entry's content, CRC-checked: exactly its declared size, as zipfile stops a
+    deflate stream there (a longer stream then fails the CRC check)."""
+    try:
+        with archive.open(info) as entry:
+            content = entry.read(info.file_size)  # read() would inflate 2 GiB at once
     except _ZIP_ERRORS as error:
-        raise _Damaged(f"unreadable {name}: {error}") from error
+        raise _Damaged(f"unreadable {info.filename}: {error}") from error
+    if len(content) != info.file_size:
+        raise _Damaged(f"{info.filename} holds {len(content)} bytes, not its {info.file_size}")
+    return content
 
 
 def _check_zip_version(archive: zipfile.ZipFile, prefix: str) -> None:
@@ -503,21 +705,17 @@ def _zip_storage_elements(
         info = archive.getinfo(name)
     except KeyError:
         raise _Damaged(f"{name} is missing") from None
-    raw = _entry_bytes(archive, info, mapped)
     expected = numel * storage_type.dtype.itemsize
-    if raw.size != expected:
-        raise _Damaged(f"{name} holds {raw.size} bytes, not the {expected} of its storage")
-    return _elements(raw, storage_type, byteorder)
+    if info.file_size != expected:
+        raise _Damaged(f"{name} holds {info.file_size} bytes, not the {expected} of its storage")
+    return _elements(_entry_bytes(archive, info, mapped), storage_type, byteorder)
 
 
 def _entry_bytes(archive: zipfile.ZipFile, info: zipfile.ZipInfo, mapped: mmap.mmap) -> np.ndarray:
     """An entry's bytes, CRC-checked: a view of `mapped` if stored (as torch writes them),
     else read and decompressed by zipfile."""
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # 0x1: encrypted
-        try:
-            return np.frombuffer(archive.read(info), np.uint8)
-        except _ZIP_ERRORS as error:
-            raise _Damaged(f"unreadable {info.filename}: {error}") from error
+        return np.frombuffer(_inflate(archive, info), np.uint8)
     start = _entry_data_offset(info, mapped)
     if info.compress_size != info.file_size or start + info.file_size > len(mapped):
         raise _Damaged(f"{info.filename} extends past the end of the file")
