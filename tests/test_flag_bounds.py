@@ -12,8 +12,8 @@ import pytest
 from absl import flags
 from flag_helpers import FLAGS_DIR, parse
 
+from mixmo_tf.cli import app, modes
 from mixmo_tf.cli import flags as mixmo_flags
-from mixmo_tf.cli import modes
 from mixmo_tf.config import Config
 from mixmo_tf.config.ranges import Range
 from mixmo_tf.config.settings import valid_range
@@ -210,3 +210,29 @@ def test_the_readme_commands_give_only_flags_their_modes_read(monkeypatch):
         mixmo_flags.check_flags_apply(_fresh_values(*command))
     export_options = ["--export_dir=DIR", "--temperature=1.5"]  # the README's [--export_dir] ...
     mixmo_flags.check_flags_apply(_fresh_values("--mode=export", "--model_dir=r", *export_options))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--checkpoint=paper.ckpt"],
+            "ERROR: --checkpoint is read by --mode=import only, not --mode=train: to fine-tune",
+        ),
+        (["--lr_decay_factor=-0.1"], "ERROR: --lr_decay_factor must be in (0.0, 1.0]."),
+        (["--l2=inf"], "ERROR: --l2 must be a finite number. Received: l2=inf"),
+    ],
+)
+def test_main_refuses_in_one_line_before_writing_anything(tmp_path, capsys, args, message):
+    run_dir = tmp_path / "run"
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["main.py", "--dataset=digits", "--smoke", f"--model_dir={run_dir}", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            app.main(["main.py"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []  # neither the run nor its --smoke folder
