@@ -121,7 +121,7 @@ def _given(values: flags.FlagValues, name: str) -> str:
 
 
 def _pairs() -> list[tuple[str, str]]:
-    names = [*mixmo_flags._MODES_READING, *(field.name for field in dataclasses.fields(Config))]
+    names = mixmo_flags.mixmo_flag_names()
     return [(name, mode) for name in names for mode in mixmo_flags.MODES]
 
 
@@ -137,6 +137,11 @@ def test_a_flag_is_refused_by_every_mode_that_does_not_read_it(name, mode):
     message = str(error.value)
     assert re.match(rf"--{name} is read by --mode=\w+", message), message
     assert f"not --mode={mode}: " in message and "\n" not in message
+
+
+def test_every_flag_main_defines_is_in_the_table_of_modes():
+    # A new non-Config flag must say which modes read it (else it counts as a run setting).
+    assert sorted(mixmo_flags.mixmo_flag_names()) == sorted(_fresh_values())
 
 
 def test_the_modes_reading_each_flag_are_those_the_modes_take():

@@ -193,7 +193,14 @@ def modes_reading(name: str) -> tuple[str, ...]:
     return _MODES_READING.get(name, _RUN_SETTING_MODES)
 
 
+def mixmo_flag_names() -> list[str]:
+    """The names of the flags `define_flags` makes (absl's and TensorFlow's are not ours)."""
+    fields = [field.name for field in dataclasses.fields(Config)]
+    return [name for name in _MODES_READING if name not in fields] + fields
+
+
 def _mode_list(modes: tuple[str, ...]) -> str:
+    """ "--mode=import only", or "--mode=train, --mode=import and --mode=evaluate"."""
     named = [f"--mode={mode}" for mode in modes]
     return named[0] + " only" if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
 
@@ -206,8 +213,11 @@ def check_flags_apply(values: flags.FlagValues = flags.FLAGS) -> None:
     and what to do instead where there is a better way.
     """
     mode = values.mode
-    ours = [name for name in _MODES_READING] + [f.name for f in dataclasses.fields(Config)]
-    refused = [name for name in ours if values[name].present and mode not in modes_reading(name)]
+    refused = [
+        name
+        for name in mixmo_flag_names()
+        if values[name].present and mode not in modes_reading(name)
+    ]
     if not refused:
         return
     by_modes: dict[tuple[str, ...], list[str]] = {}
@@ -279,7 +289,7 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
         "smoke",
         False,
         "Shrink the run to seconds on a CPU (WRN-10-1, at most 2 epochs of 3 steps), "
-        "in <model_dir>_smoke.",
+        "in <model_dir>_smoke. --mode=train; with --mode=evaluate: evaluate that run.",
         flag_values=values,
     )
     flags.DEFINE_list(
