@@ -86,8 +86,8 @@ MAX_IMAGE_SIZE = 1024
 MAX_BATCH = 4096
 # Largest b: the paper uses 4; each unique image repeated more often than 64 times is noise.
 MAX_REPETITIONS = 64
-# Largest epoch count (the paper: 300; Tiny ImageNet: 1200) and epoch length (an automatic
-# epoch of a 10-million-image folder at B=64, b=4 is 625000 steps): their product, the last
+# Largest epoch count (the paper: 300; Tiny ImageNet: 1200) and given epoch length (CIFAR's
+# automatic one is 3125 steps, ImageNet's at B=64, b=4 would be 80000): their product, the last
 # step number, stays below 2**31, so every step counter and schedule boundary fits an int32.
 MAX_EPOCHS = 10_000
 MAX_STEPS_PER_EPOCH = 200_000
