@@ -27,9 +27,9 @@ _NUMERIC_FIELDS = [
 
 
 def _outside(valid: Range) -> list[float]:
-    """A value just below and one just above `valid`."""
+    """A value below and one above `valid` (twice its top: one more is lost in 1e36's float)."""
     below = valid.low if valid.low_open else valid.low - 1
-    above = valid.high if valid.high_open else valid.high + 1
+    above = valid.high if valid.high_open else 2 * valid.high
     return [below, above]
 
 
