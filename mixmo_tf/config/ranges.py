@@ -40,7 +40,7 @@ class Range:
 
     def check(self, name: str, value: float) -> None:
         """Raises ValueError naming `--name`, this range and `value` if it is outside."""
-        if isinstance(value, float) and not math.isfinite(value):
+        if not isinstance(value, int) and not math.isfinite(value):  # nan, inf of any float type
             raise ValueError(f"--{name} must be a finite number. Received: {name}={value}")
         if value not in self:
             reason = f" ({self.why})" if self.why else ""

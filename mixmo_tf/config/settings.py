@@ -91,7 +91,8 @@ MAX_REPETITIONS = 64
 # step number, stays below 2**31, so every step counter and schedule boundary fits an int32.
 MAX_EPOCHS = 10_000
 MAX_STEPS_PER_EPOCH = 200_000
-# Largest --lr: 32 * 1e36 is below float32's largest number, 3.4e38.
+# Largest --lr: the run's rate lr * (B/b) / 128 is at most 32 lr, and 32e36 is below float32's
+# largest number, 3.4e38.
 MAX_LR = 1e36
 # Dirichlet and Beta concentrations: the paper uses 2 and 1; at 100 every ratio is within a
 # few percent of 1/M (a plain sum). An integer alpha compiled with XLA draws alpha exponentials
@@ -141,9 +142,8 @@ class Config:
     batch_size: int = _ranged(64, Range(1, MAX_BATCH))
     batch_repetitions: int = _ranged(4, Range(1, MAX_REPETITIONS))
     epochs: int = _changeable_on_resume(300, Range(1, MAX_EPOCHS))
-    # For 128 unique images per step (the paper: 0.1). The run's rate lr * (B/b) / 128 (at most
-    # 32 lr) stays a finite float32 (< 3.4e38); a large finite rate diverges, and the run's
-    # divergence check stops it naming --lr.
+    # For 128 unique images per step (the paper: 0.1). A large finite rate diverges, and the
+    # run's divergence check stops it naming --lr; MAX_LR keeps the run's rate a float32.
     lr: float = _changeable_on_resume(0.1, Range(0.0, MAX_LR, low_open=True))
     warmup_epochs: float = _changeable_on_resume(1.0, Range(0, MAX_EPOCHS))
     lr_decay_epochs: tuple[int, ...] = _changeable_on_resume((101, 201, 226), Range(1, MAX_EPOCHS))
