@@ -12,6 +12,8 @@ from absl import flags
 from mixmo_tf.cli import app
 from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.config import Config
+from mixmo_tf.config.ranges import TEMPERATURE
+from mixmo_tf.config.settings import valid_range
 
 
 def test_grouped_help_lists_every_flag_once_under_its_topic():
@@ -45,3 +47,18 @@ def test_main_help_prints_the_groups(monkeypatch, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--helpfull lists every flag" in out and "\noptimisation:\n" in out
+
+
+def test_help_shows_the_range_of_every_number():
+    values = flags.FlagValues()
+    mixmo_flags.define_flags(values)
+    text = " ".join(mixmo_flags.grouped_help(values).split())
+    for field in dataclasses.fields(Config):
+        valid = valid_range(field.name)
+        if valid is not None:
+            assert f"Range: {valid}. (default:" in text.split(f"--{field.name} ", 1)[1], field.name
+    assert f"Range: {TEMPERATURE}." in text.split("--temperature ", 1)[1]
+    assert (
+        "--depth WRN depth, 6n+4 up to 202 (28 in the paper); --backbone=wrn only. Range: [1, 1000]"
+        in text
+    )

@@ -32,6 +32,17 @@ mixmo_flags.define_flags(values)
 values(["main.py", "--dataset=digits", "--depth=16", "--mixing=linear", "--smoke"])
 config = mixmo_flags.config_from_flags(values)
 assert config.depth == 10 and config.mixing == "linear", config
+# A flag the mode does not read and a number out of range are refused before TensorFlow starts.
+refused = flags.FlagValues()
+mixmo_flags.define_flags(refused)
+refused(["main.py", "--mode=train", "--checkpoint=paper.ckpt", "--lr=nan"])
+for check in (mixmo_flags.check_flags_apply, mixmo_flags.config_from_flags):
+    try:
+        check(refused)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError(check)
 assert mixmo_tf.Config is Config and backbones.backbone_names()[:2] == ("wrn", "preact_resnet")
 folder = tempfile.mkdtemp()
 run_record.record_run_config(Config(dataset="cifar10", model_dir=folder))

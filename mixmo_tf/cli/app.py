@@ -98,6 +98,7 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
         )
     values = flags.FLAGS
     try:
+        mixmo_flags.check_flags_apply(values)
         config = mixmo_flags.config_from_flags(values)
         if values.mode in ("export", "predict"):
             modes.check_serving_flags(

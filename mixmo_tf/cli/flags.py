@@ -12,10 +12,11 @@ import textwrap
 from absl import flags
 
 from mixmo_tf.config import choices
-from mixmo_tf.config.settings import Config
+from mixmo_tf.config.ranges import TEMPERATURE
+from mixmo_tf.config.settings import Config, valid_range
 from mixmo_tf.data.sources import DEFAULT_IMAGE_SIZE
 from mixmo_tf.data.specs import DATASETS
-from mixmo_tf.models.backbones import backbone_names
+from mixmo_tf.models.backbones import MAX_WEIGHTS, MAX_WRN_DEPTH, backbone_names
 
 MODES = ("train", "evaluate", "export", "predict", "import")
 
@@ -43,9 +44,10 @@ _HELP = {
     "backbone": "Network wrapped by MixMo: wrn (Wide ResNet, --depth and --width; CIFAR) or "
     "preact_resnet (PreActResNet-18-w, --width; Tiny ImageNet); more with "
     "mixmo_tf.backbones.register_backbone. Registered now: " + ", ".join(backbone_names()) + ".",
-    "depth": "WRN depth, 6n+4 (28 in the paper); --backbone=wrn only.",
+    "depth": f"WRN depth, 6n+4 up to {MAX_WRN_DEPTH} (28 in the paper); --backbone=wrn only.",
     "width": "Widening factor: k of WRN-depth-k (10 in the paper), w of PreActResNet-18-w "
-    "(1, 2, 3).",
+    f"(1, 2, 3). The network may have at most {MAX_WEIGHTS // 10**9} billion weights (WRN-28-50, "
+    "PreActResNet-18-9).",
     "num_members": "M, the number of subnetworks (1 = the single network).",
     "mixing": "Feature mixing: none (single network, M=1), mimo (plain sum, Havasi et al.), "
     "linear (Linear-MixMo), cutmix (Cut-MixMo with the cut-probability schedule).",
@@ -157,6 +159,81 @@ TOPICS = {
 }
 _HELP_WIDTH = 100
 
+# The modes that read each flag; a flag given to another mode is refused (`check_flags_apply`).
+# Every Config field but --model_dir is a run's setting: training and import record it,
+# evaluation applies it on top of the recorded run; export and predict read the recorded run
+# only. --model_dir names the run in every mode.
+_RUN_SETTING_MODES = ("train", "import", "evaluate")
+_MODES_READING = {
+    "mode": MODES,
+    "model_dir": MODES,
+    "smoke": ("train", "evaluate"),  # evaluate: the run that --smoke trained, <model_dir>_smoke
+    "checkpoint": ("import",),
+    "export_dir": ("export",),
+    "temperature": ("export", "predict"),
+    "images": ("predict",),
+    "saved_model": ("predict",),
+    "output": ("predict",),
+    "ensemble_dirs": ("evaluate",),
+    "corruptions": ("evaluate",),
+    "corruptions_dir": ("evaluate",),
+    "ood_dataset": ("evaluate",),
+}
+# What to do instead, for a flag given to a mode that does not read it.
+_INSTEAD = {
+    ("checkpoint", "train"): "to fine-tune the authors' file, import it first (--mode=import "
+    "--checkpoint=FILE --model_dir=RUN), then train with --model_dir=RUN",
+    ("checkpoint", "evaluate"): "to evaluate the authors' file, import it first (--mode=import "
+    "--checkpoint=FILE --model_dir=RUN), then evaluate with --model_dir=RUN",
+}
+
+
+def modes_reading(name: str) -> tuple[str, ...]:
+    """The --mode values that read the flag `name` (one of the flags `define_flags` makes)."""
+    return _MODES_READING.get(name, _RUN_SETTING_MODES)
+
+
+def mixmo_flag_names() -> list[str]:
+    """The names of the flags `define_flags` makes (absl's and TensorFlow's are not ours)."""
+    fields = [field.name for field in dataclasses.fields(Config)]
+    return [name for name in _MODES_READING if name not in fields] + fields
+
+
+def _mode_list(modes: tuple[str, ...]) -> str:
+    """ "--mode=import only", or "--mode=train, --mode=import and --mode=evaluate"."""
+    named = [f"--mode={mode}" for mode in modes]
+    return named[0] + " only" if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+
+
+def check_flags_apply(values: flags.FlagValues = flags.FLAGS) -> None:
+    """Raises ValueError naming every given MixMo flag that --mode does not read.
+
+    A flag is given if it is on the command line or in a flagfile (absl's `.present`); absl's
+    and TensorFlow's own flags are not checked. The message says which modes read each flag,
+    and what to do instead where there is a better way.
+    """
+    mode = values.mode
+    refused = [
+        name
+        for name in mixmo_flag_names()
+        if values[name].present and mode not in modes_reading(name)
+    ]
+    if not refused:
+        return
+    by_modes: dict[tuple[str, ...], list[str]] = {}
+    for name in refused:
+        by_modes.setdefault(modes_reading(name), []).append(f"--{name}")
+    readers = "; ".join(
+        f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} read by {_mode_list(modes)}"
+        for modes, names in by_modes.items()
+    )
+    instead = [_INSTEAD[name, mode] for name in refused if (name, mode) in _INSTEAD]
+    drop = "drop " + ("it" if len(refused) == 1 else "them")
+    if mode in ("export", "predict") and _RUN_SETTING_MODES in by_modes:
+        drop = f"--mode={mode} reads the run's settings from its run_config.json; {drop}"
+    advice = instead[0] if instead else drop
+    raise ValueError(f"{readers}, not --mode={mode}: {advice}.")
+
 
 def grouped_help(values: flags.FlagValues = flags.FLAGS) -> str:
     """The MixMo flags of `values` with their help and defaults, grouped by topic.
@@ -212,7 +289,7 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
         "smoke",
         False,
         "Shrink the run to seconds on a CPU (WRN-10-1, at most 2 epochs of 3 steps), "
-        "in <model_dir>_smoke.",
+        "in <model_dir>_smoke. --mode=train; with --mode=evaluate: evaluate that run.",
         flag_values=values,
     )
     flags.DEFINE_list(
@@ -246,6 +323,8 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
     )
     for field in dataclasses.fields(Config):
         name, default, help_text = field.name, field.default, _HELP[field.name]
+        if valid_range(name) is not None:
+            help_text += f" Range: {valid_range(name)}."
         if name in _CHOICES:
             flags.DEFINE_enum(name, default, _CHOICES[name], help_text, flag_values=values)
         elif field.type == "bool":
@@ -278,7 +357,7 @@ def _define_serving_flags(values: flags.FlagValues) -> None:
         "temperature",
         None,
         "--mode=export/predict: temperature T dividing the logits; overrides the run's fitted "
-        "<model_dir>/temperature.json (default: that file's, else 1).",
+        f"<model_dir>/temperature.json (default: that file's, else 1). Range: {TEMPERATURE}.",
         flag_values=values,
     )
     flags.DEFINE_string(

@@ -18,6 +18,7 @@ from mixmo_tf import evaluation, models, serving, training
 from mixmo_tf.cli import exit_codes
 from mixmo_tf.cli.decoder_messages import decoder_messages_dropped
 from mixmo_tf.cli.exit_codes import report_error
+from mixmo_tf.config.ranges import TEMPERATURE
 from mixmo_tf.config.run_folder import (
     ResultsNotSavedError,
     RunFolderError,
@@ -40,7 +41,10 @@ def check_serving_flags(
     saved_model: str | None,
     temperature: float | None,
 ) -> None:
-    """Raises ValueError naming the flag when export or predict lacks what it reads."""
+    """Raises ValueError naming the flag when export or predict lacks what it reads, or
+    --temperature is outside its range."""
+    if temperature is not None:
+        TEMPERATURE.check("temperature", temperature)
     if mode == "export" and not model_dir:
         raise ValueError("--mode=export needs --model_dir=RUN, a folder that training wrote.")
     if mode == "predict":

@@ -19,6 +19,7 @@ from mixmo_tf.config.choices import (
     OPTIMIZERS,
     PRECISIONS,
 )
+from mixmo_tf.config.ranges import Range
 from mixmo_tf.data.sources import (
     check_dataset,
     dataset_label,
@@ -27,18 +28,31 @@ from mixmo_tf.data.sources import (
     source_kind,
 )
 from mixmo_tf.data.specs import DatasetSpec
-from mixmo_tf.models.backbones import backbone_entry
+from mixmo_tf.models.backbones import MAX_WIDTH, backbone_entry
 
 # Unique images per step that the reference learning rate of 0.1 is quoted for.
 LR_REFERENCE_BATCH = 128
 
 
-def _changeable_on_resume(default):
+def _changeable_on_resume(default, valid: Range | None = None):
     """A field a resumed run may change: the optimisation schedule, and how and where it runs.
 
     Every other field defines the model, the method or the data stream, and must stay.
+    `valid` is the range of a numeric field (see `_ranged`).
     """
-    return dataclasses.field(default=default, metadata={"changeable_on_resume": True})
+    metadata = {"changeable_on_resume": True} | ({"valid": valid} if valid else {})
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _ranged(default, valid: Range):
+    """A numeric field that must lie in `valid` (each element, for a tuple), checked by
+    `Config.validate` and shown in the flag's help."""
+    return dataclasses.field(default=default, metadata={"valid": valid})
+
+
+def valid_range(name: str) -> Range | None:
+    """The allowed range of the Config field `name`, None if it is not a number."""
+    return Config.__dataclass_fields__[name].metadata.get("valid")
 
 
 def changeable_on_resume(name: str) -> bool:
@@ -64,6 +78,28 @@ def complete_recorded(recorded: dict) -> dict:
 MAX_MEMBERS = 16
 # Seeds NumPy's global generator accepts (keras.utils.set_random_seed seeds it).
 _SEED_BOUND = 2**32
+# Largest side of resized tfds/folder images: 1024^2 is 1000 times CIFAR's pixels, beyond any
+# dataset the method is meant for; a batch of 64 x 2 members of them is already 1.6 GB of input.
+MAX_IMAGE_SIZE = 1024
+# Largest training or test batch: large-batch SGD studies stop near 4096 (and 16 members of
+# 4096 CIFAR images are 0.8 GB of input); any larger fills memory before the first step.
+MAX_BATCH = 4096
+# Largest b: the paper uses 4; each unique image repeated more often than 64 times is noise.
+MAX_REPETITIONS = 64
+# Largest epoch count (the paper: 300; Tiny ImageNet: 1200) and given epoch length (CIFAR's
+# automatic one is 3125 steps, ImageNet's at B=64, b=4 would be 80000): their product, the last
+# step number, stays below 2**31, so every step counter and schedule boundary fits an int32.
+MAX_EPOCHS = 10_000
+MAX_STEPS_PER_EPOCH = 200_000
+# Largest --lr: the run's rate lr * (B/b) / 128 is at most 32 lr, and 32e36 is below float32's
+# largest number, 3.4e38.
+MAX_LR = 1e36
+# Dirichlet and Beta concentrations: the paper uses 2 and 1; at 100 every ratio is within a
+# few percent of 1/M (a plain sum). An integer alpha compiled with XLA draws alpha exponentials
+# per ratio, so its memory grows with it.
+_ALPHA = Range(0.0, 100.0)
+_PROBABILITY = Range(0.0, 1.0)
+_FRACTION = Range(0.0, 1.0, high_open=True)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -78,41 +114,62 @@ class Config:
     dataset: str = "cifar100"
     data_dir: str | None = _changeable_on_resume(None)
     # Fixed per run: it shapes the model's input. 0: the source's own size.
-    image_size: int = 0
+    image_size: int = _ranged(0, Range(0, MAX_IMAGE_SIZE))
     download: str = _changeable_on_resume("auto")
     model_dir: str = _changeable_on_resume("")
     backbone: str = "wrn"
-    depth: int = 28
-    width: int = 10
-    num_members: int = 2
+    # The backbone checks its own depths (backbone_entry(...).check); this bounds any.
+    depth: int = _ranged(28, Range(1, 1000))
+    width: int = _ranged(10, Range(1, MAX_WIDTH))
+    num_members: int = _ranged(
+        2,
+        Range(
+            1,
+            MAX_MEMBERS,
+            why="the paper studies M = 2 to 4; each member adds a stem, a head and its share "
+            "of the batch",
+        ),
+    )
     mixing: str = "cutmix"
-    mixing_alpha: float = 2.0
-    loss_power: float = 3.0
-    cut_prob: float = 0.5
-    cut_prob_decay_start: float = 11 / 12
+    mixing_alpha: float = _ranged(2.0, _ALPHA)
+    # r: the paper uses 3; beyond 100 every weight kappa^(1/r) is within 5% of 1.
+    loss_power: float = _ranged(3.0, Range(0.0, 100.0, low_open=True))
+    cut_prob: float = _ranged(0.5, _PROBABILITY)
+    cut_prob_decay_start: float = _ranged(11 / 12, _FRACTION)
     msda: str = "none"
-    msda_prob: float = 0.5
-    msda_alpha: float = 1.0
-    batch_size: int = 64
-    batch_repetitions: int = 4
-    epochs: int = _changeable_on_resume(300)
-    lr: float = _changeable_on_resume(0.1)
-    warmup_epochs: float = _changeable_on_resume(1.0)
-    lr_decay_epochs: tuple[int, ...] = _changeable_on_resume((101, 201, 226))
-    lr_decay_factor: float = _changeable_on_resume(0.1)
-    momentum: float = _changeable_on_resume(0.9)
+    msda_prob: float = _ranged(0.5, _PROBABILITY)
+    msda_alpha: float = _ranged(1.0, _ALPHA)
+    batch_size: int = _ranged(64, Range(1, MAX_BATCH))
+    batch_repetitions: int = _ranged(4, Range(1, MAX_REPETITIONS))
+    epochs: int = _changeable_on_resume(300, Range(1, MAX_EPOCHS))
+    # For 128 unique images per step (the paper: 0.1). A large finite rate diverges, and the
+    # run's divergence check stops it naming --lr; MAX_LR keeps the run's rate a float32.
+    lr: float = _changeable_on_resume(0.1, Range(0.0, MAX_LR, low_open=True))
+    warmup_epochs: float = _changeable_on_resume(1.0, Range(0, MAX_EPOCHS))
+    lr_decay_epochs: tuple[int, ...] = _changeable_on_resume((101, 201, 226), Range(1, MAX_EPOCHS))
+    # A decay multiplies the rate: above 1 it grows, at or below 0 SGD climbs the loss.
+    lr_decay_factor: float = _changeable_on_resume(0.1, Range(0.0, 1.0, low_open=True))
+    momentum: float = _changeable_on_resume(0.9, _FRACTION)
     # Fixed per run: the two keep different momentum buffers. Runs recorded before this
     # field existed trained with Keras' SGD.
     optimizer: str = dataclasses.field(
         default="pytorch_sgd", metadata={"in_older_runs": "keras_sgd"}
     )
-    l2: float = _changeable_on_resume(3e-4)
-    seed: int = 0
-    steps_per_epoch: int = 0
-    validation_split: float = 0.0
-    eval_batch_size: int = _changeable_on_resume(256)
-    eval_steps: int = _changeable_on_resume(0)
-    checkpoint_every_steps: int = _changeable_on_resume(0)
+    # The paper: 3e-4 (5e-4 in the WRN paper); at 1 the penalty outweighs any data loss.
+    l2: float = _changeable_on_resume(3e-4, Range(0.0, 1.0))
+    seed: int = _ranged(
+        0, Range(0, _SEED_BOUND, high_open=True, why="NumPy's and TensorFlow's seed range")
+    )
+    steps_per_epoch: int = _ranged(0, Range(0, MAX_STEPS_PER_EPOCH, why="0: automatic"))
+    validation_split: float = _ranged(0.0, _FRACTION)
+    eval_batch_size: int = _changeable_on_resume(256, Range(1, MAX_BATCH))
+    eval_steps: int = _changeable_on_resume(
+        0, Range(0, MAX_STEPS_PER_EPOCH, why="0: the whole test split")
+    )
+    # At most the last step number (0: once per epoch).
+    checkpoint_every_steps: int = _changeable_on_resume(
+        0, Range(0, MAX_EPOCHS * MAX_STEPS_PER_EPOCH, why="0: once per epoch")
+    )
     distribution: str = _changeable_on_resume("default")
     tpu: str = _changeable_on_resume("")
     jit_compile: bool = _changeable_on_resume(False)
@@ -138,6 +195,7 @@ class Config:
 
     def validate(self) -> None:
         """Raises ValueError naming the flag for any value the method cannot run with."""
+        self.check_ranges()
         check_dataset(self.dataset, self.image_size)
         _require(
             self.download in DOWNLOAD_MODES,
@@ -165,84 +223,44 @@ class Config:
             f"--precision must be one of {PRECISIONS}. Received: precision={self.precision!r}",
         )
         _require(
-            1 <= self.num_members <= MAX_MEMBERS,
-            f"--num_members must be in [1, {MAX_MEMBERS}] (the paper studies M = 2 to 4; each "
-            "member adds a stem, a head and its share of the batch). Received: "
-            f"num_members={self.num_members}",
-        )
-        _require(
-            0 <= self.seed < _SEED_BOUND,
-            f"--seed must be in [0, 2**32) (NumPy's and TensorFlow's seed range). "
-            f"Received: seed={self.seed}",
-        )
-        _require(
             (self.num_members == 1) == (self.mixing == "none"),
             "--num_members=1 is the single network and needs --mixing=none; MixMo and MIMO need "
             f"--num_members >= 2. Received: num_members={self.num_members}, mixing={self.mixing!r}",
         )
-        _require(self.width >= 1, f"--width must be >= 1, e.g. 10. Received: width={self.width}")
         backbone_entry(self.backbone).check(self.depth, self.width)
         _require(
-            self.batch_size >= 1,
-            f"--batch_size must be >= 1. Received: batch_size={self.batch_size}",
-        )
-        _require(
-            self.batch_repetitions >= 1 and self.batch_size % self.batch_repetitions == 0,
+            self.batch_size % self.batch_repetitions == 0,
             "--batch_size must be a multiple of --batch_repetitions (each unique image fills b "
             f"slots). Received: batch_size={self.batch_size}, "
             f"batch_repetitions={self.batch_repetitions}",
         )
-        _require(self.epochs >= 1, f"--epochs must be >= 1. Received: epochs={self.epochs}")
         _require(
             self.mixing not in ("linear", "cutmix") or self.mixing_alpha > 0,
             f"--mixing_alpha must be > 0 for --mixing={self.mixing}. "
             f"Received: mixing_alpha={self.mixing_alpha}",
         )
         _require(
-            self.loss_power > 0, f"--loss_power must be > 0. Received: loss_power={self.loss_power}"
-        )
-        for name in ("cut_prob", "msda_prob"):
-            value = getattr(self, name)
-            _require(0 <= value <= 1, f"--{name} must be in [0, 1]. Received: {name}={value}")
-        _require(
-            0 <= self.cut_prob_decay_start < 1,
-            "--cut_prob_decay_start must be in [0, 1). "
-            f"Received: cut_prob_decay_start={self.cut_prob_decay_start}",
-        )
-        _require(
             self.msda == "none" or self.msda_alpha > 0,
             f"--msda_alpha must be > 0. Received: msda_alpha={self.msda_alpha}",
         )
-        _require(self.lr > 0, f"--lr must be > 0. Received: lr={self.lr}")
         _require(
-            self.warmup_epochs >= 0,
-            f"--warmup_epochs must be >= 0. Received: warmup_epochs={self.warmup_epochs}",
-        )
-        _require(
-            list(self.lr_decay_epochs) == sorted(self.lr_decay_epochs)
-            and all(e >= 1 for e in self.lr_decay_epochs),
+            list(self.lr_decay_epochs) == sorted(self.lr_decay_epochs),
             "--lr_decay_epochs must be ascending 1-indexed epochs, e.g. 101,201,226. "
             f"Received: lr_decay_epochs={','.join(map(str, self.lr_decay_epochs))}",
         )
-        _require(
-            0 <= self.momentum < 1,
-            f"--momentum must be in [0, 1). Received: momentum={self.momentum}",
-        )
-        _require(self.l2 >= 0, f"--l2 must be >= 0. Received: l2={self.l2}")
-        for name in ("steps_per_epoch", "eval_steps", "checkpoint_every_steps"):
-            value = getattr(self, name)
-            _require(value >= 0, f"--{name} must be >= 0 (0: automatic). Received: {name}={value}")
-        _require(
-            0 <= self.validation_split < 1,
-            "--validation_split must be in [0, 1). "
-            f"Received: validation_split={self.validation_split}",
-        )
-        _require(
-            self.eval_batch_size >= 1,
-            f"--eval_batch_size must be >= 1. Received: eval_batch_size={self.eval_batch_size}",
-        )
         if source_kind(self.dataset) == "named":
             self.check_split_size()
+
+    def check_ranges(self) -> None:
+        """Raises ValueError naming the first numeric field outside its range (`valid_range`)
+        or not finite, before any other check relies on its value."""
+        for field in dataclasses.fields(self):
+            valid = field.metadata.get("valid")
+            if valid is None:
+                continue
+            value = getattr(self, field.name)
+            for number in value if isinstance(value, tuple) else (value,):
+                valid.check(field.name, number)
 
     def check_split_size(self) -> None:
         """Raises ValueError if a step needs more unique images than the training split has.

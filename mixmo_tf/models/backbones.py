@@ -42,18 +42,56 @@ class Backbone:
 BackboneBuilder = Callable[[int, int, Sequence[int]], Backbone]
 
 
+# Largest widening factor of any backbone (the paper: 10 for the WRN, 3 for PreActResNet-18).
+MAX_WIDTH = 64
+# Deepest WRN: depth 202 builds in 12 s on 2 cores; from depth 298 on, Keras' traversal of the
+# functional graph exceeds Python's recursion limit (a RecursionError traceback).
+MAX_WRN_DEPTH = 202
+# Most weights a network may have: each weight takes about 16 bytes in training (itself, its
+# gradient, its momentum, a checkpoint's copy), so 10^9 weights fill 16 of a 24 GiB machine's
+# GiB before any activation. WRN-28-10 has 36.5 million, PreActResNet-18-3 100 million.
+MAX_WEIGHTS = 10**9
+
+
 def _no_check(depth: int, width: int) -> None:
     del depth, width
 
 
-def check_wrn(depth: int, width: int) -> None:
-    """Raises ValueError unless depth is 6n+4 (n >= 1) and width >= 1."""
-    if depth < 10 or (depth - 4) % 6:
+def _check_weights(network: str, received: dict[str, int], weights: int) -> None:
+    """Raises ValueError naming the flags in `received` if a network of about `weights`
+    weights cannot train in memory."""
+    if weights > MAX_WEIGHTS:
+        flags = " or ".join(f"--{name}" for name in received)
+        values = ", ".join(f"{name}={value}" for name, value in received.items())
         raise ValueError(
-            f"--depth must be 6n+4 with n >= 1 for --backbone=wrn, e.g. 28. Received: depth={depth}"
+            f"{network} has about {weights / 1e9:.1f} billion weights; at most "
+            f"{MAX_WEIGHTS / 1e9:.0f} billion train in 24 GiB of memory: lower {flags}. "
+            f"Received: {values}"
         )
-    if width < 1:
-        raise ValueError(f"--width must be >= 1, e.g. 10. Received: width={width}")
+
+
+def check_wrn(depth: int, width: int) -> None:
+    """Raises ValueError unless depth is 6n+4 (n >= 1) up to MAX_WRN_DEPTH and the network
+    fits MAX_WEIGHTS."""
+    if not 10 <= depth <= MAX_WRN_DEPTH or (depth - 4) % 6:
+        raise ValueError(
+            f"--depth must be 6n+4 in [10, {MAX_WRN_DEPTH}] for --backbone=wrn, e.g. 28. "
+            f"Received: depth={depth}"
+        )
+    # Per group g (widths 16k, 32k, 64k): n blocks of two 3x3 convolutions of 16k * 2^g channels.
+    blocks = (depth - 4) // 6
+    _check_weights(
+        f"WRN-{depth}-{width}",
+        {"width": width, "depth": depth},
+        blocks * 2 * 9 * (16 * width) ** 2 * (1 + 4 + 16),
+    )
+
+
+def check_preact_resnet(depth: int, width: int) -> None:
+    """Raises ValueError unless PreActResNet-18-`width` fits MAX_WEIGHTS (depth is always 18)."""
+    del depth
+    # PreActResNet-18-1 has 11.2 million weights; the convolutions grow with width squared.
+    _check_weights(f"PreActResNet-18-{width}", {"width": width}, 11_200_000 * width**2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +121,7 @@ _REGISTRY: dict[str, BackboneEntry] = {
     "preact_resnet": BackboneEntry(
         "mixmo_tf.models.preact_resnet18:preact_resnet_backbone",
         label=lambda depth, width: f"preact_resnet18-{width}",
+        check=check_preact_resnet,
     ),
 }
 
