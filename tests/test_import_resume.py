@@ -26,7 +26,11 @@ from run_helpers import run_main_in_process
 
 from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.config.run_folder import RunFolder
-from mixmo_tf.config.run_record import CheckpointMismatchError, record_run_config
+from mixmo_tf.config.run_record import (
+    CheckpointMismatchError,
+    config_with_flags,
+    record_run_config,
+)
 from mixmo_tf.config.settings import Config
 from mixmo_tf.models import authors_checkpoint
 from mixmo_tf.models.authors_checkpoint import AuthorsArchitecture
@@ -104,6 +108,15 @@ def test_a_really_changed_field_of_an_imported_run_is_refused(tmp_path):
     changed = dataclasses.replace(imported, precision="float32", msda="cutmix")
     with pytest.raises(CheckpointMismatchError, match=r"\(--msda: 'none' -> 'cutmix'\)\."):
         record_run_config(changed)
+
+
+def test_evaluate_takes_a_precision_the_run_has_yet_to_choose():
+    imported = Config(dataset="digits", model_dir="run")
+    flagged = dataclasses.replace(imported, precision="float32")
+    assert config_with_flags(imported, flagged, ["precision"]).precision == "float32"
+    trained = dataclasses.replace(imported, precision="mixed_bfloat16")
+    with pytest.raises(ValueError, match=r"--precision='float32' but the run has 'mixed_bfloat16'"):
+        config_with_flags(trained, flagged, ["precision"])
 
 
 # ---- through main: import, then fine-tune with the row's flags ------------------------------
