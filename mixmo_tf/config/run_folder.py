@@ -4,7 +4,9 @@ Training, evaluation, export and prediction all address `<model_dir>` through `R
 so a file's name is written once. Every file the project writes whole (run_config.json,
 model.keras, reports, caches) goes through `write_atomically`: it is written under a
 temporary name in the same folder and renamed into place, so a crash or a full disk leaves
-the previous version or nothing, never a truncated file. Imports no TensorFlow.
+the previous version or nothing, never a truncated file; a folder written whole (an imported
+run) likewise goes through `new_folder_atomically`. Both follow the umask, so other users of
+a shared run folder can read it. Imports no TensorFlow.
 
 Layout of `<model_dir>`:
 
