@@ -5,13 +5,18 @@
   precision, backbones, strategies);
 - `tiny_run_config`: one epoch of 3 steps at B=16, b=2 in float32, the finished run that the
   export, prediction and uncertainty tests read (`conftest.trained_tiny_run`);
-- `assert_validates_as_one_device`: a distributed run's validation figures are one device's.
+- `assert_validates_as_one_device`: a distributed run's validation figures are one device's;
+- `run_main_in_process`: main.py's `main` in the test's process, its exit code and output.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
+
+from absl import flags
 
 from mixmo_tf.config import Config
 
@@ -66,3 +71,21 @@ def assert_validates_as_one_device(model_dir, logged: dict, eval_batch_size: int
     assert sorted(logged) == sorted(f"val_{name}" for name in one_device)
     for name, value in one_device.items():
         np.testing.assert_allclose(logged[f"val_{name}"], value, rtol=2e-6, err_msg=name)
+
+
+def run_main_in_process(*args: str) -> tuple[int, str, str]:
+    """main.py's main in this process: (exit code, stdout, stderr)."""
+    from mixmo_tf.cli import app
+
+    out, err = io.StringIO(), io.StringIO()
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["main.py", *args])
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            app.main(["main.py"])
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        flags.FLAGS.unparse_flags()
+    return code, out.getvalue(), err.getvalue()

@@ -39,10 +39,10 @@ import disk_limits
 import keras
 import numpy as np
 import pytest
-from absl import flags
+from run_helpers import run_main_in_process as _run_main
 from run_helpers import smoke_config
 
-from mixmo_tf.cli import app, exit_codes
+from mixmo_tf.cli import exit_codes
 from mixmo_tf.config import Config, run_folder
 from mixmo_tf.models.build import build_model
 from mixmo_tf.training import callbacks, checkpoints, run_guard
@@ -69,24 +69,6 @@ def _checkpoint_states(config: Config) -> dict[str, list[np.ndarray]]:
         manager.checkpoint.restore(path).assert_existing_objects_matched()
         states[os.path.basename(path)] = _state(model)
     return states
-
-
-def _run_main(*args: str) -> tuple[int, str, str]:
-    """main.py's main in this process: (exit code, stdout, stderr)."""
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["main.py", *args])
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            app.main(["main.py"])
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        flags.FLAGS.unparse_flags()
-    return code, out.getvalue(), err.getvalue()
 
 
 def _smoke_flags(model_dir) -> list[str]:

@@ -383,8 +383,37 @@ def _define_serving_flags(values: flags.FlagValues) -> None:
     )
 
 
+# Flags naming files or folders, for which an empty value means nothing a user would type.
+_PATH_FLAGS = (
+    "model_dir",
+    "data_dir",
+    "checkpoint",
+    "ensemble_dirs",
+    "corruptions_dir",
+    "export_dir",
+    "images",
+    "saved_model",
+    "output",
+)
+
+
+def check_no_empty_paths(values: flags.FlagValues = flags.FLAGS) -> None:
+    """Raises ValueError naming a path flag given with an empty value.
+
+    `--model_dir=$RUN` with RUN unset gives `--model_dir=`; taken as absent, it would train
+    in (or import into) the default folder of the flags' network, or read nothing.
+    """
+    for name in _PATH_FLAGS:
+        if values[name].present and not values[name].value:
+            raise ValueError(
+                f"--{name} is given empty (an unset shell variable?): give a path, or leave "
+                "the flag out."
+            )
+
+
 def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
     """The run's Config from parsed flags; ValueError naming the flag for a bad value."""
+    check_no_empty_paths(values)
     fields = {}
     for field in dataclasses.fields(Config):
         value = values[field.name].value

@@ -4,7 +4,9 @@ Training, evaluation, export and prediction all address `<model_dir>` through `R
 so a file's name is written once. Every file the project writes whole (run_config.json,
 model.keras, reports, caches) goes through `write_atomically`: it is written under a
 temporary name in the same folder and renamed into place, so a crash or a full disk leaves
-the previous version or nothing, never a truncated file. Imports no TensorFlow.
+the previous version or nothing, never a truncated file; a folder written whole (an imported
+run) likewise goes through `new_folder_atomically`. Both follow the umask, so other users of
+a shared run folder can read it. Imports no TensorFlow.
 
 Layout of `<model_dir>`:
 
@@ -259,6 +261,14 @@ def _umask() -> int:
     return current
 
 
+def follow_umask(path: str) -> None:
+    """Gives the file or folder `path` the permissions a plain `open` or `os.mkdir` gives under
+    the current umask (`tempfile` creates its files 0600 and folders 0700, which other users of
+    a shared run folder, e.g. a serving container, cannot read)."""
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~_umask())
+
+
 def write_atomically(path: str, write: Callable[[str], None], suffix: str = "") -> None:
     """Has `write(temporary_path)` write the file, then renames it to `path`.
 
@@ -278,7 +288,7 @@ def write_atomically(path: str, write: Callable[[str], None], suffix: str = "") 
     os.close(handle)
     try:
         write(temporary)
-        os.chmod(temporary, 0o666 & ~_umask())
+        follow_umask(temporary)
         os.replace(temporary, path)
     except OSError as error:
         if error.errno is None or error.filename not in (temporary, None):
@@ -289,6 +299,32 @@ def write_atomically(path: str, write: Callable[[str], None], suffix: str = "") 
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+@contextlib.contextmanager
+def new_folder_atomically(path: str) -> Iterator[str]:
+    """Inside, the caller fills a staging folder (the value yielded); on a normal exit it is
+    renamed to `path`, on any exception removed: a failed or interrupted writer leaves no half
+    folder. The folder follows the umask, as one `os.makedirs` creates.
+
+    Raises:
+        RunFolderError: `path` exists and is not an empty folder (`check_new_run_folder`).
+    """
+    check_new_run_folder(path)
+    target = os.path.abspath(path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(
+        prefix=f".{os.path.basename(target)}.partial-", dir=os.path.dirname(target)
+    )
+    try:
+        follow_umask(staging)
+        yield staging
+        if os.path.isdir(target):
+            os.rmdir(target)  # empty (checked above); rename cannot replace a folder
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def write_text_atomically(path: str, text: str) -> None:

@@ -5,7 +5,8 @@ the run folder's `run_config.json` says everything else. A flag given on top may
 change what does not define the trained model (the fields marked `changeable_on_resume`,
 e.g. `--data_dir`, `--eval_batch_size`); any other flag that disagrees is refused by name
 before TensorFlow is even imported. A rerun of training in the same folder may change
-those fields too, and nothing else (`record_run_config`).
+those fields too, and choose what the run has yet to choose (an imported run's
+`--precision=auto`, `settings.not_chosen_yet`), and nothing else (`record_run_config`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ import os
 from collections.abc import Iterable, Sequence
 
 from mixmo_tf.config.run_folder import RUN_CONFIG, RunFolder, write_text_atomically
-from mixmo_tf.config.settings import Config, changeable_on_resume, complete_recorded
+from mixmo_tf.config.settings import (
+    Config,
+    changeable_on_resume,
+    complete_recorded,
+    not_chosen_yet,
+)
 
 # Keys of run_config.json beside the Config's fields: what the run's first start found out
 # (the precision and oneDNN choices with their step times). Kept as written, never compared.
@@ -26,6 +32,12 @@ RUN_NOTES = ("speed_choices",)
 def _settings(recorded: dict) -> dict:
     """The Config fields of a run_config.json's content, completed for older runs."""
     return complete_recorded({k: v for k, v in recorded.items() if k not in RUN_NOTES})
+
+
+def _may_take(name: str, recorded) -> bool:
+    """Whether a run that recorded `recorded` for the field `name` may take another value:
+    the field may change on resume, or the run has yet to choose it (`not_chosen_yet`)."""
+    return changeable_on_resume(name) or not_chosen_yet(name, recorded)
 
 
 class RunConfigError(ValueError):
@@ -104,7 +116,8 @@ def config_with_flags(recorded: Config, flagged: Config, given: Iterable[str]) -
     refused = [
         name
         for name in given
-        if getattr(flagged, name) != getattr(recorded, name) and not changeable_on_resume(name)
+        if getattr(flagged, name) != getattr(recorded, name)
+        and not _may_take(name, getattr(recorded, name))
     ]
     if refused:
         described = ", ".join(
@@ -150,7 +163,13 @@ def record_run_config(config: Config, folder: str | None = None, notes: dict | N
         # the notes existed) is added.
         kept.update({name: content[name] for name in RUN_NOTES if name in content})
         recorded = _settings(content)
-        changed = sorted(name for name in current if recorded.get(name) != current[name])
+        # A value the run had yet to choose (an imported run's "auto" precision) is chosen
+        # now, not changed.
+        changed = sorted(
+            name
+            for name in current
+            if recorded.get(name) != current[name] and not not_chosen_yet(name, recorded.get(name))
+        )
 
         def describe(names):
             return ", ".join(f"--{n}: {recorded.get(n)!r} -> {current[n]!r}" for n in names)

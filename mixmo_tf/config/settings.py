@@ -60,6 +60,22 @@ def changeable_on_resume(name: str) -> bool:
     return Config.__dataclass_fields__[name].metadata.get("changeable_on_resume", False)
 
 
+def _chosen_at_first_training(default):
+    """A field whose `default` a run records until its first training here chooses the value.
+
+    A run imported from the authors' file (never trained here) records it so; the first
+    training then records its choice, which later resumes must keep.
+    """
+    return dataclasses.field(default=default, metadata={"not_chosen_yet": default})
+
+
+def not_chosen_yet(name: str, recorded) -> bool:
+    """Whether `recorded`, a run's value of the Config field `name`, means that its first
+    training has yet to choose it (any value may then replace it)."""
+    metadata = Config.__dataclass_fields__[name].metadata
+    return "not_chosen_yet" in metadata and recorded == metadata["not_chosen_yet"]
+
+
 def complete_recorded(recorded: dict) -> dict:
     """A recorded run's settings with the fields added since it was recorded filled in.
 
@@ -173,7 +189,8 @@ class Config:
     distribution: str = _changeable_on_resume("default")
     tpu: str = _changeable_on_resume("")
     jit_compile: bool = _changeable_on_resume(False)
-    precision: str = "auto"
+    # "auto" in a run's record: its training has not chosen yet (an imported run).
+    precision: str = _chosen_at_first_training("auto")
 
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))

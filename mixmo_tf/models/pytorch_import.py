@@ -21,8 +21,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable
 
 import keras
@@ -32,6 +30,7 @@ from mixmo_tf import __version__
 from mixmo_tf.config.run_folder import (
     RunFolder,
     check_new_run_folder,
+    new_folder_atomically,
     write_atomically,
     write_text_atomically,
 )
@@ -154,7 +153,8 @@ def write_imported_run(model: MixMoModel, config: Config, record: dict) -> None:
     """Writes the run folder `config.model_dir` of an imported model, all or nothing.
 
     The folder is written under a temporary name beside it and renamed into place at the
-    end: an import that fails (full disk, interruption) leaves no half run behind.
+    end (`new_folder_atomically`): an import that fails (full disk, interruption) leaves no
+    half run behind, and the folder follows the umask like a run trained here.
 
     Args:
         model: the imported model (`import_checkpoint`).
@@ -165,13 +165,7 @@ def write_imported_run(model: MixMoModel, config: Config, record: dict) -> None:
         RunFolderError: the folder exists and is not empty.
         OSError: the folder cannot be written.
     """
-    check_new_run_folder(config.model_dir)
-    target = os.path.abspath(config.model_dir)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    staging = tempfile.mkdtemp(
-        prefix=f".{os.path.basename(target)}.import-", dir=os.path.dirname(target)
-    )
-    try:
+    with new_folder_atomically(config.model_dir) as staging:
         folder = RunFolder(staging)
         record_run_config(config, folder=staging)
         sources.record_spec(config.spec, staging)
@@ -179,12 +173,6 @@ def write_imported_run(model: MixMoModel, config: Config, record: dict) -> None:
         checkpoint_manager(model, staging).save(checkpoint_number=step)
         write_atomically(folder.final_model, model.save, ".keras")
         write_text_atomically(folder.import_record, json.dumps(record, indent=2, sort_keys=True))
-        if os.path.isdir(target):
-            os.rmdir(target)  # empty (checked above); rename cannot replace a folder
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def import_checkpoint(checkpoint: AuthorsCheckpoint, config: Config) -> MixMoModel:
