@@ -113,12 +113,15 @@ def train(config: Config, first: Callable[[], None] | None = None) -> int:
 
 
 def evaluate(runs: Sequence[Config], options: EvaluationOptions) -> int:
-    """`--mode=evaluate`: evaluates the runs (one, or an ensemble) and prints the headline."""
+    """`--mode=evaluate`: evaluates the runs (one, or an ensemble) and prints the headline
+    numbers as JSON on stdout."""
 
     def work() -> None:
         with decoder_messages_dropped():
             results = evaluation.run.evaluate_runs(runs, options)
-        print(f"Report and figures in {evaluation.run.output_dir(runs)}; headline numbers:")
+        # A note on stderr: stdout carries only the headline's JSON.
+        where = evaluation.run.output_dir(runs)
+        print(f"Report and figures in {where}; headline numbers:", file=sys.stderr)
         headline = {k: v for k, v in results.items() if isinstance(v, (int, float))}
         print(json.dumps(headline, indent=2))
 
