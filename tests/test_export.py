@@ -799,6 +799,26 @@ def test_a_model_with_nan_outputs_gives_one_error_and_writes_nothing(
         assert sorted(os.listdir(tmp_path)) == ["a.png", output.name]
 
 
+def test_any_non_finite_output_names_the_model_and_the_file(loaded, tmp_path):
+    from mixmo_tf.serving import predict
+
+    real = loaded.signatures["predict_image_bytes"]
+
+    def overflowing(image_bytes):  # finite probabilities, an Inf entropy for the second file
+        outputs = dict(real(image_bytes=image_bytes))
+        outputs["entropy"] = tf.tensor_scatter_nd_update(outputs["entropy"], [[1]], [np.inf])
+        return outputs
+
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path in paths:
+        path.write_bytes(png(np.zeros((32, 32, 3), np.uint8)))
+    predictor = predict.Predictor(overflowing, class_names(DIGITS), "EXPORT")
+    with pytest.raises(
+        predict.BrokenModelError, match=f"^EXPORT gives NaN or Inf .*for {paths[1]}"
+    ):
+        list(predict.predict_files(predictor, map(str, paths)))
+
+
 def test_a_failed_prediction_leaves_the_earlier_output_as_it_was(run, tmp_path, monkeypatch):
     from mixmo_tf.serving import predict
 

@@ -166,9 +166,13 @@ def _error_summary(error: tf.errors.OpError | UnicodeDecodeError) -> str:
 
 
 def _check_finite(outputs: Mapping[str, tf.Tensor], paths: Sequence[str], source: str) -> None:
-    """Raises BrokenModelError if a probability is NaN or Inf: the images reach the network
-    as finite pixels, so only broken weights give them."""
-    finite = np.isfinite(outputs["member_probabilities"].numpy()).all(axis=(1, 2))
+    """Raises BrokenModelError if a probability or uncertainty is NaN or Inf: the images
+    reach the network as finite pixels, so only broken weights give them."""
+    finite = np.ones(len(paths), bool)
+    for value in outputs.values():
+        if value.dtype.is_floating:
+            values = value.numpy().reshape(len(paths), -1)
+            finite &= np.isfinite(values).all(axis=1)
     if not finite.all():
         raise BrokenModelError(
             f"{source} gives NaN or Inf probabilities (for {paths[int(np.argmin(finite))]}): "
