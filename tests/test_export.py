@@ -767,6 +767,13 @@ def test_an_earlier_output_among_the_images_is_not_predicted_again(run, tmp_path
         assert capsys.readouterr().err.splitlines() == ["Predicted 2 of 2 files; 0 failed."]
         assert output.read_text().count(str(folder / "0.png")) == 1
     assert sorted(os.listdir(folder)) == ["0.png", "1.png", name]
+    # A broken link among the images is still one file that failed, not a refusal.
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert modes.predict(str(folder), "", run[2], str(output), None) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"ERROR: {folder / 'gone.png'}: No such file or directory",
+        "Predicted 2 of 3 files; 1 failed.",
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -109,8 +109,17 @@ def image_paths(pattern: str, output: str | None = None) -> list[str]:
         pattern = os.path.join(pattern, "*")
     paths = sorted(path for path in glob.glob(pattern, recursive=True) if not os.path.isdir(path))
     if output and os.path.isfile(output) and not _starts_like_an_image(output):
-        paths = [path for path in paths if not os.path.samefile(path, output)]
+        paths = [path for path in paths if not _same_file(path, output)]
     return paths
+
+
+def _same_file(path: str, other: str) -> bool:
+    """Whether two names are the same file; False if `path` cannot be reached (a broken link
+    among the images is reported when it is read, like any unreadable file)."""
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
 
 
 def _starts_like_an_image(path: str) -> bool:
@@ -133,7 +142,7 @@ def check_output(output: str, images: Sequence[str], model_folder: str) -> None:
         raise ValueError(f"--output={output} is a folder: name the file to write.")
     if os.path.exists(output):
         for image in images:
-            if os.path.samefile(image, output):
+            if _same_file(image, output):
                 raise ValueError(
                     f"--output={output} is one of the --images files ({image}): writing the "
                     "predictions would destroy it. Name another file."
