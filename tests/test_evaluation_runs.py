@@ -73,8 +73,9 @@ def test_evaluate_with_model_dir_alone_writes_results_report_and_figures(trained
     run_dir = trained_runs[0].model_dir
     result = run_main("--mode=evaluate", f"--model_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    headline = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
+    headline = json.loads(result.stdout)  # stdout is the headline alone; notes go to stderr
     assert headline["step"] == 80
+    assert f"Report and figures in {os.path.join(run_dir, 'eval')}" in result.stderr
 
     with open(os.path.join(run_dir, "eval", "results.json")) as stream:
         results = json.load(stream)

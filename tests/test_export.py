@@ -538,10 +538,11 @@ def test_the_next_export_removes_what_a_killed_export_left(run, tmp_path, capsys
     for folder in (dead, alive, older):
         (folder / "saved_model" / "variables").mkdir(parents=True)
     path = export.export_run(run[0].model_dir, str(directory))
-    out = capsys.readouterr().out
-    assert not dead.exists() and f"Removed {dead}: an export that was stopped" in out
-    assert alive.exists() and str(alive) not in out  # another export may be writing it
-    assert older.exists() and f"Note: {older} is an unfinished export" in out
+    out, err = capsys.readouterr()
+    assert out == ""  # notes go to stderr: stdout carries only results
+    assert not dead.exists() and f"Removed {dead}: an export that was stopped" in err
+    assert alive.exists() and str(alive) not in err  # another export may be writing it
+    assert older.exists() and f"Note: {older} is an unfinished export" in err
     assert sorted(os.listdir(directory)) == sorted([alive.name, older.name, "1"])
     assert path == str(directory / "1")
 
@@ -599,7 +600,7 @@ def test_graphs_exported_before_readable_messages_still_report_binary_files(load
     good, binary = tmp_path / "good.png", tmp_path / "values.npy"
     good.write_bytes(png(np.zeros((32, 32, 3), np.uint8)))
     np.save(binary, np.zeros(3))
-    predictor = predict.Predictor(older_export, class_names(DIGITS))
+    predictor = predict.Predictor(older_export, class_names(DIGITS), "older export")
     records = list(predict.predict_files(predictor, [str(binary), str(good)]))
     assert records[0] == {
         "path": str(binary),
@@ -703,6 +704,185 @@ def test_serving_flags_parse_next_to_the_config_flags():
     assert values.export_dir is None and values.temperature is None and values.output is None
     values(["main.py", "--mode=export", "--export_dir=/srv/models/mixmo", "--temperature=1.7"])
     assert (values.export_dir, values.temperature) == ("/srv/models/mixmo", 1.7)
+
+
+# ---- nothing written over an input; outputs that are always JSON ----------------------------
+
+
+def _one_error(capsys, message: str) -> None:
+    """The command printed nothing on stdout and one ERROR line starting with `message`."""
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"ERROR: {message}"), err
+
+
+def test_predict_refuses_an_output_that_is_one_of_its_images(run, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = folder / "a.png"
+    image.write_bytes(png(np.zeros((32, 32, 3), np.uint8)))
+    original = image.read_bytes()
+    (tmp_path / "link.png").symlink_to(image)
+    for images, output in (
+        (image, image),  # the file itself
+        (folder / "*.png", image),  # matched by the pattern
+        (folder, tmp_path / "link.png"),  # the same file by another name
+    ):
+        assert modes.predict(str(images), "", run[2], str(output), None) == 2
+        _one_error(capsys, f"--output={output} is one of the --images files ({image})")
+        assert image.read_bytes() == original
+    assert sorted(os.listdir(folder)) == ["a.png"]  # no temporary file left either
+
+
+@pytest.mark.parametrize("where", ["saved_model", "model_dir"])
+def test_predict_refuses_an_output_in_the_models_folder(run, tmp_path, capsys, where):
+    image = tmp_path / "a.png"
+    image.write_bytes(png(np.zeros((32, 32, 3), np.uint8)))
+    config, _, version = run
+    folder = version if where == "saved_model" else config.model_dir
+    output = os.path.join(folder, "saved_model.pb" if where == "saved_model" else "run_config.json")
+    before = open(output, "rb").read()
+    model_flags = ("", version) if where == "saved_model" else (config.model_dir, None)
+    assert modes.predict(str(image), *model_flags, output, None) == 2
+    _one_error(capsys, f"--output={output} lies inside {folder}, the model's folder")
+    assert open(output, "rb").read() == before
+
+
+def test_predict_refuses_an_output_that_is_a_folder(run, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    image.write_bytes(png(np.zeros((32, 32, 3), np.uint8)))
+    assert modes.predict(str(image), "", run[2], str(tmp_path), None) == 2
+    _one_error(capsys, f"--output={tmp_path} is a folder: name the file to write.")
+
+
+@pytest.mark.parametrize("name", ["predictions.jsonl", "predictions.csv"])
+def test_an_earlier_output_among_the_images_is_not_predicted_again(run, tmp_path, capsys, name):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(2):
+        (folder / f"{index}.png").write_bytes(png(np.full((32, 32, 3), index, np.uint8)))
+    output = folder / name
+    for pattern in (folder, folder / "*"):
+        assert modes.predict(str(pattern), "", run[2], str(output), None) == 0
+        assert capsys.readouterr().err.splitlines() == ["Predicted 2 of 2 files; 0 failed."]
+        assert output.read_text().count(str(folder / "0.png")) == 1
+    assert sorted(os.listdir(folder)) == ["0.png", "1.png", name]
+    # A broken link among the images is still one file that failed, not a refusal.
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert modes.predict(str(folder), "", run[2], str(output), None) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"ERROR: {folder / 'gone.png'}: No such file or directory",
+        "Predicted 2 of 3 files; 1 failed.",
+    ]
+
+
+@pytest.fixture(scope="module")
+def broken_export(tmp_path_factory):
+    """A SavedModel of a tiny network whose weights are all NaN."""
+    from model_helpers import tiny_mixmo_model
+
+    model = tiny_mixmo_model()
+    for variable in model.weights:
+        variable.assign(np.full(variable.shape, np.nan, variable.dtype))
+    return export.export_saved_model(model, str(tmp_path_factory.mktemp("broken")), DIGITS)
+
+
+@pytest.mark.parametrize("output", [None, "predictions.jsonl", "predictions.csv"])
+def test_a_model_with_nan_outputs_gives_one_error_and_writes_nothing(
+    broken_export, tmp_path, capsys, output
+):
+    image = tmp_path / "a.png"
+    image.write_bytes(png(np.zeros((32, 32, 3), np.uint8)))
+    if output:
+        output = tmp_path / output
+        output.write_text("the predictions of an earlier run\n")
+    assert modes.predict(str(image), "", broken_export, output and str(output), None) == 2
+    _one_error(
+        capsys,
+        f"{broken_export} gives NaN or Inf probabilities (for {image}): its weights are broken.",
+    )
+    if output:
+        assert output.read_text() == "the predictions of an earlier run\n"
+        assert sorted(os.listdir(tmp_path)) == ["a.png", output.name]
+
+
+def test_any_non_finite_output_names_the_model_and_the_file(loaded, tmp_path):
+    from mixmo_tf.serving import predict
+
+    real = loaded.signatures["predict_image_bytes"]
+
+    def overflowing(image_bytes):  # finite probabilities, an Inf entropy for the second file
+        outputs = dict(real(image_bytes=image_bytes))
+        outputs["entropy"] = tf.tensor_scatter_nd_update(outputs["entropy"], [[1]], [np.inf])
+        return outputs
+
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path in paths:
+        path.write_bytes(png(np.zeros((32, 32, 3), np.uint8)))
+    predictor = predict.Predictor(overflowing, class_names(DIGITS), "EXPORT")
+    with pytest.raises(
+        predict.BrokenModelError, match=f"^EXPORT gives NaN or Inf .*for {paths[1]}"
+    ):
+        list(predict.predict_files(predictor, map(str, paths)))
+
+
+def test_a_failed_prediction_leaves_the_earlier_output_as_it_was(run, tmp_path, monkeypatch):
+    from mixmo_tf.serving import predict
+
+    image = tmp_path / "a.png"
+    image.write_bytes(png(np.zeros((32, 32, 3), np.uint8)))
+    output = tmp_path / "predictions.jsonl"
+    output.write_text("kept\n")
+
+    predict_files = predict.predict_files
+
+    def stopped(predictor, paths):
+        yield from predict_files(predictor, paths)
+        raise KeyboardInterrupt  # Ctrl-C after the first prediction was written
+
+    monkeypatch.setattr(predict, "predict_files", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        modes.predict(str(image), "", run[2], str(output), None)
+    assert output.read_text() == "kept\n"
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "predictions.jsonl"]
+
+
+@pytest.mark.parametrize(
+    "value, shown", [(300.0, "300.0"), (12.5, "12.5"), (-1, "-1"), (np.nan, "nan")]
+)
+def test_uint8_images_refuses_what_a_cast_would_change(value, shown):
+    pixels = np.zeros((1, 32, 32, 3), np.asarray(value).dtype)
+    pixels[0, 1, 2, 0] = value  # TensorFlow's own conversion would serve 300.0 as 44
+    with pytest.raises(ValueError) as caught:
+        graph.uint8_images(pixels)
+    assert str(caught.value) == (
+        "images must be uint8 pixels (whole numbers 0..255); 1 of 3072 values are not, the "
+        f"first {shown} at index (0, 1, 2, 0)."
+    )
+    with pytest.raises(ValueError, match="Received: dtype=<U1"):
+        graph.uint8_images(np.full((1, 32, 32, 3), "1"))
+
+
+def test_uint8_images_keeps_whole_numbers_and_serves_them_as_uint8(loaded, test_images):
+    serve = loaded.signatures["serving_default"]
+    as_floats = graph.uint8_images(test_images.astype(np.float64))
+    assert as_floats.dtype == tf.uint8
+    np.testing.assert_array_equal(as_floats.numpy(), test_images)
+    np.testing.assert_array_equal(
+        serve(images=as_floats)["probabilities"].numpy(),
+        serve(images=tf.constant(test_images))["probabilities"].numpy(),
+    )
+
+
+def test_export_refuses_an_export_dir_among_the_runs_own_files(run, capsys):
+    model_dir = run[0].model_dir
+    folder = run_folder.RunFolder(model_dir)
+    for export_dir in (model_dir, folder.checkpoints, os.path.join(folder.logs, "models")):
+        before = sorted(os.listdir(model_dir))
+        assert modes.export(model_dir, export_dir, None) == 2
+        _one_error(capsys, f"--export_dir={export_dir} is {model_dir} or lies in its checkpoints")
+        assert sorted(os.listdir(model_dir)) == before
+        assert not os.path.exists(os.path.join(export_dir, "1"))
 
 
 # ---- one definition of uncertainty ------------------------------------------------------------

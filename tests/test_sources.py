@@ -32,6 +32,7 @@ from mixmo_tf.data.streamed import ImageCache, ImageFiles
 from mixmo_tf.training.run import train
 
 CLASSES = ("cat", "dog", "emu")
+DIGITS_SPEC = dataset_spec("digits")
 FLOWERS_EXAMPLES = 8
 
 
@@ -143,6 +144,29 @@ def test_bad_folders_fail_before_training_with_the_path_and_the_fix(tmp_path, ca
         data.prepare_source(dataset, None, "never")
         _spec(dataset)
     assert named in str(caught.value) and fix in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["ca\nt", "ca\rt", "ca\tt", "ca\x1bt", "ca\u2028t"])
+def test_a_class_folder_named_with_a_control_character_is_refused_by_name(tmp_path, name):
+    """The exported class names are one per line: a newline in one would shift the others."""
+    root = write_image_folder(str(tmp_path), 2, 1)
+    for split in ("train", "test"):
+        os.rename(os.path.join(root, split, "cat"), os.path.join(root, split, name))
+    with pytest.raises(ImageFolderError) as caught:
+        _spec(f"folder:{root}")
+    message = str(caught.value)
+    assert message == (
+        f"The class folder {os.path.join(root, 'train', name)!r} has a control character "
+        "(newline, tab, ...) in its name; the class names are exported one per line: rename "
+        "the folder."
+    )
+    assert len(message.splitlines()) == 1
+
+
+def test_class_names_refuse_a_name_that_would_break_the_exported_file():
+    spec = dataclasses.replace(DIGITS_SPEC, class_names=("0", "1\n2", *"23456789"))
+    with pytest.raises(ValueError, match=r"The class name '1\\n2' of digits holds a control"):
+        class_names(spec)
 
 
 def test_a_corrupt_body_behind_a_valid_header_is_named_at_its_first_read(tmp_path):

@@ -343,7 +343,9 @@ def test_an_unusable_newest_checkpoint_is_passed_over_by_name(tmp_path, capsys):
 
     restored = restore_run(config)
     assert restored.checkpoint == older and 0 < restored.step < config.total_steps
-    line = capsys.readouterr().out.strip()
+    out, err = capsys.readouterr()
+    line = err.strip()
+    assert out == ""  # a note, not a result: stderr
     assert line.startswith(f"The checkpoint {newest} is unusable (") and line.endswith(
         f"using {older}."
     )

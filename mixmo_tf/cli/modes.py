@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import IO
 
 from mixmo_tf import evaluation, models, serving, training
 from mixmo_tf.cli import exit_codes
@@ -26,6 +27,7 @@ from mixmo_tf.config.run_folder import (
     describe_os_error,
     out_of_space,
     space_errors_as_os_errors,
+    write_atomically,
 )
 from mixmo_tf.config.run_record import CheckpointMismatchError, RunConfigError
 from mixmo_tf.config.settings import Config
@@ -117,12 +119,15 @@ def train(config: Config, first: Callable[[], None] | None = None) -> int:
 
 
 def evaluate(runs: Sequence[Config], options: EvaluationOptions) -> int:
-    """`--mode=evaluate`: evaluates the runs (one, or an ensemble) and prints the headline."""
+    """`--mode=evaluate`: evaluates the runs (one, or an ensemble) and prints the headline
+    numbers as JSON on stdout."""
 
     def work() -> None:
         with decoder_messages_dropped():
             results = evaluation.run.evaluate_runs(runs, options)
-        print(f"Report and figures in {evaluation.run.output_dir(runs)}; headline numbers:")
+        # A note on stderr: stdout carries only the headline's JSON.
+        where = evaluation.run.output_dir(runs)
+        print(f"Report and figures in {where}; headline numbers:", file=sys.stderr)
         headline = {k: v for k, v in results.items() if isinstance(v, (int, float))}
         print(json.dumps(headline, indent=2))
 
@@ -195,30 +200,50 @@ def predict(
 ) -> int:
     """`--mode=predict`: one JSON line (or CSV row) per file `images` names.
 
+    `output` is written whole at the end (`write_atomically`): a run that fails leaves the
+    file it names as it was.
+
     Returns 0 if every file was predicted, 1 if some could not be read or decoded, 2 if
-    nothing could run.
+    nothing could run or the model's outputs are not finite.
     """
     prediction = serving.predict
-    paths = prediction.image_paths(images)
+    paths = prediction.image_paths(images, output)
     if not paths:
         return report_error(f"--images={images} matches no file.")
     try:
+        if output:
+            prediction.check_output(output, paths, saved_model or model_dir)
         if saved_model:
             predictor = prediction.predictor_from_saved_model(saved_model)
         else:
             predictor = prediction.predictor_from_run(model_dir, temperature)
-        stream = open(output, "w", newline="") if output else sys.stdout
     except (OSError, ValueError) as error:
         return report_error(str(error))
-    try:
-        csv_format = bool(output) and output.lower().endswith(".csv")
+    csv_format = bool(output) and output.lower().endswith(".csv")
+
+    def write(stream: IO[str]) -> tuple[int, int]:
         records = prediction.predict_files(predictor, paths)
         with decoder_messages_dropped():  # one ERROR line per bad file, nothing more
-            predicted, failed = prediction.write_predictions(
-                records, stream, sys.stderr, csv_format
-            )
-    finally:
-        if output:
-            stream.close()
+            return prediction.write_predictions(records, stream, sys.stderr, csv_format)
+
+    try:
+        counts = _write_output(output, write) if output else write(sys.stdout)
+    except prediction.BrokenModelError as error:
+        return report_error(str(error))
+    except OSError as error:
+        return report_error(describe_os_error(error, "--output"))
+    predicted, failed = counts
     print(f"Predicted {predicted} of {len(paths)} files; {failed} failed.", file=sys.stderr)
     return exit_codes.SOME_FILES_FAILED if failed else exit_codes.SUCCESS
+
+
+def _write_output(path: str, write: Callable[[IO[str]], tuple[int, int]]) -> tuple[int, int]:
+    """`write(stream)` into the file `path`, replaced only once `write` has finished."""
+    counts = []
+
+    def write_file(temporary: str) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8") as stream:
+            counts.append(write(stream))
+
+    write_atomically(path, write_file)
+    return counts[0]

@@ -5,7 +5,8 @@ classes being the sorted subfolder names of `train/`, label i = the i-th name. I
 are those with the extensions Keras reads (bmp, gif, jpeg, jpg, png, any case); other files
 (e.g. `.DS_Store`) are ignored. Every problem is found here, before TensorFlow starts, and
 named with its path and its fix: a missing folder, a class folder without images, a class of
-`test/` that `train/` lacks (or the reverse), and a file whose first bytes are no image
+`test/` that `train/` lacks (or the reverse), a class folder whose name holds a control
+character (the exported class names are one per line), and a file whose first bytes are no image
 format's signature (an empty file, an HTML error page saved as .jpg). Checking signatures reads
 8 bytes per file; a file with a valid signature but a corrupt body fails when it is decoded,
 with TensorFlow's decoder error.
@@ -16,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+
+from mixmo_tf.data.class_names import fits_one_line
 
 SPLITS = ("train", "test")
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -58,10 +61,18 @@ def _class_folders(root: str, split: str) -> list[str]:
     classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     if not classes:
         _fail(f"{folder} has no class subfolders: put each class's images in {folder}/<class>/.")
+    for name in classes:
+        if not fits_one_line(name):
+            _fail(
+                f"The class folder {os.path.join(folder, name)!r} has a control character "
+                "(newline, tab, ...) in its name; the class names are exported one per line: "
+                "rename the folder."
+            )
     return classes
 
 
-def _is_image(path: str) -> bool:
+def is_image_file(path: str) -> bool:
+    """Whether the file starts with a JPEG, PNG, GIF or BMP signature (reads 8 bytes)."""
     with open(path, "rb") as stream:
         head = stream.read(8)
     return head.startswith(_SIGNATURES)
@@ -80,7 +91,7 @@ def _image_files(folder: str) -> list[str]:
         )
     paths = [os.path.join(folder, name) for name in names]
     for path in paths:
-        if not _is_image(path):
+        if not is_image_file(path):
             _fail(
                 f"{path} is not an image (its first bytes are no JPEG, PNG, GIF or BMP "
                 "signature; empty or corrupt?): replace or delete it."

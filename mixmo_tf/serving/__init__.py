@@ -13,6 +13,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submodules=["export", "graph", "predict"],
     submod_attrs={
         "export": ["export_run", "export_saved_model"],
-        "graph": ["ServingModule", "ensemble_outputs", "uncertainty"],
+        "graph": ["ServingModule", "ensemble_outputs", "uncertainty", "uint8_images"],
     },
 )

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 
 import keras
@@ -52,7 +53,7 @@ def _writer_is_gone(name: str) -> bool | None:
 
 def remove_stale_exports(directory: str) -> None:
     """Removes the staging folders that killed exports left in `directory` (their process
-    has ended on this machine) and says so; names the ones it cannot judge.
+    has ended on this machine) and says so on stderr; names the ones it cannot judge.
 
     TF Serving ignores them, but they hold a whole model each and would stay forever.
     """
@@ -63,11 +64,15 @@ def remove_stale_exports(directory: str) -> None:
         gone = _writer_is_gone(name)
         if gone:
             shutil.rmtree(path, ignore_errors=True)
-            print(f"Removed {path}: an export that was stopped before it finished left it.")
+            print(
+                f"Removed {path}: an export that was stopped before it finished left it.",
+                file=sys.stderr,
+            )
         elif gone is None:
             print(
                 f"Note: {path} is an unfinished export of an older version of this tool; "
-                "delete it unless an export is running now."
+                "delete it unless an export is running now.",
+                file=sys.stderr,
             )
 
 
@@ -184,6 +189,26 @@ def run_temperature(model_dir: str, temperature: float | None = None) -> float |
     return temperature
 
 
+def check_export_dir(model_dir: str, export_dir: str) -> None:
+    """Refuses an `--export_dir` among the run's own files: the run folder itself or a folder
+    of its checkpoints, logs or evaluation, where the version folders would mix with them.
+
+    Raises:
+        ValueError: naming the flag and the default.
+    """
+    folder = RunFolder(model_dir)
+    target = os.path.realpath(export_dir)
+    if target == os.path.realpath(model_dir) or any(
+        os.path.commonpath([os.path.realpath(taken), target]) == os.path.realpath(taken)
+        for taken in (folder.checkpoints, folder.logs, folder.evaluation)
+    ):
+        raise ValueError(
+            f"--export_dir={export_dir} is {model_dir} or lies in its checkpoints, logs or "
+            f"eval folder, among the run's own files: omit it (the default is "
+            f"{folder.exports}) or name a folder of its own."
+        )
+
+
 def restore_for_serving(model_dir: str, precision: str = SERVING_PRECISION) -> RestoredRun:
     """The run in `model_dir` at its newest checkpoint, computing in `precision` (float32)."""
     return restore_run(recorded_config(model_dir), precision=precision)
@@ -199,11 +224,14 @@ def export_run(
 
     Args:
         model_dir: the run's folder.
-        export_dir: the base folder of the versions. Defaults to `<model_dir>/export`.
+        export_dir: the base folder of the versions, not among the run's own files
+            (`check_export_dir`). Defaults to `<model_dir>/export`.
         temperature: overrides the run's fitted temperature (`read_temperature`).
         precision: what the graph computes in. Keep float32: only bench/serving_precision.py
             passes another, to measure a mixed_bfloat16 graph against it (bench/README.md).
     """
+    if export_dir:
+        check_export_dir(model_dir, export_dir)
     temperature = run_temperature(model_dir, temperature)
     run = restore_for_serving(model_dir, precision)
     info = {

@@ -4,7 +4,8 @@
 tf.functions that become the SavedModel's signatures (`mixmo_tf.serving.export`):
 
 - `serving_default`: uint8 images `(batch, H, W, C)`, normalised in the graph with the
-  dataset's mean and std;
+  dataset's mean and std (from Python, pass `uint8_images(pixels)`: TensorFlow converts an
+  array of another dtype by a wrapping cast, 300.0 -> 44, before the graph can check it);
 - `predict_image_bytes`: encoded JPEG or PNG images `(batch,)` string (what TF Serving's REST
   API receives as `{"b64": ...}`), decoded and, if their size differs, resized in the graph;
 - `predict_normalized`: float32 images already normalised as in training.
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mixmo_tf.data.decoding import decode_image, is_jpeg
@@ -101,6 +103,37 @@ def ensemble_outputs(
         "class_names": tf.gather(class_names, classes),
         **uncertainty(probabilities, member_probabilities),
     }
+
+
+def uint8_images(pixels) -> tf.Tensor:
+    """`pixels` as the uint8 tensor `serving_default` takes, refusing what a cast would change.
+
+    TensorFlow converts a NumPy array of any numeric dtype to a signature's uint8 input by a
+    wrapping cast (300.0 -> 44, 12.7 -> 12, NaN -> 0) before the graph runs, so the graph
+    cannot see it; this conversion keeps exactly the values 0..255 written as whole numbers.
+
+    Args:
+        pixels: an array-like (NumPy array, nested lists, tensor) of integers or floats.
+
+    Raises:
+        ValueError: a value is not a whole number in 0..255, or the dtype is not numeric.
+    """
+    array = np.asarray(pixels)
+    if array.dtype == np.uint8:
+        return tf.constant(array)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(
+            f"images must be uint8 pixels (whole numbers 0..255). Received: dtype={array.dtype}"
+        )
+    whole = np.isfinite(array) & (array == np.round(array)) if array.dtype.kind == "f" else True
+    bad = ~(whole & (array >= 0) & (array <= 255))
+    if bad.any():
+        raise ValueError(
+            f"images must be uint8 pixels (whole numbers 0..255); {int(bad.sum())} of "
+            f"{array.size} values are not, the first {array[bad][0].item()!r} at index "
+            f"{tuple(map(int, np.argwhere(bad)[0]))}."
+        )
+    return tf.constant(array.astype(np.uint8))
 
 
 def _check_image_batch(images: tf.Tensor, image_shape: Sequence[int], dtype: str) -> tf.Tensor:

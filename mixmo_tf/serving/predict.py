@@ -3,7 +3,9 @@
 The files go through the exported `predict_image_bytes` signature (a SavedModel's, or the
 same function built in memory from a run's checkpoint), so a prediction here is what TF
 Serving answers for the same bytes. A file that cannot be read or decoded is reported with
-the reason and skipped; the others are still predicted.
+the reason and skipped; the others are still predicted. Nothing is written over an input:
+`check_output` refuses an `--output` that is one of the images or lies in the model's folder,
+and `image_paths` leaves out an earlier output that a folder or pattern matches.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from mixmo_tf.data.class_names import class_names
+from mixmo_tf.data.folder import is_image_file
 from mixmo_tf.serving.export import CLASS_NAMES_ASSET, restore_for_serving, run_temperature
 from mixmo_tf.serving.graph import IMAGE_BYTES_SIGNATURE, ServingModule
 
@@ -34,10 +37,16 @@ class Predictor:
     Attributes:
         predict_bytes: `(N,)` string tensor of JPEG / PNG files -> the serving outputs.
         class_names: the name of each label, in label order.
+        source: the SavedModel or run folder it serves, named when its outputs are broken.
     """
 
     predict_bytes: Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
     class_names: tuple[str, ...]
+    source: str
+
+
+class BrokenModelError(ValueError):
+    """The model answers with non-finite probabilities: its weights are broken."""
 
 
 def predictor_from_saved_model(path: str) -> Predictor:
@@ -75,7 +84,7 @@ def predictor_from_saved_model(path: str) -> Predictor:
             f"{names_path} has {len(names)} lines but the model has {num_classes} classes: "
             "restore the file the export wrote (one class name per line, in label order)."
         )
-    return Predictor(lambda image_bytes: signature(image_bytes=image_bytes), names)
+    return Predictor(lambda image_bytes: signature(image_bytes=image_bytes), names, path)
 
 
 def predictor_from_run(model_dir: str, temperature: float | None = None) -> Predictor:
@@ -84,17 +93,66 @@ def predictor_from_run(model_dir: str, temperature: float | None = None) -> Pred
     run = restore_for_serving(model_dir)
     spec = run.config.spec
     module = ServingModule(run.model, spec, class_names(spec), temperature or 1.0)
-    return Predictor(module.predict_image_bytes, module.class_names)
+    return Predictor(module.predict_image_bytes, module.class_names, model_dir)
 
 
-def image_paths(pattern: str) -> list[str]:
+def image_paths(pattern: str, output: str | None = None) -> list[str]:
     """The files `--images` names: an existing file as it is (`scan[1].png` is a name, not
-    a pattern matching scan1.png), a folder's files, or a glob pattern's files, sorted."""
+    a pattern matching scan1.png), a folder's files, or a glob pattern's files, sorted.
+
+    A folder or pattern leaves out `output` if it is not an image: the predictions of an
+    earlier run written among the images are the file this run replaces, not an input.
+    """
     if os.path.isfile(pattern):
         return [pattern]
     if os.path.isdir(pattern):
         pattern = os.path.join(pattern, "*")
-    return sorted(path for path in glob.glob(pattern, recursive=True) if not os.path.isdir(path))
+    paths = sorted(path for path in glob.glob(pattern, recursive=True) if not os.path.isdir(path))
+    if output and os.path.isfile(output) and not _starts_like_an_image(output):
+        paths = [path for path in paths if not _same_file(path, output)]
+    return paths
+
+
+def _same_file(path: str, other: str) -> bool:
+    """Whether two names are the same file; False if `path` cannot be reached (a broken link
+    among the images is reported when it is read, like any unreadable file)."""
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
+
+
+def _starts_like_an_image(path: str) -> bool:
+    """Whether the file's first bytes are an image format's signature (or it cannot be read:
+    then it is treated as the image it may be)."""
+    try:
+        return is_image_file(path)
+    except OSError:
+        return True
+
+
+def check_output(output: str, images: Sequence[str], model_folder: str) -> None:
+    """Refuses an `--output` that writing would destroy an input with.
+
+    Raises:
+        ValueError: `output` is a folder, one of the `images` (the same file by any name), or
+            lies inside `model_folder` (the run or SavedModel: its files are the model).
+    """
+    if os.path.isdir(output):
+        raise ValueError(f"--output={output} is a folder: name the file to write.")
+    if os.path.exists(output):
+        for image in images:
+            if _same_file(image, output):
+                raise ValueError(
+                    f"--output={output} is one of the --images files ({image}): writing the "
+                    "predictions would destroy it. Name another file."
+                )
+    folder = os.path.realpath(model_folder)
+    if os.path.commonpath([folder, os.path.realpath(output)]) == folder:
+        raise ValueError(
+            f"--output={output} lies inside {model_folder}, the model's folder: the "
+            "predictions could replace a file of the model. Write them elsewhere."
+        )
 
 
 # A file the graph refuses: its check or decoder fails (InvalidArgumentError); graphs
@@ -116,8 +174,31 @@ def _error_summary(error: tf.errors.OpError | UnicodeDecodeError) -> str:
     return lines[node_line - 1] if node_line else error.message
 
 
-def _records(paths: Sequence[str], outputs: Mapping[str, tf.Tensor], names) -> list[dict]:
-    """One prediction record per file from a batch's outputs."""
+def _check_finite(outputs: Mapping[str, tf.Tensor], paths: Sequence[str], source: str) -> None:
+    """Raises BrokenModelError if a probability or uncertainty is NaN or Inf: the images
+    reach the network as finite pixels, so only broken weights give them."""
+    finite = np.ones(len(paths), bool)
+    for value in outputs.values():
+        if value.dtype.is_floating:
+            values = value.numpy().reshape(len(paths), -1)
+            finite &= np.isfinite(values).all(axis=1)
+    if not finite.all():
+        raise BrokenModelError(
+            f"{source} gives NaN or Inf probabilities (for {paths[int(np.argmin(finite))]}): "
+            "its weights are broken. Predict with a run or an export whose weights are finite."
+        )
+
+
+def _records(
+    paths: Sequence[str], outputs: Mapping[str, tf.Tensor], predictor: Predictor
+) -> list[dict]:
+    """One prediction record per file from a batch's outputs.
+
+    Raises:
+        BrokenModelError: the outputs are not finite.
+    """
+    _check_finite(outputs, paths, predictor.source)
+    names = predictor.class_names
     member_classes = np.argmax(outputs["member_probabilities"].numpy(), axis=-1)
     top_class = outputs["classes"].numpy()[:, 0]
     top_score = outputs["scores"].numpy()[:, 0]
@@ -151,6 +232,9 @@ def predict_files(
 
     Files go through the graph in batches; a batch holding an undecodable file is retried
     file by file, so one bad file costs the others nothing but time.
+
+    Raises:
+        BrokenModelError: the model gives non-finite probabilities.
     """
     paths = list(paths)
     for start in range(0, len(paths), batch_size):
@@ -163,12 +247,12 @@ def predict_files(
             continue
         try:
             outputs = predictor.predict_bytes(tf.constant([content for _, content in readable]))
-            yield from _records([path for path, _ in readable], outputs, predictor.class_names)
+            yield from _records([path for path, _ in readable], outputs, predictor)
         except _BAD_FILE_ERRORS:
             for path, content in readable:
                 try:
                     outputs = predictor.predict_bytes(tf.constant([content]))
-                    yield from _records([path], outputs, predictor.class_names)
+                    yield from _records([path], outputs, predictor)
                 except _BAD_FILE_ERRORS as error:
                     yield {"path": path, "error": _error_summary(error)}
 
@@ -200,7 +284,7 @@ def write_predictions(
             continue
         predicted += 1
         if not csv_format:
-            print(json.dumps(record), file=stream, flush=True)
+            print(json.dumps(record, allow_nan=False), file=stream, flush=True)
             continue
         members = record.pop("member_classes")
         if writer is None:

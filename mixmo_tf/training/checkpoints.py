@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import sys
 
 import keras
 import numpy as np
@@ -155,8 +156,8 @@ def unusable_reason(checkpoint: str) -> str | None:
 
 
 def newest_usable(directory: str) -> str | None:
-    """The newest checkpoint in `directory` that can be used, saying which newer ones were
-    passed over and why; None if the folder holds none.
+    """The newest checkpoint in `directory` that can be used, saying on stderr which newer
+    ones were passed over and why (stdout carries only results); None if the folder holds none.
 
     Raises:
         CheckpointUnusableError: it holds checkpoints, and none is usable.
@@ -168,7 +169,10 @@ def newest_usable(directory: str) -> str | None:
         reason = unusable_reason(checkpoint)
         if reason is None:
             for skipped, why in passed:
-                print(f"The checkpoint {skipped} is unusable ({why}); using {checkpoint}.")
+                print(
+                    f"The checkpoint {skipped} is unusable ({why}); using {checkpoint}.",
+                    file=sys.stderr,
+                )
             return checkpoint
         passed.append((checkpoint, reason))
     if passed:
