@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ from test_sources import CLASSES, write_image_folder
 
 from mixmo_tf.cli import exit_codes, modes, onednn_start
 from mixmo_tf.config import run_folder
-from mixmo_tf.training import run_guard
+from mixmo_tf.training import run, run_guard
 from mixmo_tf.training.run import train
 from mixmo_tf.tuning import machine, onednn, precision_choice, rules, step_timing, timing
 from mixmo_tf.tuning.step_times import StepTimeCache, step_key
@@ -639,19 +640,26 @@ def _folder_source(tmp_path, classes: int, per_class: int) -> str:
     return "folder:" + root
 
 
-def _other_settings(tmp_path, config):
+def _other_settings(tmp_path, config, monkeypatch):
     _write_run_config(config, {**dataclasses.asdict(config), "width": 2, "precision": "float32"})
     return config
 
 
-def _corrupt_run_config(tmp_path, config):
+def _corrupt_run_config(tmp_path, config, monkeypatch):
     os.makedirs(config.model_dir)
     with open(run_folder.RunFolder(config.model_dir).run_config, "w") as stream:
         stream.write('{"dataset": "dig')
     return config
 
 
-def _unusable_checkpoints(tmp_path, config):
+def _corrupt_dataset_spec(tmp_path, config, monkeypatch):
+    os.makedirs(config.model_dir)
+    with open(run_folder.RunFolder(config.model_dir).dataset_spec, "w") as stream:
+        stream.write("[1]")
+    return dataclasses.replace(config, dataset=_folder_source(tmp_path, 3, 9))
+
+
+def _unusable_checkpoints(tmp_path, config, monkeypatch):
     folder = run_folder.RunFolder(config.model_dir).checkpoints
     os.makedirs(folder)
     with open(os.path.join(folder, "checkpoint"), "w") as stream:
@@ -659,35 +667,43 @@ def _unusable_checkpoints(tmp_path, config):
     return config
 
 
-def _under_a_file(tmp_path, config):
+def _three_replicas(tmp_path, config, monkeypatch):
+    three = types.SimpleNamespace(num_replicas_in_sync=3)
+    monkeypatch.setattr(run, "make_strategy", lambda name, tpu: three)
+    return config
+
+
+def _under_a_file(tmp_path, config, monkeypatch):
     (tmp_path / "file").write_text("")
     return dataclasses.replace(config, model_dir=str(tmp_path / "file" / "run"))
 
 
 REFUSED_BEFORE_MEASURING = {
     "missing data": (
-        lambda tmp_path, config: dataclasses.replace(
+        lambda tmp_path, config, _: dataclasses.replace(
             config, dataset="folder:" + str(tmp_path / "missing")
         ),
         "missing",
     ),
     "one class": (
-        lambda tmp_path, config: dataclasses.replace(
+        lambda tmp_path, config, _: dataclasses.replace(
             config, dataset=_folder_source(tmp_path, 1, 9)
         ),
         "has 1 class (cat): a classifier needs at least 2.",
     ),
     "too few images": (
-        lambda tmp_path, config: dataclasses.replace(
+        lambda tmp_path, config, _: dataclasses.replace(
             config, dataset=_folder_source(tmp_path, 3, 1)
         ),
         "exceeds the 3 training images",
     ),
     "other settings": (_other_settings, "holds a run with other settings (--width: 2 -> 1)."),
     "corrupt run_config.json": (_corrupt_run_config, "is not the JSON training wrote"),
+    "corrupt dataset_spec.json": (_corrupt_dataset_spec, "is not the dataset spec training wrote"),
     "unusable checkpoints": (_unusable_checkpoints, "No usable checkpoint in"),
     "unwritable folder": (_under_a_file, "Not a directory"),
-    "locked folder": (lambda tmp_path, config: config, "is in use by process"),
+    "locked folder": (lambda tmp_path, config, _: config, "is in use by process"),
+    "uneven batch split": (_three_replicas, "does not split evenly over the 3 replicas"),
 }
 
 
@@ -704,7 +720,7 @@ def test_a_run_that_will_be_refused_is_refused_before_measuring(
     monkeypatch.setenv(machine.CACHE_VARIABLE, str(cache))
     monkeypatch.setattr(onednn, "time_in_children", _no_measurement)
     monkeypatch.setattr(precision_choice, "time_training_steps", _no_measurement)
-    config = prepare(tmp_path, _config(tmp_path, precision="auto"))
+    config = prepare(tmp_path, _config(tmp_path, precision="auto"), monkeypatch)
     holder = run_guard.hold_run_folder(config.model_dir)
     with holder if case == "locked folder" else contextlib.nullcontext():
         assert onednn_start.before_tensorflow(config)  # nothing cached: measured next
