@@ -683,7 +683,7 @@ REFUSED_BEFORE_MEASURING = {
         lambda tmp_path, config, _: dataclasses.replace(
             config, dataset="folder:" + str(tmp_path / "missing")
         ),
-        "missing",
+        "missing does not exist: --dataset=folder:PATH needs a folder",
     ),
     "one class": (
         lambda tmp_path, config, _: dataclasses.replace(
@@ -721,8 +721,8 @@ def test_a_run_that_will_be_refused_is_refused_before_measuring(
     monkeypatch.setattr(onednn, "time_in_children", _no_measurement)
     monkeypatch.setattr(precision_choice, "time_training_steps", _no_measurement)
     config = prepare(tmp_path, _config(tmp_path, precision="auto"), monkeypatch)
-    holder = run_guard.hold_run_folder(config.model_dir)
-    with holder if case == "locked folder" else contextlib.nullcontext():
+    locked = case == "locked folder"
+    with run_guard.hold_run_folder(config.model_dir) if locked else contextlib.nullcontext():
         assert onednn_start.before_tensorflow(config)  # nothing cached: measured next
         measure = functools.partial(onednn_start.measure_and_restart, config, True)
         assert modes.train(config, first=measure) == exit_codes.ERROR

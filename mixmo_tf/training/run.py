@@ -1,8 +1,10 @@
 """A training run from a Config: data, model, resume, the fit loop, the final model.
 
-`train(config)` holds the run folder (lock, signals), records the run's settings, builds the
-model (`mixmo_tf.models.build`), resumes from the newest checkpoint and trains epoch by
-epoch, evaluating the test split after each; it ends by writing `<model_dir>/model.keras`.
+`train(config)` first makes every check that can refuse the run (`check_before_training`),
+then chooses the precision (which may time the step), holds the run folder (lock, signals),
+records the run's settings, builds the model (`mixmo_tf.models.build`), resumes from the
+newest checkpoint and trains epoch by epoch, evaluating the test split after each; it ends
+by writing `<model_dir>/model.keras`.
 """
 
 from __future__ import annotations
