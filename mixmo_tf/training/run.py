@@ -61,7 +61,7 @@ def _segments(start_step: int, config: Config) -> list[tuple[int, int, int]]:
     return segments
 
 
-def dataset_of_run(config: Config) -> data.DatasetSpec:
+def _dataset_of_run(config: Config) -> data.DatasetSpec:
     """The spec of the run's data once it is ready to read (prepared, or downloaded if
     `config.download` allows), checked against the run's recorded spec on a resume.
 
@@ -117,7 +117,7 @@ def check_before_training(config: Config) -> TrainingStart:
     # Multi-worker strategies must exist before other TensorFlow work, data loading included.
     strategy = make_strategy(config.distribution, config.tpu)
     check_batch_split(strategy, config.batch_size, config.batch_repetitions)
-    spec = dataset_of_run(config)
+    spec = _dataset_of_run(config)
     train_images, train_labels = data.open_split(spec, "train", config.data_dir, config.download)
     train_split, _ = data.split_validation(
         train_images, train_labels, config.num_validation_examples
