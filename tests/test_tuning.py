@@ -15,19 +15,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
+import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from run_helpers import smoke_config
+from test_sources import CLASSES, write_image_folder
 
-from mixmo_tf.cli import onednn_start
+from mixmo_tf.cli import exit_codes, modes, onednn_start
 from mixmo_tf.config import run_folder
+from mixmo_tf.training import run, run_guard
 from mixmo_tf.training.run import train
 from mixmo_tf.tuning import machine, onednn, precision_choice, rules, step_timing, timing
 from mixmo_tf.tuning.step_times import StepTimeCache, step_key
@@ -115,6 +122,11 @@ def test_the_cache_folder_is_the_users_unless_set(monkeypatch, tmp_path):
     monkeypatch.delenv(machine.CACHE_VARIABLE, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert machine.cache_folder() == str(tmp_path / "xdg" / "mixmo_tf")
+    # The XDG Base Directory specification: a relative path is ignored.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for ignored in ("relative/cache", ""):
+        monkeypatch.setenv("XDG_CACHE_HOME", ignored)
+        assert machine.cache_folder() == str(tmp_path / "home" / ".cache" / "mixmo_tf")
     monkeypatch.setenv(machine.CACHE_VARIABLE, str(tmp_path / "mine"))
     assert machine.cache_folder() == str(tmp_path / "mine")
 
@@ -145,16 +157,109 @@ def test_step_times_are_kept_per_machine_onednn_and_network(tmp_path):
     assert step_key(same, AVX2_ONLY, onednn=False) == key
 
 
-def test_a_damaged_cache_counts_as_empty_and_is_replaced(tmp_path):
+_KEY = "a network"
+
+
+def _entry(seconds) -> bytes:
+    return json.dumps({_KEY: {"seconds": seconds}}).encode()
+
+
+DAMAGED_CACHES = {
+    # Entries of another shape or with other types.
+    "a list entry": json.dumps({_KEY: [0.5]}).encode(),
+    "seconds as a list": _entry([0.5]),
+    "no seconds": _entry({}),
+    "a nested time": _entry({"float32": {"median": 0.5}}),
+    "a string time": _entry({"float32": "0.5"}),
+    "a boolean time": _entry({"float32": True}),
+    "an unknown precision": _entry({"float33": 0.5}),
+    # Times no step takes.
+    "Infinity": b'{"a network": {"seconds": {"float32": Infinity}}}',
+    "NaN": b'{"a network": {"seconds": {"float32": NaN}}}',
+    "1e-300": _entry({"float32": 1e-300}),
+    "negative": _entry({"float32": 0.5, "mixed_bfloat16": -1}),
+    "a huge integer": _entry({"float32": 10**30}),
+    # Files that cannot be read as the cache.
+    "not JSON": b'{"truncated": ',
+    "not UTF-8": b'{"a network": "\xff\xfe"}',
+    "a JSON list": b"[1, 2]",
+    "deeply nested": b"[" * 100_000 + b"]" * 100_000,
+    "too large": b'{"padding": "' + b"x" * 4_000_000 + b'"}',
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED_CACHES)
+def test_a_damaged_cache_entry_counts_as_not_measured_and_is_replaced(tmp_path, capsys, case):
     cache = StepTimeCache(str(tmp_path))
+    with open(cache.path, "wb") as stream:
+        stream.write(DAMAGED_CACHES[case])
+    assert cache.seconds(_KEY) == {}
+    cache.add(_KEY, {"float32": 0.25})
+    assert cache.seconds(_KEY) == {"float32": 0.25}
+    with open(cache.path, encoding="utf-8") as stream:
+        assert json.load(stream)[_KEY]["seconds"] == {"float32": 0.25}
+    (note,) = capsys.readouterr().err.splitlines()  # one short note, said once
+    assert note.startswith(f"Note: ignoring step times in {cache.path} (") and len(note) < 300
+    assert note.endswith("); measuring again.")
+
+
+def test_valid_times_of_other_networks_are_kept_and_invalid_ones_dropped(tmp_path, capsys):
+    cache = StepTimeCache(str(tmp_path))
+    content = {
+        "kept": {"seconds": {"float32": 2.5}, "measured": "2026-12-01T00:00:00+00:00"},
+        "dropped": {"seconds": {"float32": "fast"}},
+    }
     with open(cache.path, "w") as stream:
-        stream.write('{"truncated": ')
-    assert cache.seconds("any") == {}
-    cache.add("any", {"float32": 1.5, "mixed_bfloat16": -1})
+        json.dump(content, stream)
+    cache.add(_KEY, {"float32": 0.25})
+    cache.add(_KEY, {"mixed_bfloat16": 0.5})  # adds to the times measured before
     with open(cache.path) as stream:
-        assert json.load(stream)["any"]["seconds"]["float32"] == 1.5
-    # Values that are not positive times are ignored when read.
-    assert cache.seconds("any") == {"float32": 1.5}
+        assert sorted(json.load(stream)) == [_KEY, "kept"]
+    assert cache.seconds("kept") == {"float32": 2.5}
+    assert cache.seconds(_KEY) == {"float32": 0.25, "mixed_bfloat16": 0.5}
+    assert capsys.readouterr().err == ""  # no entry read was damaged
+
+
+def test_runs_saving_at_once_keep_every_time(tmp_path):
+    """Each save reads, merges and writes under the cache's lock: no run's times are lost
+    and the file is whole at every moment (the writes are atomic renames)."""
+    cache = StepTimeCache(str(tmp_path))
+
+    def save(run: int) -> None:
+        for network in range(25):
+            StepTimeCache(str(tmp_path)).add(f"{run}-{network}", {"float32": 1.0 + network})
+            assert cache.seconds(f"{run}-{network}") == {"float32": 1.0 + network}
+
+    threads = [threading.Thread(target=save, args=(run,)) for run in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with open(cache.path) as stream:
+        assert len(json.load(stream)) == 75
+
+
+def test_a_cached_absurd_time_is_measured_again_not_printed(
+    tmp_path, on_machine, monkeypatch, capsys
+):
+    on_machine(WITH_BF16)
+    cache = StepTimeCache(str(tmp_path / "cache"))
+    config = _config(tmp_path)
+    key = step_key(config, WITH_BF16, step_timing.onednn_enabled())
+    os.makedirs(os.path.dirname(cache.path))
+    with open(cache.path, "w") as stream:
+        json.dump({key: {"seconds": {"float32": 1e-300, "mixed_bfloat16": 1e-300}}}, stream)
+    monkeypatch.setattr(
+        precision_choice,
+        "time_training_steps",
+        lambda config, precisions: {"float32": 1.0, "mixed_bfloat16": 0.5},
+    )
+    choice = precision_choice.choose_training_precision(config, cache)
+    assert (choice.reason, choice.seconds) == ("measured", {"float32": 1.0, "mixed_bfloat16": 0.5})
+    assert (
+        "1e-300" not in choice.message() and "Note: ignoring step times" in capsys.readouterr().err
+    )
+    assert cache.seconds(key) == choice.seconds
 
 
 def test_an_unwritable_cache_folder_leaves_a_note_not_an_error(tmp_path, capsys):
@@ -162,7 +267,7 @@ def test_an_unwritable_cache_folder_leaves_a_note_not_an_error(tmp_path, capsys)
     blocker.write_text("")
     cache = StepTimeCache(str(blocker / "cache"))  # a folder under a file cannot exist
     cache.add("key", {"float32": 1.0})
-    assert "could not be saved" in capsys.readouterr().out
+    assert "could not be saved" in capsys.readouterr().err
     assert cache.seconds("key") == {}
 
 
@@ -523,14 +628,112 @@ def test_the_command_line_restarts_with_a_measured_choice(
     assert onednn.chosen(False).reason == "measured"
 
 
-def test_the_command_line_checks_the_data_before_measuring(tmp_path, on_machine, monkeypatch):
-    on_machine(AVX2_ONLY)
+# A CPU where both are measured: oneDNN left off by TensorFlow, bfloat16 instructions.
+MEASURES_BOTH = machine.Machine("Test Zen", ("avx2", "avx_ne_convert"), "2.21.0", True)
+
+
+def _folder_source(tmp_path, classes: int, per_class: int) -> str:
+    root = write_image_folder(tmp_path / "images", train_per_class=per_class)
+    for split in ("train", "test"):
+        for name in CLASSES[classes:]:
+            shutil.rmtree(os.path.join(root, split, name))
+    return "folder:" + root
+
+
+def _other_settings(tmp_path, config, monkeypatch):
+    _write_run_config(config, {**dataclasses.asdict(config), "width": 2, "precision": "float32"})
+    return config
+
+
+def _corrupt_run_config(tmp_path, config, monkeypatch):
+    os.makedirs(config.model_dir)
+    with open(run_folder.RunFolder(config.model_dir).run_config, "w") as stream:
+        stream.write('{"dataset": "dig')
+    return config
+
+
+def _corrupt_dataset_spec(tmp_path, config, monkeypatch):
+    os.makedirs(config.model_dir)
+    with open(run_folder.RunFolder(config.model_dir).dataset_spec, "w") as stream:
+        stream.write("[1]")
+    return dataclasses.replace(config, dataset=_folder_source(tmp_path, 3, 9))
+
+
+def _unusable_checkpoints(tmp_path, config, monkeypatch):
+    folder = run_folder.RunFolder(config.model_dir).checkpoints
+    os.makedirs(folder)
+    with open(os.path.join(folder, "checkpoint"), "w") as stream:
+        stream.write('model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-3"\n')
+    return config
+
+
+def _three_replicas(tmp_path, config, monkeypatch):
+    three = types.SimpleNamespace(num_replicas_in_sync=3)
+    monkeypatch.setattr(run, "make_strategy", lambda name, tpu: three)
+    return config
+
+
+def _under_a_file(tmp_path, config, monkeypatch):
+    (tmp_path / "file").write_text("")
+    return dataclasses.replace(config, model_dir=str(tmp_path / "file" / "run"))
+
+
+REFUSED_BEFORE_MEASURING = {
+    "missing data": (
+        lambda tmp_path, config, _: dataclasses.replace(
+            config, dataset="folder:" + str(tmp_path / "missing")
+        ),
+        "missing does not exist: --dataset=folder:PATH needs a folder",
+    ),
+    "one class": (
+        lambda tmp_path, config, _: dataclasses.replace(
+            config, dataset=_folder_source(tmp_path, 1, 9)
+        ),
+        "has 1 class (cat): a classifier needs at least 2.",
+    ),
+    "too few images": (
+        lambda tmp_path, config, _: dataclasses.replace(
+            config, dataset=_folder_source(tmp_path, 3, 1)
+        ),
+        "exceeds the 3 training images",
+    ),
+    "other settings": (_other_settings, "holds a run with other settings (--width: 2 -> 1)."),
+    "corrupt run_config.json": (_corrupt_run_config, "is not the JSON training wrote"),
+    "corrupt dataset_spec.json": (_corrupt_dataset_spec, "is not the dataset spec training wrote"),
+    "unusable checkpoints": (_unusable_checkpoints, "No usable checkpoint in"),
+    "unwritable folder": (_under_a_file, "Not a directory"),
+    "locked folder": (lambda tmp_path, config, _: config, "is in use by process"),
+    "uneven batch split": (_three_replicas, "does not split evenly over the 3 replicas"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_BEFORE_MEASURING)
+def test_a_run_that_will_be_refused_is_refused_before_measuring(
+    tmp_path, on_machine, monkeypatch, capsys, case
+):
+    """The command line's path with oneDNN and --precision=auto both to measure: the ERROR
+    line comes first (the one a run that measures nothing gives), the cache stays empty."""
+    prepare, expected = REFUSED_BEFORE_MEASURING[case]
+    on_machine(MEASURES_BOTH)
     monkeypatch.delenv(machine.ONEDNN_VARIABLE, raising=False)
-    monkeypatch.setattr(onednn, "time_in_children", None)  # calling it would fail
-    missing = _config(tmp_path, dataset="folder:" + str(tmp_path / "missing"))
-    with pytest.raises(FileNotFoundError, match="missing"):  # training's own data error
-        onednn_start.measure_and_restart(missing, quiet_tensorflow=True)
-    assert machine.ONEDNN_VARIABLE not in os.environ
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(machine.CACHE_VARIABLE, str(cache))
+    monkeypatch.setattr(onednn, "time_in_children", _no_measurement)
+    monkeypatch.setattr(precision_choice, "time_training_steps", _no_measurement)
+    config = prepare(tmp_path, _config(tmp_path, precision="auto"), monkeypatch)
+    locked = case == "locked folder"
+    with run_guard.hold_run_folder(config.model_dir) if locked else contextlib.nullcontext():
+        assert onednn_start.before_tensorflow(config)  # nothing cached: measured next
+        measure = functools.partial(onednn_start.measure_and_restart, config, True)
+        assert modes.train(config, first=measure) == exit_codes.ERROR
+        refused = capsys.readouterr().err
+        # Without any measurement: oneDNN set by the user, a given precision.
+        monkeypatch.setenv(machine.ONEDNN_VARIABLE, "1")
+        given = dataclasses.replace(config, precision="float32")
+        assert modes.train(given) == exit_codes.ERROR
+    assert refused.startswith("ERROR: ") and refused.count("\n") == 1 and expected in refused
+    assert capsys.readouterr().err == refused
+    assert not cache.exists()
 
 
 @pytest.mark.slow

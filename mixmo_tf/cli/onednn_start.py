@@ -2,10 +2,11 @@
 
 TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, at import. With the network's step times
 cached, the choice is set before the import and costs nothing. Without them, the command
-starts TensorFlow as it is, checks the data first (a missing dataset still fails within
-seconds), times the step in two child processes (`mixmo_tf.tuning.onednn`), and if the
-choice differs from the running process's setting, restarts the same command with it; the
-restarted command finds the times cached.
+starts TensorFlow as it is, makes every check training makes before it measures (a run that
+will be refused is refused within seconds: `training.run.check_before_training`), times the
+step in two child processes (`mixmo_tf.tuning.onednn`), and if the choice differs from the
+running process's setting, restarts the same command with it; the restarted command finds
+the times cached.
 """
 
 from __future__ import annotations
@@ -45,22 +46,22 @@ def before_tensorflow(config: Config) -> bool:
 
 
 def measure_and_restart(config: Config, quiet_tensorflow: bool) -> None:
-    """Times the step with oneDNN off and on (the data checked first), caches the times, and
-    restarts this command if the choice differs from this process's setting.
+    """Times the step with oneDNN off and on (after training's own checks), caches the times,
+    and restarts this command if the choice differs from this process's setting.
 
     Raises:
-        FileNotFoundError, sources.DataSourceError: the data is missing or unusable (what
-            training raises; `cli.modes.train` reports it).
+        What `training.run.check_before_training` raises for a run that will be refused
+            (`cli.modes.train` reports it as it reports training's errors).
 
     Args:
         config: the training run.
         quiet_tensorflow: whether this command set TF_CPP_MIN_LOG_LEVEL itself (the
             restarted command then decides again, as this one did).
     """
-    from mixmo_tf.training.run import dataset_of_run
+    from mixmo_tf.training.run import check_before_training
     from mixmo_tf.tuning.step_timing import onednn_enabled
 
-    dataset_of_run(config)  # a missing dataset fails here, as training would
+    check_before_training(config)  # a refusal comes before minutes of measuring
     choice = onednn.choose_onednn(config)
     onednn.apply(choice)
     _announce(choice)

@@ -155,31 +155,67 @@ def record_run_config(config: Config, folder: str | None = None, notes: dict | N
             settings differ (the optimisation schedule and execution settings may change).
     """
     path = RunFolder(folder or config.model_dir).run_config
-    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    current = _as_json(config)
     kept = dict(notes or {})
     if os.path.exists(path):
         content = read_run_config(path)
         # What the run recorded stays; what it lacks (a run imported or recorded before
         # the notes existed) is added.
         kept.update({name: content[name] for name in RUN_NOTES if name in content})
-        recorded = _settings(content)
-        # A value the run had yet to choose (an imported run's "auto" precision) is chosen
-        # now, not changed.
-        changed = sorted(
-            name
-            for name in current
-            if recorded.get(name) != current[name] and not not_chosen_yet(name, recorded.get(name))
-        )
-
-        def describe(names):
-            return ", ".join(f"--{n}: {recorded.get(n)!r} -> {current[n]!r}" for n in names)
-
-        refused = [name for name in changed if not changeable_on_resume(name)]
-        if refused:
-            raise CheckpointMismatchError(
-                f"{config.model_dir} holds a run with other settings ({describe(refused)}). "
-                "Use the recorded values to resume it, or another --model_dir for a new run."
-            )
+        changed = _changes_allowed(config, content)
         if changed:
-            print(f"Resuming {config.model_dir} with changed settings: {describe(changed)}.")
+            print(f"Resuming {config.model_dir} with changed settings: {changed}.")
     write_text_atomically(path, json.dumps({**kept, **current}, indent=2, sort_keys=True))
+
+
+def check_run_config(config: Config, undecided: Iterable[str] = ()) -> None:
+    """Raises what `record_run_config` would raise for `config`, and writes nothing: a
+    training run checks its folder before it measures or builds anything.
+
+    Args:
+        config: the run's settings.
+        undecided: fields whose value is not known yet and so not compared ("precision"
+            while "auto" waits for its measurement); `record_run_config` compares them.
+
+    Raises:
+        RunConfigError: the folder's run_config.json cannot be read.
+        CheckpointMismatchError: the folder holds a run with other settings.
+    """
+    path = RunFolder(config.model_dir).run_config
+    if os.path.exists(path):
+        _changes_allowed(config, read_run_config(path), frozenset(undecided))
+
+
+def _as_json(config: Config) -> dict:
+    """`config`'s fields as run_config.json holds them (tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _changes_allowed(config: Config, content: dict, undecided: frozenset = frozenset()) -> str:
+    """The settings `config` changes in the recorded run `content`, described ("" if none).
+
+    Raises:
+        CheckpointMismatchError: a changed setting may not change on a resume.
+    """
+    current = _as_json(config)
+    recorded = _settings(content)
+    # A value the run had yet to choose (an imported run's "auto" precision) is chosen now,
+    # not changed.
+    changed = sorted(
+        name
+        for name in current
+        if name not in undecided
+        and recorded.get(name) != current[name]
+        and not not_chosen_yet(name, recorded.get(name))
+    )
+
+    def describe(names):
+        return ", ".join(f"--{n}: {recorded.get(n)!r} -> {current[n]!r}" for n in names)
+
+    refused = [name for name in changed if not changeable_on_resume(name)]
+    if refused:
+        raise CheckpointMismatchError(
+            f"{config.model_dir} holds a run with other settings ({describe(refused)}). "
+            "Use the recorded values to resume it, or another --model_dir for a new run."
+        )
+    return describe(changed)

@@ -174,12 +174,24 @@ def _spec_from_json(fields: dict) -> DatasetSpec:
 
 
 def recorded_spec(model_dir: str) -> DatasetSpec | None:
-    """The spec recorded in `<model_dir>/dataset_spec.json` by training, or None."""
+    """The spec recorded in `<model_dir>/dataset_spec.json` by training, or None.
+
+    Raises:
+        DataSourceError: the file is not the JSON of a spec (damaged, or edited).
+    """
     path = RunFolder(model_dir).dataset_spec
     if not model_dir or not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as stream:
-        return _spec_from_json(json.load(stream))
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return _spec_from_json(json.load(stream))
+    except (ValueError, TypeError, AttributeError, RecursionError) as error:
+        # Not UTF-8 JSON (ValueError), not an object (AttributeError), other fields
+        # (TypeError), nested too deep for the parser (RecursionError).
+        raise DataSourceError(
+            f"{path} is not the dataset spec training wrote ({error}): restore it from a copy, "
+            "or train in a new --model_dir."
+        ) from error
 
 
 def run_spec(dataset: str, image_size: int, data_dir: str | None, model_dir: str) -> DatasetSpec:

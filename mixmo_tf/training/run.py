@@ -1,8 +1,10 @@
 """A training run from a Config: data, model, resume, the fit loop, the final model.
 
-`train(config)` holds the run folder (lock, signals), records the run's settings, builds the
-model (`mixmo_tf.models.build`), resumes from the newest checkpoint and trains epoch by
-epoch, evaluating the test split after each; it ends by writing `<model_dir>/model.keras`.
+`train(config)` first makes every check that can refuse the run (`check_before_training`),
+then chooses the precision (which may time the step), holds the run folder (lock, signals),
+records the run's settings, builds the model (`mixmo_tf.models.build`), resumes from the
+newest checkpoint and trains epoch by epoch, evaluating the test split after each; it ends
+by writing `<model_dir>/model.keras`.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import contextlib
 import dataclasses
 
 import keras
+import tensorflow as tf
 
 from mixmo_tf import data
 from mixmo_tf.config.run_folder import RunFolder, write_atomically
-from mixmo_tf.config.run_record import record_run_config
+from mixmo_tf.config.run_record import check_run_config, record_run_config
 from mixmo_tf.config.settings import Config
 from mixmo_tf.data import sources
 from mixmo_tf.models.build import build_model
@@ -25,6 +28,9 @@ from mixmo_tf.training.strategies import check_batch_split, make_strategy
 from mixmo_tf.tuning import onednn
 from mixmo_tf.tuning.precision_choice import choose_training_precision
 from mixmo_tf.tuning.step_timing import onednn_enabled
+
+# A classifier needs two classes (`models.network.build_mixmo_network` refuses fewer).
+MIN_CLASSES = 2
 
 
 def train_stream(config: Config) -> data.TrainStream:
@@ -55,18 +61,25 @@ def _segments(start_step: int, config: Config) -> list[tuple[int, int, int]]:
     return segments
 
 
-def dataset_of_run(config: Config) -> data.DatasetSpec:
+def _dataset_of_run(config: Config) -> data.DatasetSpec:
     """The spec of the run's data once it is ready to read (prepared, or downloaded if
     `config.download` allows), checked against the run's recorded spec on a resume.
 
     Raises:
         FileNotFoundError: the data is missing or unusable (path and fix in the message).
-        sources.DataSourceError: the data changed since the run started, or is too small for
-            a step.
+        sources.DataSourceError: the data changed since the run started, has one class, or is
+            too small for a step.
     """
     data.prepare_source(config.dataset, config.data_dir, config.download)
     spec = data.resolved_spec(config.dataset, config.image_size, config.data_dir)
     sources.check_unchanged(spec, config.model_dir)
+    if spec.num_classes < MIN_CLASSES:
+        named = f" ({', '.join(spec.class_names)})" if spec.class_names else ""
+        raise sources.DataSourceError(
+            f"{config.dataset} has {spec.num_classes} class{named}: a classifier needs at least "
+            f"{MIN_CLASSES}. Add the images of another class (a folder source: one more class "
+            "subfolder in train/ and test/)."
+        )
     try:
         config.check_split_size()
     except ValueError as error:
@@ -74,27 +87,77 @@ def dataset_of_run(config: Config) -> data.DatasetSpec:
     return spec
 
 
-def train(config: Config) -> MixMoModel:
-    """Trains (or resumes) the run in `config.model_dir`; returns the trained model.
+@dataclasses.dataclass(frozen=True)
+class TrainingStart:
+    """What `check_before_training` opened on its way: what training goes on with."""
 
-    Loads the data first, so a missing dataset fails before anything is built. Evaluates on
-    the test split after every epoch, writes TensorBoard logs and checkpoints under
-    `model_dir`, and the final model as `model_dir/model.keras`.
+    strategy: tf.distribute.Strategy
+    # (images, labels) as `data.open_split` gives them; training's without the validation slice.
+    train_split: tuple
+    test_split: tuple
+
+
+def check_before_training(config: Config) -> TrainingStart:
+    """Every refusal training can make before it times a step or builds a model, so a run
+    that will be refused spends no minutes measuring and writes nothing to the step-time
+    cache. Run by `train`, and by the command line before it times oneDNN.
+
+    In order: the strategy and the batch's split over its replicas; the data (ready, not
+    changed since the run started, two classes or more, enough images for a step, both
+    splits readable); the run folder (its run_config.json readable and of this run, a usable
+    checkpoint if it has any, writable, and not held by another process). Only the last
+    writes: it creates the run folder and its lock file.
+
+    Raises:
+        The errors `train` reports for bad input: strategies.StrategyError,
+        FileNotFoundError, sources.DataSourceError, RunConfigError,
+        CheckpointMismatchError, checkpoints.CheckpointUnusableError, RunFolderError,
+        run_guard.RunLockedError.
     """
     # Multi-worker strategies must exist before other TensorFlow work, data loading included.
     strategy = make_strategy(config.distribution, config.tpu)
     check_batch_split(strategy, config.batch_size, config.batch_repetitions)
-    spec = dataset_of_run(config)
+    spec = _dataset_of_run(config)
+    train_images, train_labels = data.open_split(spec, "train", config.data_dir, config.download)
+    train_split, _ = data.split_validation(
+        train_images, train_labels, config.num_validation_examples
+    )
+    test_split = data.open_split(spec, "test", config.data_dir, config.download)
+    # "auto" resolves to the recorded precision on a resume; on a new run it is measured.
+    undecided = ("precision",) if config.precision == "auto" else ()
+    check_run_config(config, undecided)
+    _check_some_checkpoint_usable(config.model_dir)
+    if multi_worker.is_chief(strategy):
+        with run_guard.hold_run_folder(config.model_dir):
+            pass  # free now; `train` holds it from its first write to its end
+    return TrainingStart(strategy, train_split, test_split)
+
+
+def _check_some_checkpoint_usable(model_dir: str) -> None:
+    """Raises checkpoints.CheckpointUnusableError if the run has checkpoints and none is
+    usable (which one is used is decided under the run's lock, when training restores)."""
+    directory = RunFolder(model_dir).checkpoints
+    state = tf.train.get_checkpoint_state(directory)
+    paths = state.all_model_checkpoint_paths if state else []
+    if paths and all(checkpoints.unusable_reason(path) for path in paths):
+        checkpoints.newest_usable(directory)  # raises, naming each checkpoint and why
+
+
+def train(config: Config) -> MixMoModel:
+    """Trains (or resumes) the run in `config.model_dir`; returns the trained model.
+
+    Checks everything it can first (`check_before_training`), so bad input is refused before
+    anything is measured or built. Evaluates on the test split after every epoch, writes
+    TensorBoard logs and checkpoints under `model_dir`, and the final model as
+    `model_dir/model.keras`.
+    """
+    start = check_before_training(config)
+    strategy = start.strategy
     precision = choose_training_precision(config)
     config = dataclasses.replace(config, precision=precision.precision)
     print(precision.message())
     # How the run's first start chose; a resume keeps that record (and the precision).
     speed = {"precision": precision.record(), "onednn": onednn.chosen(onednn_enabled()).record()}
-    train_images, train_labels = data.open_split(spec, "train", config.data_dir, config.download)
-    (train_images, train_labels), _ = data.split_validation(
-        train_images, train_labels, config.num_validation_examples
-    )
-    test_images, test_labels = data.open_split(spec, "test", config.data_dir, config.download)
     # One writer per run folder (a multi-worker run's chief); SIGTERM / SIGINT checkpoint at
     # the next step, then stop. Other workers write to a scratch folder, deleted at the end.
     chief = multi_worker.is_chief(strategy)
@@ -106,8 +169,8 @@ def train(config: Config) -> MixMoModel:
                 config,
                 speed,
                 strategy,
-                (train_images, train_labels),
-                (test_images, test_labels),
+                start.train_split,
+                start.test_split,
                 stop,
                 scratch,
             )

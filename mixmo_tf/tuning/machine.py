@@ -125,8 +125,12 @@ def onednn_requested() -> bool | None:
 
 
 def cache_folder() -> str:
-    """The folder of this package's caches (MIXMO_TF_CACHE, else the user's cache folder)."""
+    """The folder of this package's caches (MIXMO_TF_CACHE, else the user's cache folder:
+    XDG_CACHE_HOME if it is an absolute path, as the XDG Base Directory specification
+    requires, else ~/.cache)."""
     if os.environ.get(CACHE_VARIABLE):
         return os.environ[CACHE_VARIABLE]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "mixmo_tf")
