@@ -15,13 +15,11 @@ from absl import flags
 
 from mixmo_tf.config.choices import MSDA_KINDS
 from mixmo_tf.config.settings import Config
-from mixmo_tf.data.sources import source_kind
+from mixmo_tf.data.sources import tfds_prepares
+from mixmo_tf.data.specs import DATASETS
 from mixmo_tf.models.backbones import backbone_entry, backbone_names
 
 _CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Config))
-# The named datasets tfds prepares (digits is scikit-learn's, bundled): they, and tfds:NAME,
-# are what --download governs.
-_TFDS_NAMED = ("cifar10", "cifar100", "tiny_imagenet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +59,7 @@ def reading_rules() -> dict[str, ReadOnly]:
     mixmo = _choice("mixing", ("linear", "cutmix"))  # MIMO and none: equal ratios, r = 1
     cut_mixmo = _choice("mixing", ("cutmix",))
     input_mixing = _choice("msda", [kind for kind in MSDA_KINDS if kind != "none"])
+    prepared = [name for name in DATASETS if tfds_prepares(name)]
     single_run = ReadOnly(
         "ensemble_dirs",
         lambda folders: not folders,
@@ -82,8 +81,8 @@ def reading_rules() -> dict[str, ReadOnly]:
         "tpu": _choice("distribution", ("tpu",)),
         "download": ReadOnly(
             "dataset",
-            lambda dataset: dataset in _TFDS_NAMED or source_kind(dataset) == "tfds",
-            f"with a dataset that tfds prepares ({', '.join(_TFDS_NAMED)} or tfds:NAME)",
+            tfds_prepares,
+            f"with a dataset that tfds prepares ({', '.join(prepared)} or tfds:NAME)",
         ),
         "corruptions_dir": ReadOnly("corruptions", bool, "with --corruptions", "add --corruptions"),
         "model_dir": single_run,
