@@ -56,7 +56,9 @@ def reading_rules() -> dict[str, ReadOnly]:
 
     Built at each check: backbones registered since import count.
     """
-    mixmo = _choice("mixing", ("linear", "cutmix"))  # MIMO and none: equal ratios, r = 1
+    # MIMO and none use equal ratios and r = 1 (Config.effective_mixing_alpha, _loss_power).
+    mixmo = _choice("mixing", ("linear", "cutmix"))
+    # Only Cut-MixMo cuts (Config.effective_cut_prob).
     cut_mixmo = _choice("mixing", ("cutmix",))
     input_mixing = _choice("msda", [kind for kind in MSDA_KINDS if kind != "none"])
     prepared = [name for name in DATASETS if tfds_prepares(name)]
@@ -64,7 +66,7 @@ def reading_rules() -> dict[str, ReadOnly]:
         "ensemble_dirs",
         lambda folders: not folders,
         "without --ensemble_dirs",
-        "drop --ensemble_dirs (an ensemble writes to <its first folder>/eval/ensemble/)",
+        "drop --ensemble_dirs to evaluate one run",
     )
     return {
         "depth": _shaping("depth"),  # PreActResNet-18 is always 18 deep
