@@ -12,9 +12,9 @@ import pytest
 from absl import flags
 from flag_helpers import FLAGS_DIR, parse
 
-from mixmo_tf.cli import app, modes
+from mixmo_tf.cli import app, flag_use, modes
 from mixmo_tf.cli import flags as mixmo_flags
-from mixmo_tf.config import Config
+from mixmo_tf.config import Config, run_record
 from mixmo_tf.config.ranges import Range
 from mixmo_tf.config.settings import valid_range
 from mixmo_tf.models import backbones
@@ -212,7 +212,9 @@ def test_the_readme_commands_give_only_flags_their_modes_read(monkeypatch):
     modes_used = {a for command in commands for a in command if a.startswith("--mode=")}
     assert {"--mode=import", "--mode=evaluate", "--mode=export", "--mode=predict"} <= modes_used
     for command in commands:
-        mixmo_flags.check_flags_apply(_fresh_values(*command))
+        values = _fresh_values(*command)
+        mixmo_flags.check_flags_apply(values)
+        flag_use.check_flags_used(values, [mixmo_flags.config_from_flags(values)])
     export_options = ["--export_dir=DIR", "--temperature=1.5"]  # the README's [--export_dir] ...
     mixmo_flags.check_flags_apply(_fresh_values("--mode=export", "--model_dir=r", *export_options))
 
@@ -226,6 +228,7 @@ def test_the_readme_commands_give_only_flags_their_modes_read(monkeypatch):
         ),
         (["--lr_decay_factor=-0.1"], "ERROR: --lr_decay_factor must be in (0.0, 1.0]."),
         (["--l2=inf"], "ERROR: --l2 must be a finite number. Received: l2=inf"),
+        (["--msda_prob=0.2"], "ERROR: --msda_prob is read with --msda=mixup or --msda=cutmix only"),
     ],
 )
 def test_main_refuses_in_one_line_before_writing_anything(tmp_path, capsys, args, message):
@@ -241,3 +244,149 @@ def test_main_refuses_in_one_line_before_writing_anything(tmp_path, capsys, args
     assert exit_info.value.code == 2
     assert err.startswith(message) and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []  # neither the run nor its --smoke folder
+
+
+# ---- which settings read which flags ---------------------------------------------------------
+
+# (arguments, the flag they give that the other settings leave unread, what the run has)
+_UNREAD = [
+    (["--backbone=preact_resnet", "--width=1", "--depth=18"], "depth", "--backbone=preact_resnet"),
+    (["--mixing=linear", "--cut_prob=0.3"], "cut_prob", "--mixing=linear"),
+    (["--mixing=mimo", "--cut_prob_decay_start=0.5"], "cut_prob_decay_start", "--mixing=mimo"),
+    (["--mixing=mimo", "--mixing_alpha=1"], "mixing_alpha", "--mixing=mimo"),
+    (
+        ["--mixing=none", "--num_members=1", "--batch_repetitions=1", "--loss_power=2"],
+        "loss_power",
+        "--mixing=none",
+    ),
+    (["--msda_prob=0.3"], "msda_prob", "--msda=none"),
+    (["--msda_alpha=2"], "msda_alpha", "--msda=none"),
+    (["--lr_decay_epochs=", "--lr_decay_factor=0.5"], "lr_decay_factor", "--lr_decay_epochs="),
+    (["--tpu=grpc://10.0.0.2:8470"], "tpu", "--distribution=default"),
+    (["--download=never"], "download", "--dataset=digits"),
+    (["--mode=evaluate", "--corruptions_dir=c100c"], "corruptions_dir", "--nocorruptions"),
+    (
+        ["--mode=evaluate", "--ensemble_dirs=a,b", "--model_dir=c"],
+        "model_dir",
+        "--ensemble_dirs=a,b",
+    ),
+    (["--mode=evaluate", "--ensemble_dirs=a,b", "--smoke"], "smoke", "--ensemble_dirs=a,b"),
+]
+# The same flags where the settings read them.
+_READ = [
+    ["--depth=16"],
+    ["--smoke", "--depth=16"],
+    ["--backbone=preact_resnet", "--width=2"],
+    ["--mixing=cutmix", "--cut_prob=0.3", "--cut_prob_decay_start=0.5"],
+    ["--mixing=linear", "--mixing_alpha=1", "--loss_power=2"],
+    ["--msda=mixup", "--msda_prob=0.3", "--msda_alpha=2"],
+    ["--lr_decay_epochs=5", "--lr_decay_factor=0.5"],
+    ["--distribution=tpu", "--tpu=grpc://10.0.0.2:8470"],
+    ["--dataset=cifar10", "--download=never"],
+    ["--dataset=tfds:oxford_flowers102", "--download=never"],
+    ["--mode=evaluate", "--model_dir=c", "--corruptions", "--corruptions_dir=c100c"],
+    ["--mode=evaluate", "--model_dir=c", "--smoke"],
+    ["--mode=evaluate", "--ensemble_dirs=a,b"],
+]
+
+
+def _check_used(*args: str) -> None:
+    """`check_flags_used` on the Config that the flags build, as training checks them."""
+    values = _fresh_values("--dataset=digits", *args)
+    flag_use.check_flags_used(values, [mixmo_flags.config_from_flags(values)])
+
+
+def test_every_rule_has_a_refused_case():
+    # --width: every built-in backbone reads it (see test_a_backbone_registered_later_counts).
+    refused = [name for _, name, _ in _UNREAD] + ["width"]
+    assert sorted(refused) == sorted(flag_use.reading_rules())
+
+
+@pytest.mark.parametrize("args, name, setting", _UNREAD)
+def test_a_flag_the_settings_leave_unread_is_refused_naming_the_setting(args, name, setting):
+    with pytest.raises(ValueError) as error:
+        _check_used(*args)
+    message = str(error.value)
+    assert message.startswith(f"--{name} is read "), message
+    assert f" only (this run has {setting}): drop it" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("args", _READ)
+def test_a_flag_the_settings_read_is_accepted(args):
+    _check_used(*args)
+
+
+def test_an_unread_flag_says_which_setting_reads_it():
+    with pytest.raises(ValueError) as error:
+        _check_used("--mixing=linear", "--cut_prob=0.3")
+    assert str(error.value) == (
+        "--cut_prob is read with --mixing=cutmix only (this run has --mixing=linear): drop it, "
+        "or choose --mixing=cutmix."
+    )
+
+
+def test_unread_flags_are_named_together_with_what_reads_them():
+    with pytest.raises(ValueError) as error:
+        _check_used("--mixing=mimo", "--mixing_alpha=1", "--loss_power=2", "--tpu=t")
+    assert str(error.value) == (
+        "--mixing_alpha and --loss_power are read with --mixing=linear or --mixing=cutmix only "
+        "(this run has --mixing=mimo): drop them, or choose --mixing=linear or --mixing=cutmix; "
+        "--tpu is read with --distribution=tpu only (this run has --distribution=default): drop "
+        "it, or choose --distribution=tpu."
+    )
+
+
+def test_a_backbone_registered_later_counts(monkeypatch):
+    fixed = backbones.BackboneEntry("fixed_net:build", label=lambda depth, width: "fixed", flags=())
+    monkeypatch.setitem(backbones._REGISTRY, "fixed_net", fixed)
+    with pytest.raises(ValueError) as error:
+        _check_used("--backbone=fixed_net", "--width=2")
+    assert str(error.value) == (
+        "--width is read with --backbone=wrn or --backbone=preact_resnet only (this run has "
+        "--backbone=fixed_net): drop it, or choose --backbone=wrn or --backbone=preact_resnet."
+    )
+
+
+def test_evaluate_checks_the_flags_against_the_recorded_run(tmp_path, capsys):
+    run = tmp_path / "mimo_run"
+    run_record.record_run_config(Config(dataset="digits", mixing="mimo", model_dir=str(run)))
+    before = sorted(os.listdir(run))
+    err = _main_error(capsys, "--mode=evaluate", f"--model_dir={run}", "--cut_prob=0.5")
+    assert err == (
+        "ERROR: --cut_prob is read with --mixing=cutmix only (this run has --mixing=mimo): drop "
+        "it, or choose --mixing=cutmix.\n"
+    )
+    assert sorted(os.listdir(run)) == before
+
+
+def test_import_checks_the_flags_against_the_imported_run(tmp_path, capsys):
+    # A single network without --mixing is imported as --mixing=none, which has no cuts.
+    single = os.path.join(os.path.dirname(__file__), "fixtures/authors/wrn10-1_m1_zip.pt")
+    run = tmp_path / "run"
+    args = ["--mode=import", f"--checkpoint={single}", f"--model_dir={run}", "--dataset=digits"]
+    err = _main_error(capsys, *args, "--cut_prob=0.3")
+    assert err.startswith(
+        "ERROR: --cut_prob is read with --mixing=cutmix only (this run has --mixing=none)"
+    )
+    assert not run.exists()
+
+
+def test_the_papers_flagfiles_give_only_flags_their_settings_read():
+    for name in sorted(os.listdir(FLAGS_DIR)):
+        if name.endswith(".flags"):
+            for smoke in ([], ["--smoke"]):
+                values = _fresh_values(f"--flagfile={os.path.join(FLAGS_DIR, name)}", *smoke)
+                flag_use.check_flags_used(values, [mixmo_flags.config_from_flags(values)])
+
+
+def _main_error(capsys, *args: str) -> str:
+    """What `main` prints on stderr for the command line `args`, which it must refuse (exit 2)."""
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["main.py", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            app.main(["main.py"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err

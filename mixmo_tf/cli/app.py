@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from absl import app, flags, logging
 
-from mixmo_tf.cli import exit_codes, modes, onednn_start
+from mixmo_tf.cli import exit_codes, flag_use, modes, onednn_start
 from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.config import run_record
 from mixmo_tf.config.settings import Config
@@ -106,12 +106,19 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
             )
     except ValueError as error:
         sys.exit(exit_codes.report_error(str(error)))
+    runs = [config]  # the settings in effect, which decide the flags they read
     if values.mode == "evaluate":
         runs, options = _evaluation_inputs(config)
     given = mixmo_flags.given_fields(values)
     if values.mode == "import":
         # The file is read and checked before TensorFlow starts: a bad one fails at once.
-        modes.check_import_inputs(values.checkpoint, config, values["model_dir"].present, given)
+        runs = [
+            modes.check_import_inputs(values.checkpoint, config, values["model_dir"].present, given)
+        ]
+    try:
+        flag_use.check_flags_used(values, runs)
+    except ValueError as error:
+        sys.exit(exit_codes.report_error(str(error)))
     if not values["verbosity"].present:
         # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
         logging.set_verbosity(logging.ERROR)

@@ -149,8 +149,9 @@ def export(model_dir: str, export_dir: str | None, temperature: float | None) ->
 
 def check_import_inputs(
     path: str | None, flagged: Config, model_dir_given: bool, given: Sequence[str]
-) -> None:
-    """Checks the flags and the file of `--mode=import` without TensorFlow.
+) -> Config:
+    """Checks the flags and the file of `--mode=import` without TensorFlow; returns the
+    Config the import will record (the file's network, the flags' recipe).
 
     Exits with one ERROR line (code 2), having written nothing, if the flags lack the file
     or the folder, the folder is not new, the file is unreadable, refused (a global that a
@@ -166,7 +167,7 @@ def check_import_inputs(
             raise ValueError(f"--checkpoint={path} is not a file: give the downloaded .pt file.")
         check_new_run_folder(flagged.model_dir)
         architecture = authors.read_authors_checkpoint(path).architecture
-        authors.import_config(architecture, flagged, given)
+        return authors.import_config(architecture, flagged, given)
     except (OSError, ValueError, RunFolderError) as error:
         message = describe_os_error(error) if isinstance(error, OSError) else str(error)
         sys.exit(report_error(message))

@@ -56,6 +56,12 @@ def source_kind(dataset: str) -> str:
     return "named"
 
 
+def tfds_prepares(dataset: str) -> bool:
+    """Whether tfds prepares (and, per --download, may download) `dataset`'s data: tfds:NAME
+    and the named datasets but digits (scikit-learn's, bundled); a folder is read as it is."""
+    return source_kind(dataset) == "tfds" or dataset in DATASETS and dataset != "digits"
+
+
 def source_argument(dataset: str) -> str:
     """The tfds name of `tfds:NAME`, the absolute folder of `folder:PATH`."""
     kind = source_kind(dataset)

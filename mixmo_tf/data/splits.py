@@ -52,7 +52,7 @@ def prepare_source(dataset: str, data_dir: str | None, download: str) -> None:
     kind = sources.source_kind(dataset)
     if kind == "tfds":
         tfds_loading.ensure_tfds_prepared(sources.source_argument(dataset), data_dir, download)
-    elif kind == "named" and dataset != "digits":
+    elif sources.tfds_prepares(dataset):
         tfds_loading.ensure_prepared(DATASETS[dataset], data_dir, download)
 
 
