@@ -129,6 +129,22 @@ def test_recorded_flags_may_change_only_what_does_not_define_the_model(tmp_path)
         run_record.config_with_flags(recorded, flagged, ["depth", "seed"])
 
 
+def test_training_only_flags_given_to_evaluate_are_refused_unless_they_repeat_the_run(tmp_path):
+    recorded = digits_run(tmp_path, 0)
+    repeated = dataclasses.replace(recorded, model_dir="")
+    # A flagfile of the row repeats the run's schedule and devices: accepted.
+    assert run_record.config_with_flags(recorded, repeated, ["epochs", "lr", "distribution"])
+    flagged = dataclasses.replace(repeated, distribution="mirrored", epochs=recorded.epochs + 1)
+    expected = (
+        f"--epochs={recorded.epochs + 1} (the run has {recorded.epochs}), --distribution="
+        "'mirrored' (the run has 'default'): --mode=evaluate does not read them (only training "
+        "does; evaluation runs the recorded model on one device). Drop the flag."
+    )
+    with pytest.raises(ValueError) as refusal:
+        run_record.config_with_flags(recorded, flagged, ["epochs", "distribution"])
+    assert str(refusal.value) == expected
+
+
 def test_evaluate_without_a_recorded_run_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="run_config.json does not exist"):
         run_record.recorded_config(str(tmp_path))

@@ -100,6 +100,23 @@ def recorded_config(model_dir: str) -> Config:
         ) from error
 
 
+# Settings that only training reads (its schedule, and the devices it runs on): evaluation
+# runs the recorded model on one device, so another value given to it would not be used.
+TRAINING_ONLY = (
+    "epochs",
+    "lr",
+    "warmup_epochs",
+    "lr_decay_epochs",
+    "lr_decay_factor",
+    "momentum",
+    "l2",
+    "checkpoint_every_steps",
+    "distribution",
+    "tpu",
+    "jit_compile",
+)
+
+
 def config_with_flags(recorded: Config, flagged: Config, given: Iterable[str]) -> Config:
     """`recorded` with the flags the user gave applied, where they may differ from the run.
 
@@ -109,10 +126,27 @@ def config_with_flags(recorded: Config, flagged: Config, given: Iterable[str]) -
         given: names of the Config fields whose flags were given (command line or flagfile).
 
     Raises:
-        ValueError: a given flag contradicts the recorded run and may not change; the
-            message names every such flag with both values.
+        ValueError: a given flag contradicts the recorded run and may not change, or is one
+            that evaluation does not read (`TRAINING_ONLY`) given another value than the
+            run's; the message names every such flag with both values. A flagfile that
+            repeats the run's values passes.
     """
     given = [name for name in given if name != "model_dir"]
+    unread = [
+        name
+        for name in given
+        if name in TRAINING_ONLY and getattr(flagged, name) != getattr(recorded, name)
+    ]
+    if unread:
+        described = ", ".join(
+            f"--{name}={getattr(flagged, name)!r} (the run has {getattr(recorded, name)!r})"
+            for name in unread
+        )
+        raise ValueError(
+            f"{described}: --mode=evaluate does not read "
+            f"{'it' if len(unread) == 1 else 'them'} (only training does; evaluation runs the "
+            "recorded model on one device). Drop the flag."
+        )
     refused = [
         name
         for name in given
