@@ -105,6 +105,11 @@ class _TimingChild:
         self._send(precision)
         return float(self._answer())
 
+    def stop(self) -> None:
+        """Ends the child now, mid-step (the command was stopped, or the other child failed)."""
+        with contextlib.suppress(OSError):
+            self._process.terminate()
+
     def close(self) -> None:
         """Ends the child (it exits when its input closes)."""
         with contextlib.suppress(OSError):
@@ -124,8 +129,10 @@ def time_in_children(config: Config, precisions: tuple[str, ...]) -> dict[bool, 
     Raises:
         MeasurementError: a child failed, or TensorFlow did not honour the setting.
     """
-    children = [_TimingChild(config, precisions, enabled) for enabled in (False, True)]
+    children = []
     try:
+        for enabled in (False, True):
+            children.append(_TimingChild(config, precisions, enabled))
         for child in children:
             child.wait_until_ready()
         medians = timing.interleaved_medians(
@@ -135,6 +142,11 @@ def time_in_children(config: Config, precisions: tuple[str, ...]) -> dict[bool, 
                 for precision in precisions
             }
         )
+    except BaseException:
+        # Ctrl-C, SIGTERM or a failed child: the others end now, not after their step.
+        for child in children:
+            child.stop()
+        raise
     finally:
         for child in children:
             child.close()
