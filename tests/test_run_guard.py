@@ -589,6 +589,33 @@ def test_a_full_disk_mid_run_stops_with_one_line_and_the_rerun_matches(tmp_path,
     _assert_rerun_finishes_as(tmp_path, uninterrupted)  # from ckpt-5, bit for bit
 
 
+@pytest.mark.slow
+def test_an_error_mid_epoch_starts_its_own_line_after_the_progress_bar(tmp_path):
+    """stdout and stderr in one file (`2>&1`): the bar's unfinished line is ended first."""
+    shared = tmp_path / "output.txt"
+    with open(shared, "w") as output:
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _LIMIT_AT_STEP,
+                "4",
+                "100000",
+                *_signal_flags(tmp_path),
+                "--checkpoint_every_steps=2",
+            ],
+            stdout=output,
+            stderr=output,
+            cwd=REPO,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            timeout=300,
+        )
+    lines = shared.read_text().splitlines()
+    assert process.returncode == exit_codes.ERROR, lines[-5:]
+    assert "/30" in lines[-2]  # the bar, mid-epoch
+    assert lines[-1].startswith("ERROR: The checkpoint of step 4 does not fit in "), lines[-2:]
+
+
 def test_a_first_checkpoint_that_does_not_fit_says_the_rerun_starts_over(tmp_path):
     limit = 100_000  # the run's logs fit; its first checkpoint (~630 KiB) does not
     with disk_limits.file_size_limit(limit):
