@@ -187,10 +187,7 @@ def run() -> None:
         print(f"{(sys.modules['__main__'].__doc__ or '').strip()}\n")
         print(f"MixMo flags (--helpfull lists every flag):{mixmo_flags.grouped_help()}")
         sys.exit(exit_codes.SUCCESS)
-    # Line by line, so that in a file shared with stderr (`2>&1`) lines keep their order.
-    sys.stdout.reconfigure(line_buffering=True)
-    sys.stdout = exit_codes.LineTrackingStream(sys.stdout)
-    with exit_codes.stops_reported(_stopped_during):
+    with exit_codes.stdout_lines_tracked(), exit_codes.stops_reported(_stopped_during):
         app.run(functools.partial(main, quiet_tensorflow=quiet), flags_parser=_parse_flags)
 
 

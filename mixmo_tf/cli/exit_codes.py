@@ -53,6 +53,20 @@ class LineTrackingStream:
         return getattr(self._stream, name)
 
 
+@contextlib.contextmanager
+def stdout_lines_tracked() -> Iterator[None]:
+    """Inside, stdout is a `LineTrackingStream`, written line by line: in a file shared with
+    stderr (`2>&1`), lines then keep the order in which they were printed."""
+    stream = sys.stdout
+    with contextlib.suppress(AttributeError):  # not a text file (an embedding's stream)
+        stream.reconfigure(line_buffering=True)
+    sys.stdout = LineTrackingStream(stream)
+    try:
+        yield
+    finally:
+        sys.stdout = stream
+
+
 def _start_fresh_line() -> None:
     """Ends a line stdout left unfinished and flushes stdout, so that a line on stderr comes
     after what stdout printed and on its own line (a terminal, or `2>&1` into one file)."""

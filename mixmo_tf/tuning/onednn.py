@@ -18,9 +18,12 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 
 from mixmo_tf.config.settings import Config
 from mixmo_tf.tuning import rules, timing
@@ -122,6 +125,28 @@ class _TimingChild:
         self._errors.close()
 
 
+@contextlib.contextmanager
+def _stops_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside are delivered when it ends (to the handlers in
+    place before), so that a child process being started is first registered, and then ended
+    by the clean-up, rather than left running unknown."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are delivered to the main thread only
+        return
+    received = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {
+        stop: signal.signal(stop, lambda signum, _: received.append(signum)) for stop in stops
+    }
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+        for signum in received:
+            signal.raise_signal(signum)
+
+
 def time_in_children(config: Config, precisions: tuple[str, ...]) -> dict[bool, dict[str, float]]:
     """Step seconds by precision with oneDNN off (False) and on (True), timed by two child
     processes in alternating rounds (both are built and traced first).
@@ -132,7 +157,8 @@ def time_in_children(config: Config, precisions: tuple[str, ...]) -> dict[bool, 
     children = []
     try:
         for enabled in (False, True):
-            children.append(_TimingChild(config, precisions, enabled))
+            with _stops_deferred():
+                children.append(_TimingChild(config, precisions, enabled))
         for child in children:
             child.wait_until_ready()
         medians = timing.interleaved_medians(
