@@ -69,10 +69,12 @@ def stdout_lines_tracked() -> Iterator[None]:
 
 def _start_fresh_line() -> None:
     """Ends a line stdout left unfinished and flushes stdout, so that a line on stderr comes
-    after what stdout printed and on its own line (a terminal, or `2>&1` into one file)."""
-    if getattr(sys.stdout, "mid_line", False):
-        sys.stdout.write("\n")
-    sys.stdout.flush()
+    after what stdout printed and on its own line (a terminal, or `2>&1` into one file). A
+    stdout that cannot be written (a closed pipe) must not keep the line from showing."""
+    with contextlib.suppress(OSError, ValueError):
+        if getattr(sys.stdout, "mid_line", False):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
 
 
 def report_error(message: str) -> int:

@@ -158,8 +158,8 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
 
 def _say(line: str) -> None:
-    """Prints `line` on stderr from a signal handler; a stderr that cannot be written (a
-    closed terminal) must not turn the stop into a crash without its checkpoint."""
-    with contextlib.suppress(OSError, ValueError):
-        sys.stdout.flush()
+    """Prints `line` on stderr from a signal handler. A stderr that cannot be written (a
+    closed terminal), or that the signal interrupted mid-write (a reentrant call), must not
+    turn the stop into a crash without its checkpoint."""
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
         print(line, file=sys.stderr, flush=True)
