@@ -3,8 +3,9 @@
 TensorFlow's JPEG decoder writes libjpeg's message for a corrupt file ("Input file read
 error") straight to file descriptor 2, besides raising the error our commands report in one
 line. `decoder_messages_dropped` drops those lines and forwards every other one unchanged,
-partial lines included, also when the process aborts or is interrupted; predict and train
-through main.py print only their ERROR lines.
+partial lines included, also when the process aborts or is interrupted; Python's own stderr
+lines skip the filter (in order with stdout in a shared file, and shown when the filter was
+killed); predict and train through main.py print only their ERROR lines.
 """
 
 from __future__ import annotations

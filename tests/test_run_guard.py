@@ -8,7 +8,14 @@ Proven here:
   (exit code 2 through main); after `kill -9` of the holder the lock is taken over.
 - SIGTERM and SIGINT in the middle of an epoch of a real `main.py` process save a
   checkpoint at the next step and exit with code 3 and one line; the rerun ends with the
-  weights of an uninterrupted run, bit for bit.
+  weights of an uninterrupted run, bit for bit. A second Ctrl-C during the stop's save
+  waits for it; one before the save stops at once and says the run resumes from its last
+  checkpoint (exit code 130).
+- Outside training's handler (the oneDNN timing of a real `main.py`), SIGTERM and Ctrl-C
+  end the command with one line and exit code 143 / 130, its timing children at once, and
+  nothing written.
+- An error that ends training mid-epoch starts its own line after the progress bar when
+  stdout and stderr share a file.
 - A checkpoint that does not fit (a full disk: a real tmpfs where this user may mount one,
   and a file size limit) leaves no file behind and the previous checkpoints usable; the
   run stops with one line naming the folder, the room needed and left, and the checkpoint
