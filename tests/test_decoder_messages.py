@@ -3,8 +3,9 @@
 TensorFlow's JPEG decoder writes libjpeg's message for a corrupt file ("Input file read
 error") straight to file descriptor 2, besides raising the error our commands report in one
 line. `decoder_messages_dropped` drops those lines and forwards every other one unchanged,
-partial lines included, also when the process aborts or is interrupted; predict and train
-through main.py print only their ERROR lines.
+partial lines included, also when the process aborts or is interrupted; Python's own stderr
+lines skip the filter (in order with stdout in a shared file, and shown when the filter was
+killed); predict and train through main.py print only their ERROR lines.
 """
 
 from __future__ import annotations
@@ -92,9 +93,57 @@ def test_what_a_crashing_or_interrupted_process_wrote_still_shows(ending):
         start_new_session=True,  # Ctrl-C reaches this process group only
         timeout=60,
     )
-    expected = "before the end\n" + ("Stopped by SIGINT\n" if ending == "sigint" else "")
-    assert result.stderr == expected
+    # Python's line skips the filter, the native line passes it: either may come first.
+    expected = {"before the end"} | ({"Stopped by SIGINT"} if ending == "sigint" else set())
+    assert sorted(result.stderr.splitlines()) == sorted(expected)
     assert result.returncode == (-6 if ending == "abort" else 0)
+
+
+# Enters the filter with stdout and stderr sharing one file (`2>&1`), then writes as the
+# first argument says: "order" (stderr, then stdout), "killed filter" (the filter is killed,
+# then Ctrl-C asks training to stop: its handler's line must show and the stop stand).
+_SHARED_FILE = """
+import os, signal, sys, time
+from mixmo_tf.cli import decoder_messages
+from mixmo_tf.training import run_guard
+
+started = []
+start_filter = decoder_messages._start_filter
+decoder_messages._start_filter = lambda target: started.append(start_filter(target)) or started[0]
+
+with decoder_messages.decoder_messages_dropped():
+    if sys.argv[1] == "order":
+        print("first, on stderr", file=sys.stderr)
+        print("second, on stdout", flush=True)
+    else:
+        started[0].kill()
+        started[0].wait()
+        with run_guard.stop_on_signals() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        print(f"stop requested by {stop.signal_name}", flush=True)
+"""
+
+
+@pytest.mark.parametrize("writes", ["order", "killed filter"])
+def test_python_writes_skip_the_filter_in_order_and_when_it_died(writes, tmp_path):
+    shared = tmp_path / "output.txt"
+    with open(shared, "w") as output:
+        result = subprocess.run(
+            [sys.executable, "-c", _SHARED_FILE, writes],
+            stdout=output,
+            stderr=output,
+            cwd=REPO,
+            timeout=60,
+        )
+    assert result.returncode == 0, shared.read_text()
+    if writes == "order":
+        assert shared.read_text() == "first, on stderr\nsecond, on stdout\n"
+    else:
+        assert shared.read_text() == (
+            "\nSIGINT received: saving a checkpoint at the end of this step.\n"
+            "stop requested by SIGINT\n"
+        )
 
 
 @pytest.mark.parametrize(

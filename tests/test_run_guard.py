@@ -8,7 +8,14 @@ Proven here:
   (exit code 2 through main); after `kill -9` of the holder the lock is taken over.
 - SIGTERM and SIGINT in the middle of an epoch of a real `main.py` process save a
   checkpoint at the next step and exit with code 3 and one line; the rerun ends with the
-  weights of an uninterrupted run, bit for bit.
+  weights of an uninterrupted run, bit for bit. A second Ctrl-C during the stop's save
+  waits for it; one before the save stops at once and says the run resumes from its last
+  checkpoint (exit code 130).
+- Outside training's handler (the oneDNN timing of a real `main.py`), SIGTERM and Ctrl-C
+  end the command with one line and exit code 143 / 130, its timing children at once, and
+  nothing written.
+- An error that ends training mid-epoch starts its own line after the progress bar when
+  stdout and stderr share a file.
 - A checkpoint that does not fit (a full disk: a real tmpfs where this user may mount one,
   and a file size limit) leaves no file behind and the previous checkpoints usable; the
   run stops with one line naming the folder, the room needed and left, and the checkpoint
@@ -322,6 +329,120 @@ def test_sigint_mid_epoch_checkpoints_and_the_rerun_matches(tmp_path, uninterrup
     _assert_rerun_finishes_as(tmp_path, uninterrupted)
 
 
+def _signal_at_step_2(monkeypatch, times: int) -> None:
+    """Ctrl-C `times` times in a row at the end of step 2 of a training run."""
+
+    class SignalAtStep2(callbacks.PeriodicCheckpoint):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 2:
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGINT)
+            super().on_train_batch_end(batch, logs)
+
+    monkeypatch.setattr(callbacks, "PeriodicCheckpoint", SignalAtStep2)
+
+
+def test_a_second_ctrl_c_during_the_stop_save_waits_for_it(tmp_path, monkeypatch, capsys):
+    _signal_at_step_2(monkeypatch, times=1)
+    save = checkpoints.save
+
+    def save_signalled_again(manager, step):
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again
+        return save(manager, step)
+
+    monkeypatch.setattr(checkpoints, "save", save_signalled_again)
+    with pytest.raises(run_guard.Interrupted, match="Stopped by SIGINT at step 2; saved "):
+        train(_smoke(tmp_path, checkpoint_every_steps=0))
+    assert "Still saving the checkpoint of the stop: it ends in seconds." in capsys.readouterr().err
+    assert (tmp_path / "checkpoints" / "ckpt-2.index").exists()
+
+
+def test_a_second_ctrl_c_before_the_stop_save_stops_at_once_and_says_so(tmp_path, monkeypatch):
+    _signal_at_step_2(monkeypatch, times=2)
+    handler_before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(run_guard.StoppedAtOnce) as stopped:
+        train(_smoke(tmp_path, checkpoint_every_steps=0))
+    assert signal.getsignal(signal.SIGINT) is handler_before  # restored
+    with pytest.raises(SystemExit) as exit_, exit_codes.stops_reported(lambda: "unused"):
+        raise stopped.value
+    assert exit_.value.code == exit_codes.STOPPED_BY_SIGINT
+    assert str(stopped.value) == (
+        "Stopped at once by a second Ctrl-C (SIGINT), before the stop's checkpoint was saved: "
+        "rerun the same command to resume from the run's last checkpoint."
+    )
+    assert not glob.glob(str(tmp_path / "checkpoints" / "ckpt-2.*"))
+
+
+# ---- signals outside training's handler ----------------------------------------------------------
+
+
+def test_stops_outside_training_exit_with_one_line_after_their_clean_up(capsys):
+    cleaned = []
+    handler_before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_, exit_codes.stops_reported(lambda: "the import; x"):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            cleaned.append(True)  # a staging folder's removal, a child's end
+    assert cleaned and exit_.value.code == 143 == exit_codes.STOPPED_BY_SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+    with pytest.raises(SystemExit) as exit_, exit_codes.stops_reported(lambda: "the import; x"):
+        raise KeyboardInterrupt
+    assert exit_.value.code == 130 == exit_codes.STOPPED_BY_SIGINT
+    assert capsys.readouterr().err == (
+        "Stopped by SIGTERM during the import; x.\n"
+        "Stopped by Ctrl-C (SIGINT) during the import; x.\n"
+    )
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["sigterm", "ctrl-c"])
+def test_a_stop_during_the_onednn_timing_ends_its_children_and_says_one_line(stop, tmp_path):
+    """SIGTERM to the command only (a scheduler), or Ctrl-C to its process group."""
+    env = {**os.environ, "MIXMO_TF_CACHE": str(tmp_path / "cache")}
+    env.pop("TF_ENABLE_ONEDNN_OPTS")  # the command then measures oneDNN on this CPU
+    process = subprocess.Popen(
+        [sys.executable, "main.py", *_signal_flags(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+    )
+    for line in process.stdout:
+        if line.startswith("Timing the training step with oneDNN off and on"):
+            break
+    else:
+        pytest.skip(f"oneDNN is not measured on this machine: {process.communicate()}")
+    deadline = time.monotonic() + 60
+    while len(children := _children(process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(children) == 2
+    if stop == "sigterm":
+        process.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=20)
+
+    signal_name = "SIGTERM" if stop == "sigterm" else "Ctrl-C (SIGINT)"
+    assert process.returncode == 128 + (15 if stop == "sigterm" else 2), err[-3000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"Stopped by {signal_name} during training's start, before its first step; nothing "
+        "was saved: rerun the same command (a resumed run resumes from its last checkpoint)."
+    )
+    assert not [child for child in children if os.path.exists(f"/proc/{child}")]
+    # Nothing written: no run folder, nothing in the step-time cache.
+    assert not (tmp_path / "run").exists() and not list((tmp_path / "cache").glob("*"))
+
+
 # ---- full disks ----------------------------------------------------------------------------------
 
 
@@ -455,6 +576,33 @@ def test_a_full_disk_mid_run_stops_with_one_line_and_the_rerun_matches(tmp_path,
     )
     assert _checkpoint_files(directory) == ["ckpt-5.data-00000-of-00001", "ckpt-5.index"]
     _assert_rerun_finishes_as(tmp_path, uninterrupted)  # from ckpt-5, bit for bit
+
+
+@pytest.mark.slow
+def test_an_error_mid_epoch_starts_its_own_line_after_the_progress_bar(tmp_path):
+    """stdout and stderr in one file (`2>&1`): the bar's unfinished line is ended first."""
+    shared = tmp_path / "output.txt"
+    with open(shared, "w") as output:
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _LIMIT_AT_STEP,
+                "4",
+                "100000",
+                *_signal_flags(tmp_path),
+                "--checkpoint_every_steps=2",
+            ],
+            stdout=output,
+            stderr=output,
+            cwd=REPO,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            timeout=300,
+        )
+    lines = shared.read_text().splitlines()
+    assert process.returncode == exit_codes.ERROR, lines[-5:]
+    assert "/30" in lines[-2]  # the bar, mid-epoch
+    assert lines[-1].startswith("ERROR: The checkpoint of step 4 does not fit in "), lines[-2:]
 
 
 def test_a_first_checkpoint_that_does_not_fit_says_the_rerun_starts_over(tmp_path):

@@ -186,7 +186,8 @@ def run() -> None:
     TensorFlow's C++ start-up lines (CPU feature notes, oneDNN's notice) say nothing a user
     can act on: they are hidden unless TF_CPP_MIN_LOG_LEVEL is set (TF_CPP_MIN_LOG_LEVEL=0
     brings them back). `--help` lists the MixMo flags grouped by topic; `--helpfull` keeps
-    absl's full list.
+    absl's full list. Ctrl-C or SIGTERM outside training's own handler ends the command with
+    one line saying what was left (`exit_codes.stops_reported`).
     """
     quiet = onednn_start.QUIET_VARIABLE not in os.environ
     os.environ.setdefault(onednn_start.QUIET_VARIABLE, "3")
@@ -194,4 +195,26 @@ def run() -> None:
         print(f"{(sys.modules['__main__'].__doc__ or '').strip()}\n")
         print(f"MixMo flags (--helpfull lists every flag):{mixmo_flags.grouped_help()}")
         sys.exit(exit_codes.SUCCESS)
-    app.run(functools.partial(main, quiet_tensorflow=quiet), flags_parser=_parse_flags)
+    with exit_codes.stdout_lines_tracked(), exit_codes.stops_reported(_stopped_during):
+        app.run(functools.partial(main, quiet_tensorflow=quiet), flags_parser=_parse_flags)
+
+
+_NOTHING_SAVED = "nothing was saved: rerun the same command"
+# What a command stopped outside training's own handler was doing, and what it left.
+_STOPPED_DURING = {
+    "train": f"training's start, before its first step; {_NOTHING_SAVED} (a resumed run "
+    "resumes from its last checkpoint)",
+    "evaluate": f"the evaluation; {_NOTHING_SAVED}",
+    "import": f"the import; {_NOTHING_SAVED}",
+    "export": f"the export; {_NOTHING_SAVED}",
+    "predict": "the prediction; the predictions printed or written so far are incomplete: "
+    "rerun the same command",
+}
+
+
+def _stopped_during() -> str:
+    """What the command was doing when a signal stopped it, and what it left (the flags may
+    not be parsed yet)."""
+    if not flags.FLAGS.is_parsed():
+        return f"the start; {_NOTHING_SAVED}"
+    return _STOPPED_DURING[flags.FLAGS.mode]

@@ -12,6 +12,11 @@ unchanged. A process, not a thread: if this one crashes (a fatal TensorFlow chec
 segfault), the filter still forwards what it wrote before dying. It runs in a session of its
 own and ignores the signals that stop a run, so that Ctrl-C or a scheduler's SIGTERM leaves
 it alive and the run's own "Stopped by ..." line still shows.
+
+Python's own writes to `sys.stderr` skip the filter: they go straight to the real stderr.
+They are never decoder messages; through the filter they would reach a file shared with
+stdout (`2>&1`) after stdout lines written later, and fail ("Broken pipe") if the filter
+has been killed, which would turn a stop on Ctrl-C into a crash without its checkpoint.
 """
 
 from __future__ import annotations
@@ -106,7 +111,8 @@ def decoder_messages_dropped() -> Iterator[None]:
         os.dup2(filtering.stdin.fileno(), 2)
         filtering.stdin.close()
     try:
-        yield
+        with _python_stderr_to(real_stderr):
+            yield
     finally:
         sys.stderr.flush()
         os.dup2(real_stderr, 2)  # closes the pipe's last writer here: the filter drains and ends
@@ -114,6 +120,35 @@ def decoder_messages_dropped() -> Iterator[None]:
         if filtering is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 filtering.wait(timeout=_DRAIN_SECONDS)
+
+
+def _writes_to_descriptor_2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a StringIO, a closed stream
+        return False
+
+
+@contextlib.contextmanager
+def _python_stderr_to(descriptor: int) -> Iterator[None]:
+    """Inside, `sys.stderr` writes to `descriptor`, line by line, if it wrote to descriptor
+    2 (a stream that writes elsewhere, such as a test's, is left as it is)."""
+    if not _writes_to_descriptor_2(sys.stderr):
+        yield
+        return
+    stream = open(  # closed below; the descriptor stays open (closefd=False)
+        descriptor,
+        "w",
+        buffering=1,
+        encoding=sys.stderr.encoding,
+        errors=sys.stderr.errors,
+        closefd=False,
+    )
+    try:
+        with contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        stream.close()
 
 
 def _main() -> None:

@@ -108,6 +108,7 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
         if not self.stop_request:
             return
         step = self._step()
+        self.stop_request.mark_saving()
         self._save(step)
         raise run_guard.Interrupted(
             f"Stopped by {self.stop_request.signal_name} at step {step}; saved "

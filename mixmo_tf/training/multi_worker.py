@@ -258,5 +258,5 @@ def fit_function(model: MixMoModel, strategy: tf.distribute.Strategy, stop: Stop
     """
     if not uses_custom_loop(strategy):
         return model.fit, stop
-    agreed = StopRequest()
+    agreed = StopRequest(signalled=stop)
     return DistributedLoop(model, strategy, stop, agreed).fit, agreed

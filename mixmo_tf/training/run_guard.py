@@ -8,9 +8,12 @@
   also records the holder's pid and host, for the refusal message.
 - `stop_on_signals` turns SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) into a
   request that the training loop honours at the next step boundary: it checkpoints there and
-  raises `Interrupted`. A second Ctrl-C stops at once.
+  raises `Interrupted`. A second Ctrl-C before that save starts stops at once
+  (`StoppedAtOnce`: the run keeps its last checkpoint); once the save has started, further
+  signals wait for it, so a stop always ends with a complete checkpoint.
 
-The command line turns `Interrupted` into exit code 3 (`mixmo_tf.cli.exit_codes`).
+The command line turns `Interrupted` into exit code 3, `StoppedAtOnce` into 130
+(`mixmo_tf.cli.exit_codes`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ class RunLockedError(Exception):
 
 class Interrupted(Exception):
     """Training stopped on a signal after saving a checkpoint."""
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second Ctrl-C stopped training before the stop's checkpoint was saved."""
 
 
 @contextlib.contextmanager
@@ -93,13 +100,26 @@ def _read_holder(descriptor: int) -> str:
 
 
 class StopRequest:
-    """Set by a signal handler, read by the training loop at step boundaries."""
+    """Set by a signal handler, read by the training loop at step boundaries.
 
-    def __init__(self) -> None:
+    Args:
+        signalled: the request its signal handler sets, if not this one (a multi-worker
+            loop's callbacks read the stop all workers agreed on); `saving` marks both.
+    """
+
+    def __init__(self, signalled: StopRequest | None = None) -> None:
         self.signal_name: str | None = None
+        self.saving = False
+        self._signalled = signalled
 
     def __bool__(self) -> bool:
         return self.signal_name is not None
+
+    def mark_saving(self) -> None:
+        """The stop's checkpoint is being saved: signals from now on wait for it."""
+        self.saving = True
+        if self._signalled is not None:
+            self._signalled.mark_saving()
 
 
 @contextlib.contextmanager
@@ -108,7 +128,9 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
     Handlers are installed only in the main thread (Python delivers signals there); the
     previous handlers are restored afterwards. A second SIGINT while a stop is pending
-    raises KeyboardInterrupt at once, for a user who cannot wait for the step to end.
+    raises `StoppedAtOnce`, for a user who cannot wait for the step to end; once the stop's
+    checkpoint is being saved (`StopRequest.mark_saving`), signals only say to wait: a save
+    cut short would cost the steps since the last checkpoint for the few seconds it takes.
     """
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
@@ -116,13 +138,16 @@ def stop_on_signals() -> Iterator[StopRequest]:
         return
 
     def handle(signum, frame):
+        if request.saving:
+            _say("Still saving the checkpoint of the stop: it ends in seconds.")
+            return
         if request and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise StoppedAtOnce(
+                "Stopped at once by a second Ctrl-C (SIGINT), before the stop's checkpoint "
+                "was saved: rerun the same command to resume from the run's last checkpoint."
+            )
         request.signal_name = signal.Signals(signum).name
-        print(
-            f"\n{request.signal_name} received: saving a checkpoint at the end of this step.",
-            file=sys.stderr,
-        )
+        _say(f"\n{request.signal_name} received: saving a checkpoint at the end of this step.")
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -130,3 +155,11 @@ def stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _say(line: str) -> None:
+    """Prints `line` on stderr from a signal handler. A stderr that cannot be written (a
+    closed terminal), or that the signal interrupted mid-write (a reentrant call), must not
+    turn the stop into a crash without its checkpoint."""
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
+        print(line, file=sys.stderr, flush=True)

@@ -18,9 +18,12 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 
 from mixmo_tf.config.settings import Config
 from mixmo_tf.tuning import rules, timing
@@ -105,6 +108,11 @@ class _TimingChild:
         self._send(precision)
         return float(self._answer())
 
+    def stop(self) -> None:
+        """Ends the child now, mid-step (the command was stopped, or the other child failed)."""
+        with contextlib.suppress(OSError):
+            self._process.terminate()
+
     def close(self) -> None:
         """Ends the child (it exits when its input closes)."""
         with contextlib.suppress(OSError):
@@ -117,6 +125,28 @@ class _TimingChild:
         self._errors.close()
 
 
+@contextlib.contextmanager
+def _stops_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside are delivered when it ends (to the handlers in
+    place before), so that a child process being started is first registered, and then ended
+    by the clean-up, rather than left running unknown."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are delivered to the main thread only
+        return
+    received = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {
+        stop: signal.signal(stop, lambda signum, _: received.append(signum)) for stop in stops
+    }
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+        for signum in received:
+            signal.raise_signal(signum)
+
+
 def time_in_children(config: Config, precisions: tuple[str, ...]) -> dict[bool, dict[str, float]]:
     """Step seconds by precision with oneDNN off (False) and on (True), timed by two child
     processes in alternating rounds (both are built and traced first).
@@ -124,8 +154,11 @@ def time_in_children(config: Config, precisions: tuple[str, ...]) -> dict[bool, 
     Raises:
         MeasurementError: a child failed, or TensorFlow did not honour the setting.
     """
-    children = [_TimingChild(config, precisions, enabled) for enabled in (False, True)]
+    children = []
     try:
+        for enabled in (False, True):
+            with _stops_deferred():
+                children.append(_TimingChild(config, precisions, enabled))
         for child in children:
             child.wait_until_ready()
         medians = timing.interleaved_medians(
@@ -135,6 +168,11 @@ def time_in_children(config: Config, precisions: tuple[str, ...]) -> dict[bool, 
                 for precision in precisions
             }
         )
+    except BaseException:
+        # Ctrl-C, SIGTERM or a failed child: the others end now, not after their step.
+        for child in children:
+            child.stop()
+        raise
     finally:
         for child in children:
             child.close()
