@@ -439,8 +439,10 @@ def test_a_stop_during_the_onednn_timing_ends_its_children_and_says_one_line(sto
         "was saved: rerun the same command (a resumed run resumes from its last checkpoint)."
     )
     assert not [child for child in children if os.path.exists(f"/proc/{child}")]
-    # Nothing written: no run folder, nothing in the step-time cache.
-    assert not (tmp_path / "run").exists() and not list((tmp_path / "cache").glob("*"))
+    # Nothing saved: the run folder holds only the lock file its checks took before the
+    # timing (no settings, no checkpoint), and the step-time cache is empty.
+    assert [path.name for path in (tmp_path / "run").iterdir()] == ["run.lock"]
+    assert not list((tmp_path / "cache").glob("*"))
 
 
 # ---- full disks ----------------------------------------------------------------------------------

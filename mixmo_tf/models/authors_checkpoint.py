@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mixmo_tf.config.settings import MAX_MEMBERS, Config
+from mixmo_tf.config.settings import MAX_EPOCHS, MAX_MEMBERS, Config
 from mixmo_tf.models.backbones import backbone_entry
 from mixmo_tf.models.torch_format import read_torch_file
 
@@ -35,9 +35,6 @@ ARCHITECTURE_FIELDS = ("backbone", "depth", "width", "num_members")
 _BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 _DATA_PARALLEL_PREFIX = "module."
-# The largest epoch a file may record: the authors train 300 (CIFAR) to 1200 epochs; the
-# imported step, epoch * steps per epoch, then stays far inside int64.
-MAX_EPOCH = 100_000
 # The hyper-parameters recorded from the optimizer state, in the order the note prints them:
 # nesterov a bool, the others numbers >= 0.
 _SGD_SETTINGS = ("lr", "momentum", "nesterov", "weight_decay", "dampening")
@@ -305,10 +302,11 @@ def _checkpoint_dict(content: Any, path: str) -> Mapping:
 def _epoch(content: Mapping, path: str) -> int:
     """The epoch the file was saved after (0 if it records none)."""
     epoch = content.get("epoch", 0)
-    if type(epoch) is not int or not 0 <= epoch <= MAX_EPOCH:
+    # At most the epochs a run may have (the authors train 300 to 1200).
+    if type(epoch) is not int or not 0 <= epoch <= MAX_EPOCHS:
         raise AuthorsCheckpointError(
             f"{path}: its epoch is {_shown(epoch)}; the authors' checkpoint records the epoch it "
-            f"was saved after, an integer in [0, {MAX_EPOCH}]."
+            f"was saved after, an integer in [0, {MAX_EPOCHS}]."
         )
     return epoch
 
