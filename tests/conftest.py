@@ -23,9 +23,17 @@ sys.path.insert(0, TESTS)
 sys.path.append(os.path.join(os.path.dirname(TESTS), "bench"))
 
 # The modules with the longest tests (the digits learning run, the two-worker launches, the
-# evaluated digits runs) are collected first: pytest -n 2 hands tests out in collection
-# order, so its two workers then finish together instead of one waiting on a long tail.
-_LONGEST_FIRST = ("test_training.py", "test_multi_worker.py", "test_evaluation_runs.py")
+# evaluated digits runs, the processes stopped by signals, timed or filtered) are collected
+# first: pytest -n 2 hands tests out in collection order, so its two workers then finish
+# together instead of one waiting on a long tail.
+_LONGEST_FIRST = (
+    "test_training.py",
+    "test_multi_worker.py",
+    "test_evaluation_runs.py",
+    "test_run_guard.py",
+    "test_tuning.py",
+    "test_decoder_messages.py",
+)
 
 
 def pytest_collection_modifyitems(items):
