@@ -36,13 +36,17 @@ class Recorder(keras.layers.Layer):
         return input_shape
 
 
-def probe_model(num_members: int = 2, learning_rate: float = 0.05, **kwargs) -> MixMoModel:
+def probe_model(
+    num_members: int = 2, learning_rate: float = 0.05, seed: int = 0, **kwargs
+) -> MixMoModel:
     """A compiled MixMo model around a probe network: identity stems, a small conv core.
 
     The core (recorder, conv 3x3, BN, ReLU, global pooling, recorder) has every kind of
     trainable variable the L2 term must cover; `model.network.get_layer("pooled")` holds the
-    features the heads read.
+    features the heads read. Its initial weights come from `seed`, whatever ran before in
+    the test process.
     """
+    keras.utils.set_random_seed(seed)
     core = keras.Sequential(
         [
             Recorder(name="mixed"),
