@@ -8,7 +8,7 @@ the previous version or nothing, never a truncated file; a folder written whole 
 run) likewise goes through `new_folder_atomically`. Both follow the umask, so other users of
 a shared run folder can read it. Imports no TensorFlow.
 
-Layout of `<model_dir>`:
+Layout of `<model_dir>`::
 
     run_config.json        the run's settings (`mixmo_tf.config.run_record`)
     dataset_spec.json      the data it trained on (`mixmo_tf.data.sources`)

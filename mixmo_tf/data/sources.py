@@ -1,6 +1,7 @@
 """The `--dataset` value as a data source, and its spec (imports no TensorFlow).
 
 Three kinds of source:
+
 - a named dataset of `mixmo_tf.data.specs.DATASETS` (cifar10, cifar100, digits,
   tiny_imagenet), whose spec is fixed;
 - `tfds:NAME`, any tfds image-classification dataset: classes, class names and split sizes

@@ -3,7 +3,7 @@
 `TinyImagenet` (tfds name "tiny_imagenet") reads `tiny-imagenet-200.zip` from tfds'
 manual-download folder (`<data_dir>/downloads/manual/`) and writes the prepared dataset into
 `<data_dir>/tiny_imagenet/`, after which `tfds.load("tiny_imagenet", download=False)` reads
-it like any tfds dataset. Splits: "train" (100,000 images, train/<wnid>/images/*.JPEG) and
+it like any tfds dataset. Splits: "train" (100,000 images, `train/<wnid>/images/*.JPEG`) and
 "test", the 10,000 validation images labelled by val/val_annotations.txt, which the paper
 (and the authors' code) use as the test set; the archive's unlabelled test/ folder is unused.
 Labels index the sorted wnids of wnids.txt. A few images of the archive are grayscale: they
@@ -81,7 +81,7 @@ def read_wnids(root: str) -> dict[str, int]:
 
 
 def train_files(root: str, wnids: dict[str, int]) -> list[tuple[str, int]]:
-    """(path, label) of train/<wnid>/images/*.JPEG, every class non-empty."""
+    """(path, label) of `train/<wnid>/images/*.JPEG`, every class non-empty."""
     files = []
     for wnid, label in wnids.items():
         folder = os.path.join(root, "train", wnid, "images")

@@ -88,7 +88,7 @@ def calibration_bins(
 def expected_calibration_error(
     probabilities: np.ndarray, labels: np.ndarray, num_bins: int = ECE_BINS
 ) -> float:
-    """sum over bins of |accuracy - mean confidence| * fraction of examples in the bin."""
+    """Sum over bins of `|accuracy - mean confidence| * fraction of examples in the bin`."""
     bins = calibration_bins(
         probabilities.max(axis=-1), probabilities.argmax(axis=-1) == labels, num_bins
     )

@@ -62,7 +62,7 @@ def ood_results(
     """Detection metrics of `ood_dataset`'s test split against the in-distribution logits.
 
     Returns:
-        ({"dataset", "num_examples", score: detection metrics}, {score: (in scores, OOD
+        tuple: ({"dataset", "num_examples", score: detection metrics}, {score: (in scores, OOD
         scores)} for the histograms).
 
     Raises:

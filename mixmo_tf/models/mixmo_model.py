@@ -169,7 +169,7 @@ class MixMoModel(keras.Model):
             images: `(batch, H, W, C)` normalised images.
 
         Returns:
-            `{"ensemble": (batch, classes), "members": (batch, members, classes)}`
+            dict: `{"ensemble": (batch, classes), "members": (batch, members, classes)}`
             probabilities; the ensemble is softmax of the mean logits (docs/method.md §7).
         """
         logits = self.prediction_logits(images, training=training)

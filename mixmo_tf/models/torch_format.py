@@ -6,6 +6,7 @@ file's object with every tensor as a `numpy.ndarray`, so that their weights can 
 no PyTorch installed.
 
 Both formats of `torch.save` are read:
+
 - zip (torch >= 1.6): `<prefix>/data.pkl`, a pickle whose tensors name their storages by
   persistent id ("storage", type, key, location, numel); `<prefix>/data/<key>`, each
   storage's raw bytes, stored uncompressed at 64-byte aligned offsets; `<prefix>/version`;

@@ -253,7 +253,7 @@ def fit_function(model: MixMoModel, strategy: tf.distribute.Strategy, stop: Stop
     callbacks read.
 
     Returns:
-        (fit, stop request for the callbacks): `fit` runs read their own signals; the loop's
+        tuple: (fit, stop request for the callbacks): `fit` runs read their own signals; the loop's
         read the stop all workers agreed on.
     """
     if not uses_custom_loop(strategy):

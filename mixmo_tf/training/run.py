@@ -110,9 +110,9 @@ def check_before_training(config: Config) -> TrainingStart:
 
     Raises:
         The errors `train` reports for bad input: strategies.StrategyError,
-        FileNotFoundError, sources.DataSourceError, RunConfigError,
-        CheckpointMismatchError, checkpoints.CheckpointUnusableError, RunFolderError,
-        run_guard.RunLockedError.
+            FileNotFoundError, sources.DataSourceError, RunConfigError,
+            CheckpointMismatchError, checkpoints.CheckpointUnusableError, RunFolderError,
+            run_guard.RunLockedError.
     """
     # Multi-worker strategies must exist before other TensorFlow work, data loading included.
     strategy = make_strategy(config.distribution, config.tpu)
