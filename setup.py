@@ -34,6 +34,15 @@ setup(
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "scikit-learn>=1.5"],
         "dev": ["ruff>=0.6"],
+        # The documentation site (docs/): Sphinx with Markdown pages (MyST) and the furo theme.
+        # Sphinx 9 and MyST-Parser 5 need Python 3.11; on 3.10 the last releases that run there.
+        "docs": [
+            "sphinx==9.0.4; python_version >= '3.11'",
+            "sphinx==8.1.3; python_version < '3.11'",
+            "myst-parser==5.2.0; python_version >= '3.11'",
+            "myst-parser==4.0.1; python_version < '3.11'",
+            "furo==2025.12.19",
+        ],
         # bench/pytorch_step.py only: the MixMo authors' PyTorch step, timed against ours.
         # torch is pinned to the version of the CPU wheel the results were measured with
         # (2.13.0+cpu): an unpinned `torch` can pull a newer multi-GB CUDA build. PyPI's Linux
