@@ -4,6 +4,7 @@ by the modes that take it: any other mode refuses it in one line."""
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import re
 import shlex
@@ -193,29 +194,41 @@ def test_absl_flags_are_not_ours_to_refuse():
     mixmo_flags.check_flags_apply(values)
 
 
-def _readme_commands() -> list[list[str]]:
-    """The `python main.py ...` commands of the README, continuation lines joined."""
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as stream:
-        text = stream.read().replace("\\\n", " ")
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """(page, flags) of every `python main.py ...` command of the README and of the pages of
+    docs/, continuation lines joined."""
+    pages = [
+        os.path.join(REPO, "README.md"),
+        *sorted(glob.glob(os.path.join(REPO, "docs", "*.md"))),
+    ]
     commands = []
-    for line in text.splitlines():
-        found = re.match(r"^\s*(?:\$ )?python main\.py (.*)$", line)
-        if found:
-            arguments = shlex.split(found.group(1).split(" #")[0])
-            commands.append([a for a in arguments if a.startswith("--") and "<" not in a])
+    for page in pages:
+        with open(page, encoding="utf-8") as stream:
+            text = stream.read().replace("\\\n", " ")
+        for line in text.splitlines():
+            found = re.match(r"^\s*(?:\$ )?python main\.py (.*)$", line)
+            if found:
+                arguments = shlex.split(found.group(1).split(" #")[0])
+                flags_given = [a for a in arguments if a.startswith("--") and "<" not in a]
+                commands.append((os.path.relpath(page, REPO), flags_given))
     return commands
 
 
-def test_the_readme_commands_give_only_flags_their_modes_read(monkeypatch):
-    monkeypatch.chdir(REPO)  # the README's flagfiles are relative to the repository
-    commands = _readme_commands()
-    modes_used = {a for command in commands for a in command if a.startswith("--mode=")}
+def test_the_documented_commands_give_only_flags_their_modes_read(monkeypatch):
+    monkeypatch.chdir(REPO)  # the documented flagfiles are relative to the repository
+    commands = _documented_commands()
+    pages = {page for page, _ in commands}
+    assert {"README.md", "docs/reproducing.md", "docs/training.md", "docs/serving.md"} <= pages
+    modes_used = {a for _, command in commands for a in command if a.startswith("--mode=")}
     assert {"--mode=import", "--mode=evaluate", "--mode=export", "--mode=predict"} <= modes_used
-    for command in commands:
-        values = _fresh_values(*command)
-        mixmo_flags.check_flags_apply(values)
-        flag_use.check_flags_used(values, [mixmo_flags.config_from_flags(values)])
-    export_options = ["--export_dir=DIR", "--temperature=1.5"]  # the README's [--export_dir] ...
+    for page, command in commands:
+        try:
+            values = _fresh_values(*command)
+            mixmo_flags.check_flags_apply(values)
+            flag_use.check_flags_used(values, [mixmo_flags.config_from_flags(values)])
+        except Exception as error:
+            raise AssertionError(f"{page}: python main.py {' '.join(command)}") from error
+    export_options = ["--export_dir=DIR", "--temperature=1.5"]  # docs/serving.md's options
     mixmo_flags.check_flags_apply(_fresh_values("--mode=export", "--model_dir=r", *export_options))
 
 

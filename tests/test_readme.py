@@ -1,33 +1,74 @@
-"""The README stays true: its Python example runs as written and its set-up matches CI."""
+"""The README and the pages of docs/ stay true: their Python examples run as written and their
+set-up command is what CI runs."""
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS_PAGES = sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
 
 
-def _readme() -> str:
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as handle:
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
         return handle.read()
 
 
-@pytest.mark.slow
-def test_python_example_runs(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", _readme(), flags=re.S)
-    assert len(blocks) == 1
-    monkeypatch.chdir(tmp_path)  # the example writes runs/ in the working directory
+def _readme() -> str:
+    return _read(os.path.join(REPO, "README.md"))
+
+
+def _python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def _run_blocks(path: str, tmp_path, monkeypatch) -> dict:
+    """Runs a page's Python blocks in order, in one namespace, from `tmp_path` (the examples
+    write runs/ in the working directory); returns the namespace."""
+    monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert namespace["my_network"].outputs[0].shape[-1] == 10
-    assert len(namespace["my_network"].outputs) == 3
+    for block in _python_blocks(_read(path)):
+        exec(compile(block, path, "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    assert len(_python_blocks(_readme())) == 1
+    namespace = _run_blocks(os.path.join(REPO, "README.md"), tmp_path, monkeypatch)
     outputs = namespace["outputs"]
     assert outputs["ensemble"].shape == (360, 10)
     assert outputs["members"].shape == (360, 2, 10)
     assert os.path.exists(tmp_path / "runs" / "digits_quick" / "model.keras")
+    assert namespace["reloaded"].count_params() == namespace["model"].count_params()
+
+
+def _pages_with_python() -> list[str]:
+    return [page for page in DOCS_PAGES if _python_blocks(_read(page))]
+
+
+def test_the_docs_have_python_examples():
+    assert os.path.join(REPO, "docs", "python.md") in _pages_with_python()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", _pages_with_python(), ids=os.path.basename)
+def test_docs_python_examples_run(page, tmp_path, monkeypatch):
+    namespace = _run_blocks(page, tmp_path, monkeypatch)
+    if page.endswith("python.md"):
+        my_network = namespace["my_network"]
+        assert len(my_network.outputs) == 3
+        assert my_network.outputs[0].shape[-1] == 10
+        assert os.path.exists(tmp_path / "runs" / "digits_my_net" / "model.keras")
+        assert os.path.exists(os.path.join(namespace["version"], "saved_model.pb"))
+
+
+def _set_up_commands(text: str) -> list[str]:
+    return re.findall(r"^python3 -m venv \.venv && .*$", text, flags=re.M)
 
 
 def test_ci_runs_the_readme_commands():
@@ -37,3 +78,8 @@ def test_ci_runs_the_readme_commands():
     ci_lines = ci.splitlines()
     assert install.split(" && .venv/bin/python main.py")[0] in ci_lines
     assert test in ci_lines
+    # The docs' set-up commands install what CI installs.
+    ci_install = install.split(" && .venv/bin/python main.py")[0]
+    documented = [line for page in DOCS_PAGES for line in _set_up_commands(_read(page))]
+    assert documented, "no set-up command in docs/"
+    assert all(line.startswith(ci_install) for line in documented), documented
