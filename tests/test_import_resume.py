@@ -1,4 +1,4 @@
-"""An imported run folder resumes as the README's fine-tune step says, and is a shared folder.
+"""An imported run folder resumes as docs/reproducing.md's fine-tune step says, and is shared.
 
 Proven here:
 - Every paper row imported with its flagfile records what the row's first training records,
@@ -41,7 +41,7 @@ SMALL = os.path.join(TESTS, "fixtures", "authors", "wrn10-1_m2_zip.pt")
 PAPER_ROWS = sorted(
     path for path in glob.glob(os.path.join(FLAGS_DIR, "*.flags")) if "digits" not in path
 )
-# The Cut-MixMo + CutMix row of the README's example, shrunk to the small file on digits.
+# The Cut-MixMo + CutMix row of docs/reproducing.md's example, shrunk to the small file on digits.
 ROW = os.path.join(FLAGS_DIR, "cifar100_wrn28-10_cut_mixmo_cutmix.flags")
 DIGITS_SIZED = (
     "--dataset=digits",

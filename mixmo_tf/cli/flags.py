@@ -81,7 +81,7 @@ _HELP = {
     "eval_steps": "Evaluate on only this many test batches (0: the whole test split).",
     "checkpoint_every_steps": "Also checkpoint every this many steps (0: once per epoch).",
     "distribution": "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
-    "multi_worker_mirrored (the workers in TF_CONFIG; see README), tpu (--tpu).",
+    "multi_worker_mirrored (the workers in TF_CONFIG; see docs/training.md), tpu (--tpu).",
     "tpu": "With --distribution=tpu: a Cloud TPU name or grpc://host:port address; empty for "
     "the TPU of this TPU VM.",
     "jit_compile": "Compile the train step with XLA. Off by default: on CPU it made the WRN-16-4 "
