@@ -170,9 +170,10 @@ def measure(path: str, kind: str) -> dict[str, Any]:
     import harness  # TensorFlow, Keras and the project: all before the baseline
 
     from mixmo_tf.config import Config
-    from mixmo_tf.models import authors_checkpoint, build, pytorch_import
+    from mixmo_tf.importing import authors_checkpoint, pytorch_import
+    from mixmo_tf.models import build
     from mixmo_tf.training.checkpoints import checkpoint_manager
-    from mixmo_tf.training.precision import resolve_device_defaults
+    from mixmo_tf.tuning.device_rules import resolve_device_defaults
 
     imports_s = time.perf_counter() - start
     target, phased = kind.removesuffix(_PHASES_SUFFIX), kind.endswith(_PHASES_SUFFIX)

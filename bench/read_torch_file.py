@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.join(REPOSITORY, "tests"))  # the writer of torch.sav
 
 from torch_writer import write_torch_file  # noqa: E402
 
-from mixmo_tf.models.torch_format import read_torch_file  # noqa: E402
+from mixmo_tf.importing.torch_format import read_torch_file  # noqa: E402
 
 _CHILD = "--child"  # argv[1] of a measuring child: --child PATH KIND
 _KINDS = ("time", "tracemalloc")

@@ -25,8 +25,8 @@ from run_helpers import smoke_config
 
 from mixmo_tf import backbones, data
 from mixmo_tf.config import Config
+from mixmo_tf.config.backbones import Backbone
 from mixmo_tf.models import preact_resnet
-from mixmo_tf.models.backbones import Backbone
 from mixmo_tf.models.build import build_model
 from mixmo_tf.training.run import train, train_stream
 

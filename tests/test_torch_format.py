@@ -30,8 +30,8 @@ from torch_writer import (
     write_torch_file,
 )
 
-from mixmo_tf.models import torch_format
-from mixmo_tf.models.torch_format import TorchFileError, UnsafeTorchFileError, read_torch_file
+from mixmo_tf.importing import torch_format
+from mixmo_tf.importing.torch_format import TorchFileError, UnsafeTorchFileError, read_torch_file
 
 FORMATS = pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 AUTHORS_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "fixtures/authors/*.pt")))

@@ -12,11 +12,11 @@ import textwrap
 from absl import flags
 
 from mixmo_tf.config import choices
+from mixmo_tf.config.backbones import MAX_WEIGHTS, MAX_WRN_DEPTH, backbone_names
 from mixmo_tf.config.ranges import TEMPERATURE
 from mixmo_tf.config.settings import Config, valid_range
 from mixmo_tf.data.sources import DEFAULT_IMAGE_SIZE
 from mixmo_tf.data.specs import DATASETS
-from mixmo_tf.models.backbones import MAX_WEIGHTS, MAX_WRN_DEPTH, backbone_names
 
 MODES = ("train", "evaluate", "export", "predict", "import")
 

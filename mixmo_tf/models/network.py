@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from mixmo_tf.config.backbones import Backbone
 from mixmo_tf.mixing.features import FeatureMixing
-from mixmo_tf.models.backbones import Backbone
 
 MASKS_INPUT = "mixing_masks"
 

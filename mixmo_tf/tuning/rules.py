@@ -89,7 +89,7 @@ class PrecisionChoice:
         precision: the chosen precision.
         reason: "given" (--precision), "recorded" (the resumed run's), "measured" (now),
             "cached" (measured before on this machine), "no bfloat16 instructions", or
-            "device rule" (GPUs and multi-worker runs: `training.precision.default_precision`).
+            "device rule" (GPUs and multi-worker runs: `tuning.device_rules.default_precision`).
         seconds: the step times behind a measured or cached choice, by precision.
     """
 

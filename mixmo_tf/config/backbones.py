@@ -5,7 +5,7 @@ A backbone is what MixMo wraps: a stem factory (one stem per member) and a share
 "module:function", imported only when a network is built, so that `Config` can validate
 `--backbone` without TensorFlow. A new backbone needs one public call and no library edit:
 
-    from mixmo_tf.models import backbones
+    from mixmo_tf import backbones
 
     backbones.register_backbone("my_net", my_builder, label=lambda d, w: f"my_net-{w}")
 
