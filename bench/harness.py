@@ -343,7 +343,7 @@ def parse_network(network: str) -> tuple[str, int, int]:
 
 
 def network_name(network: str) -> str:
-    """ "28-10" -> "WRN-28-10" (the name of earlier results); otherwise the backbone's label."""
+    """ "28-10" -> "WRN-28-10" (the name bench/results uses); otherwise the backbone's label."""
     backbone, depth, width = parse_network(network)
     if backbone == "wrn":
         return f"WRN-{depth}-{width}"
@@ -412,7 +412,7 @@ def define_precisions_flag(values: flags.FlagValues, default: list[str], help_te
     """Defines --precisions on `values`: a comma-separated list, e.g. float32,mixed_bfloat16.
 
     Given more than once it is refused rather than keeping only the last value (what absl
-    does with a list flag), so an older command repeating it (--precisions=float32
+    does with a list flag), so a command repeating it (--precisions=float32
     --precisions=mixed_bfloat16) fails loudly instead of measuring one precision.
     """
     flags.DEFINE(

@@ -12,7 +12,7 @@ Every measurement runs in a fresh process (so that its peak memory is this work'
 this script as a child, measured as bench/read_torch_file.py measures (VmRSS and VmHWM of
 /proc/self/status; getrusage's ru_maxrss would start at the parent's peak). The child
 imports TensorFlow, Keras and the import API first; its RSS then (`baseline_rss_mib`,
-~590 MiB, most of it TensorFlow) is the baseline, and `peak_rss_growth_mib` its peak RSS
+most of it TensorFlow) is the baseline, and `peak_rss_growth_mib` its peak RSS
 over that baseline during the import. Kinds of child:
 - "folder" / "memory": one `load_pytorch_checkpoint` call, with a new run folder / without
   (the model in memory only). Their times and peaks are the headline figures.

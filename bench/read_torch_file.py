@@ -12,10 +12,10 @@ reads them all) and reports its peak RSS over its RSS before the read; another r
 tracemalloc's peak of the Python allocations during the read. The peak is VmHWM of
 /proc/self/status, not getrusage's ru_maxrss: on Linux a child's ru_maxrss starts at its
 parent's peak (fork, then exec), which here holds TensorFlow and the written checkpoint (a
-child of a process holding 200 MB reported 216 MiB at its start; VmHWM, 11 MB). The files were just
-written, so they come from the page cache (a cold read adds the disk's time). The formats
-alternate round by round, after one untimed round. One JSON line per format, with the targets:
-a read <= 10 s and a peak memory growth <= 3x the file size.
+small child of a large process reports about its parent's peak at once; VmHWM, its own). The
+files were just written, so they come from the page cache (a cold read adds the disk's
+time). The formats alternate round by round, after one untimed round. One JSON line per
+format, with the targets: a read <= 10 s and a peak memory growth <= 3x the file size.
 
 Example: python bench/read_torch_file.py --rounds=5
 """

@@ -100,7 +100,7 @@ def test_every_public_name_of_the_root_loads(name):
 
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError):
-        mixmo_tf.experiment  # noqa: B018  (the module of the old flat layout)
+        mixmo_tf.experiment  # noqa: B018  (not a name the package defines)
 
 
 # ---- the import graph ----------------------------------------------------------------------------

@@ -527,7 +527,7 @@ def test_leftovers_of_interrupted_saves_are_removed_and_recorded_checkpoints_kep
 
 
 # Trains like main.py, but from the end of step `at_step` on, this process may write files of
-# at most `limit` bytes (SIGXFSZ ignored): the checkpoint of that step no longer fits.
+# at most `limit` bytes (SIGXFSZ ignored): the checkpoint of that step does not fit.
 _LIMIT_AT_STEP = """
 import resource, signal, sys
 from mixmo_tf.cli import app

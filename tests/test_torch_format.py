@@ -366,8 +366,8 @@ def test_nesting_of_a_checkpoint_is_read():
 
 
 def test_deep_tuple_key_exits_2_through_main(tmp_path):
-    """In a process of its own: hashing a key of a million nested tuples overflowed the C
-    stack (SIGSEGV) when the read was unbounded."""
+    """In a process of its own: hashing a key of a million nested tuples overflows the C
+    stack (SIGSEGV) unless the read bounds the nesting first."""
     path = tmp_path / "deep.pt"
     write_main_pickle(path, b"\x80\x02" + _tuple_key(1_000_000) + b".")
     done = subprocess.run(
