@@ -22,7 +22,7 @@ setup(
         "tensorflow-datasets==4.9.10",
         # tensorflow-datasets 4.9.10 imports it without declaring it.
         "importlib_resources>=6.0",
-        # tensorflow-cpu 2.21 no longer pulls it in; Keras' TensorBoard callback needs it.
+        # tensorflow-cpu 2.21 does not pull it in; Keras' TensorBoard callback needs it.
         "tensorboard==2.21.0",
         "absl-py>=2.1",
         # The package's lazy public names (PEP 562): the settings layer loads no TensorFlow.

@@ -26,13 +26,13 @@ import tensorflow as tf
 from absl import app, flags
 
 from mixmo_tf.config import Config
+from mixmo_tf.config.backbones import backbone_entry
 from mixmo_tf.config.choices import PRECISIONS
 from mixmo_tf.data.specs import DatasetSpec
 from mixmo_tf.models import MixMoModel, MixMoNetwork
-from mixmo_tf.models.backbones import backbone_entry
 from mixmo_tf.models.build import build_model
-from mixmo_tf.training.precision import resolve_device_defaults
 from mixmo_tf.tuning import machine, step_timing
+from mixmo_tf.tuning.device_rules import resolve_device_defaults
 
 PLAIN = 1  # M of the plain single network, the baseline of every ratio.
 GIGA = 1e9  # FLOPs per GFLOP
@@ -343,7 +343,7 @@ def parse_network(network: str) -> tuple[str, int, int]:
 
 
 def network_name(network: str) -> str:
-    """ "28-10" -> "WRN-28-10" (the name of earlier results); otherwise the backbone's label."""
+    """ "28-10" -> "WRN-28-10" (the name bench/results uses); otherwise the backbone's label."""
     backbone, depth, width = parse_network(network)
     if backbone == "wrn":
         return f"WRN-{depth}-{width}"
@@ -412,7 +412,7 @@ def define_precisions_flag(values: flags.FlagValues, default: list[str], help_te
     """Defines --precisions on `values`: a comma-separated list, e.g. float32,mixed_bfloat16.
 
     Given more than once it is refused rather than keeping only the last value (what absl
-    does with a list flag), so an older command repeating it (--precisions=float32
+    does with a list flag), so a command repeating it (--precisions=float32
     --precisions=mixed_bfloat16) fails loudly instead of measuring one precision.
     """
     flags.DEFINE(
@@ -459,7 +459,7 @@ def define_model_flags(values: flags.FlagValues, batch_size: int) -> None:
         "precision",
         "auto",
         list(PRECISIONS),
-        "Compute precision; auto takes the device rule (mixmo_tf.training.precision."
+        "Compute precision; auto takes the device rule (mixmo_tf.tuning.device_rules."
         "default_precision), not a training run's measurement, and is recorded resolved.",
         flag_values=values,
     )

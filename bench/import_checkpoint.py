@@ -12,7 +12,7 @@ Every measurement runs in a fresh process (so that its peak memory is this work'
 this script as a child, measured as bench/read_torch_file.py measures (VmRSS and VmHWM of
 /proc/self/status; getrusage's ru_maxrss would start at the parent's peak). The child
 imports TensorFlow, Keras and the import API first; its RSS then (`baseline_rss_mib`,
-~590 MiB, most of it TensorFlow) is the baseline, and `peak_rss_growth_mib` its peak RSS
+most of it TensorFlow) is the baseline, and `peak_rss_growth_mib` its peak RSS
 over that baseline during the import. Kinds of child:
 - "folder" / "memory": one `load_pytorch_checkpoint` call, with a new run folder / without
   (the model in memory only). Their times and peaks are the headline figures.
@@ -170,9 +170,10 @@ def measure(path: str, kind: str) -> dict[str, Any]:
     import harness  # TensorFlow, Keras and the project: all before the baseline
 
     from mixmo_tf.config import Config
-    from mixmo_tf.models import authors_checkpoint, build, pytorch_import
+    from mixmo_tf.importing import authors_checkpoint, pytorch_import
+    from mixmo_tf.models import build
     from mixmo_tf.training.checkpoints import checkpoint_manager
-    from mixmo_tf.training.precision import resolve_device_defaults
+    from mixmo_tf.tuning.device_rules import resolve_device_defaults
 
     imports_s = time.perf_counter() - start
     target, phased = kind.removesuffix(_PHASES_SUFFIX), kind.endswith(_PHASES_SUFFIX)

@@ -3,7 +3,7 @@
 Times the same MixMo training step (as bench/train_step.py does) in every combination of
 --precisions and --jit_compiles, interleaved in one process, and prints one JSON line per
 combination with its step time over the first combination's. This is the measurement behind
-the per-device default of `--precision` and `--jit_compile` (mixmo_tf/training/precision.py). Run it
+the per-device default of `--precision` and `--jit_compile` (mixmo_tf/tuning/). Run it
 under ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 or AVX512_CORE to see a CPU without AMX
 (Cooper Lake, Skylake), as oneDNN then leaves out the newer instructions.
 

@@ -12,10 +12,10 @@ reads them all) and reports its peak RSS over its RSS before the read; another r
 tracemalloc's peak of the Python allocations during the read. The peak is VmHWM of
 /proc/self/status, not getrusage's ru_maxrss: on Linux a child's ru_maxrss starts at its
 parent's peak (fork, then exec), which here holds TensorFlow and the written checkpoint (a
-child of a process holding 200 MB reported 216 MiB at its start; VmHWM, 11 MB). The files were just
-written, so they come from the page cache (a cold read adds the disk's time). The formats
-alternate round by round, after one untimed round. One JSON line per format, with the targets:
-a read <= 10 s and a peak memory growth <= 3x the file size.
+small child of a large process reports about its parent's peak at once; VmHWM, its own). The
+files were just written, so they come from the page cache (a cold read adds the disk's
+time). The formats alternate round by round, after one untimed round. One JSON line per
+format, with the targets: a read <= 10 s and a peak memory growth <= 3x the file size.
 
 Example: python bench/read_torch_file.py --rounds=5
 """
@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.join(REPOSITORY, "tests"))  # the writer of torch.sav
 
 from torch_writer import write_torch_file  # noqa: E402
 
-from mixmo_tf.models.torch_format import read_torch_file  # noqa: E402
+from mixmo_tf.importing.torch_format import read_torch_file  # noqa: E402
 
 _CHILD = "--child"  # argv[1] of a measuring child: --child PATH KIND
 _KINDS = ("time", "tracemalloc")

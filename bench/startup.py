@@ -1,8 +1,8 @@
 """How long the command line takes to answer before any work: `main.py --help` and a refused flag.
 
 Both run in fresh processes, interleaved with a process that only imports TensorFlow (what
-every command paid while the package root imported everything), so the ratio is measured in
-one run on one machine. One JSON line per command.
+every command would pay if the package root imported everything), so the ratio is measured
+in one run on one machine. One JSON line per command.
 
 Example: python bench/startup.py --rounds=5
 """

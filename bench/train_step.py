@@ -22,8 +22,8 @@ from mixmo_tf import data
 from mixmo_tf.config import Config
 from mixmo_tf.config.choices import MSDA_KINDS
 from mixmo_tf.models import MixMoModel
-from mixmo_tf.training.precision import resolve_precision
 from mixmo_tf.training.run import train_stream
+from mixmo_tf.tuning.device_rules import resolve_precision
 
 # Enough distinct images for the batches of a short timing run.
 NUM_EXAMPLES = 1024

@@ -11,10 +11,13 @@ Config` and the command line's flag parsing load no TensorFlow):
 - `config`: the run's settings (Config, choices, run record, run folder); no TensorFlow;
 - `data`: dataset sources and the tf.data pipelines;
 - `mixing`: feature mixing and input MixUp / CutMix;
-- `models`: backbone registry, networks, `MixMoModel`, `build_model`, `load_model`,
-  `load_pytorch_checkpoint` (the authors' released checkpoints);
-- `training`: a run (`train`), checkpoints, guards, strategies, optimizers, precision;
-- `tuning`: defaults measured on this machine (`--precision=auto`, oneDNN for training);
+- `models`: backbone registry, networks, `MixMoModel`, `build_model`, `load_model`, and what
+  a model is compiled with (metrics, `PyTorchSGD`, the schedule, the dtype policy);
+- `importing`: the authors' released checkpoints (`load_pytorch_checkpoint`), read without
+  PyTorch;
+- `training`: a run (`train`), checkpoints, guards, strategies, the multi-worker loop;
+- `tuning`: defaults measured on this machine (`--precision=auto`, oneDNN for training) and
+  the device rules;
 - `evaluation`: metrics, temperature scaling, reports of trained runs (`evaluate`);
 - `serving`: the serving graph, SavedModel export, predictions on files;
 - `cli`: the command line of main.py.
@@ -31,6 +34,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "config",
         "data",
         "evaluation",
+        "importing",
         "mixing",
         "models",
         "serving",
@@ -38,19 +42,23 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "tuning",
     ],
     submod_attrs={
-        "config": ["Config"],
+        # The backbone registry module at the top level, as the README's examples use it.
+        "config": ["Config", "backbones"],
         "evaluation": ["evaluate"],
+        "importing": ["load_pytorch_checkpoint"],
         "mixing": ["FeatureMixing"],
         "models": [
-            # The registry module, at the top level as the README's examples use it.
-            "backbones",
             "FusedBatchNormalization",
             "MixMoModel",
             "MixMoNetwork",
             "build_mixmo_network",
+            "BrierScore",
+            "ExpectedCalibrationError",
+            "NegativeLogLikelihood",
+            "PyTorchSGD",
+            "WarmupStepDecay",
             "build_model",
             "load_model",
-            "load_pytorch_checkpoint",
             "preact_resnet",
             "wide_resnet",
             "wrn10_1",
@@ -58,13 +66,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "wrn28_10",
         ],
         "serving": ["export_saved_model"],
-        "training": [
-            "BrierScore",
-            "ExpectedCalibrationError",
-            "NegativeLogLikelihood",
-            "PyTorchSGD",
-            "WarmupStepDecay",
-            "train",
-        ],
+        "training": ["train"],
     },
 )

@@ -9,8 +9,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow turns oneDNN on by default only on Intel CPUs. The suite runs it on every CPU
 # (subprocesses inherit it): its convolutions train the tests' WRNs faster on the AMD CPUs
-# CI may get (bench/results/2026-11-27b/onednn_train_step.jsonl), and the suite's numerics
-# then do not depend on the CPU's vendor.
+# CI may get (the documentation's speed page), and the suite's numerics then do not depend
+# on the CPU's vendor.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N runs N processes: one TensorFlow thread each keeps them from fighting over

@@ -2,7 +2,7 @@
 
 Proven here:
 - PreActResNet-18-w on 200 classes and 64x64x3 images has the trainable parameter counts of
-  the authors' PyTorch networks for w = 1, 2, 3 and M = 1, 2 (issue 7).
+  the authors' PyTorch networks for w = 1, 2, 3 and M = 1, 2.
 - Its members' features are mixed on a 64x32x32 map; its stride-2 convs pad like PyTorch
   (symmetrically); its projections read the pre-activated input; no BN-ReLU before the
   pooling; heads start N(0, 0.01) with zero biases.
@@ -25,8 +25,8 @@ from run_helpers import smoke_config
 
 from mixmo_tf import backbones, data
 from mixmo_tf.config import Config
+from mixmo_tf.config.backbones import Backbone
 from mixmo_tf.models import preact_resnet
-from mixmo_tf.models.backbones import Backbone
 from mixmo_tf.models.build import build_model
 from mixmo_tf.training.run import train, train_stream
 

@@ -133,7 +133,7 @@ def test_bad_values_are_rejected_naming_the_flag(args, flag):
 
 
 def test_unknown_choice_is_rejected_by_the_parser():
-    # --dataset is a free string now (tfds:NAME, folder:PATH): Config rejects a bad one.
+    # --dataset is a free string (tfds:NAME, folder:PATH): Config rejects a bad one.
     with pytest.raises(flags.IllegalFlagValueError, match="download"):
         parse("--download=sometimes")
 

@@ -82,6 +82,6 @@ def test_mirrored_strategy_on_two_devices_trains_with_shared_batch_choices(tmp_p
     assert first != second
     assert os.path.exists(tmp_path / "checkpoints" / "ckpt-6.index")
 
-    # Validated as one device validates the same weights (Keras' own fit failed on the uneven
+    # Validated as one device validates the same weights (Keras' own fit fails on the uneven
     # batch).
     assert_validates_as_one_device(tmp_path, report["validation"], eval_batch_size=359)

@@ -15,10 +15,9 @@ from flag_helpers import FLAGS_DIR, parse
 
 from mixmo_tf.cli import app, flag_use, modes
 from mixmo_tf.cli import flags as mixmo_flags
-from mixmo_tf.config import Config, run_record
+from mixmo_tf.config import Config, backbones, run_record
 from mixmo_tf.config.ranges import Range
 from mixmo_tf.config.settings import valid_range
-from mixmo_tf.models import backbones
 
 REPO = os.path.dirname(FLAGS_DIR)
 _NUMERIC_TYPES = ("int", "float", "tuple[int, ...]")

@@ -18,10 +18,10 @@ import torch_writer
 
 from mixmo_tf.cli import modes
 from mixmo_tf.config.settings import Config
-from mixmo_tf.models import authors_checkpoint
-from mixmo_tf.models.authors_checkpoint import AuthorsArchitecture, AuthorsCheckpointError
-from mixmo_tf.models.pytorch_import import load_pytorch_checkpoint
-from mixmo_tf.models.torch_format import TorchFileError, read_torch_file
+from mixmo_tf.importing import authors_checkpoint
+from mixmo_tf.importing.authors_checkpoint import AuthorsArchitecture, AuthorsCheckpointError
+from mixmo_tf.importing.pytorch_import import load_pytorch_checkpoint
+from mixmo_tf.importing.torch_format import TorchFileError, read_torch_file
 
 SMALL = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "fixtures/authors/wrn10-1_m2_zip.pt"

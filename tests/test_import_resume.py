@@ -32,8 +32,8 @@ from mixmo_tf.config.run_record import (
     record_run_config,
 )
 from mixmo_tf.config.settings import Config
-from mixmo_tf.models import authors_checkpoint
-from mixmo_tf.models.authors_checkpoint import AuthorsArchitecture
+from mixmo_tf.importing import authors_checkpoint
+from mixmo_tf.importing.authors_checkpoint import AuthorsArchitecture
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 FLAGS_DIR = os.path.join(os.path.dirname(TESTS), "flags")
@@ -211,7 +211,7 @@ def _mode(path: str) -> int:
 
 @pytest.mark.slow
 def test_an_imported_folder_follows_the_umask(tmp_path):
-    from mixmo_tf.models.pytorch_import import load_pytorch_checkpoint
+    from mixmo_tf.importing.pytorch_import import load_pytorch_checkpoint
 
     run = str(tmp_path / "run")
     previous = os.umask(0o022)

@@ -271,8 +271,8 @@ def _numpy_own_share_after_swap(rng, num_slots: int, size: int) -> np.ndarray:
 def test_own_share_distribution_matches_a_numpy_simulation_of_the_spec():
     """What the members see after Cut-MixMo + CutMix, against the spec simulated in numpy.
 
-    The authors' code measured own share >= 0.5 in every mixed slot (mean 0.736 over a
-    whole run, cut and linear batches); without the pixel swap 1 in 4 slots fell below.
+    In the authors' code the own share is >= 0.5 in every mixed slot (mean 0.736 over a
+    whole run, cut and linear batches); without the pixel swap 1 slot in 4 falls below.
     """
     size, batch_size, steps = 8, 256, 8
     model = probe_network.probe_model(

@@ -44,7 +44,7 @@ def test_a_legacy_keras_file_loads_with_its_parts_and_predicts_the_same(referenc
     assert [head.name for head in model.network.heads] == ["head_0", "head_1"]
     _assert_predicts_reference(model, reference)
     assert int(model.optimizer.iterations.numpy()) == 2
-    # Saved again by today's code, it loads again.
+    # Saved again by this code, it loads again.
     path = str(tmp_path / "again.keras")
     model.save(path)
     _assert_predicts_reference(keras.saving.load_model(path), reference)

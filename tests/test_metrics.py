@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mixmo_tf.evaluation import metrics as evaluation_metrics
-from mixmo_tf.training.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
+from mixmo_tf.models.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
 
 NUM_CLASSES = 10
 

@@ -39,7 +39,7 @@ from model_helpers import (
 # keras.saving.load_model below: importing mixmo_tf.models.saving registers the classes.
 import mixmo_tf.models.saving  # noqa: F401
 from mixmo_tf.models import MixMoModel, build_mixmo_network, wide_resnet, wrn28_10
-from mixmo_tf.training.schedules import WarmupStepDecay
+from mixmo_tf.models.schedules import WarmupStepDecay
 
 GRID = IMAGE_SHAPE[:2]
 

@@ -24,8 +24,8 @@ import tensorflow as tf
 
 from mixmo_tf.config import Config, run_folder, run_record
 from mixmo_tf.models.build import build_model
-from mixmo_tf.training.optimizers import PyTorchSGD
-from mixmo_tf.training.schedules import WarmupStepDecay
+from mixmo_tf.models.optimizers import PyTorchSGD
+from mixmo_tf.models.schedules import WarmupStepDecay
 
 MOMENTUM = 0.9
 STEPS = 12

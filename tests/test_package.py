@@ -49,7 +49,7 @@ run_record.record_run_config(Config(dataset="cifar10", model_dir=folder))
 assert run_record.recorded_config(folder).dataset == "cifar10"
 assert os.path.exists(RunFolder(folder).run_config)
 # --mode=import reads and checks the authors' file before TensorFlow starts.
-from mixmo_tf.models import authors_checkpoint
+from mixmo_tf.importing import authors_checkpoint
 checkpoint = authors_checkpoint.read_authors_checkpoint("tests/fixtures/authors/wrn10-1_m2_zip.pt")
 imported = authors_checkpoint.import_config(checkpoint.architecture, Config(), [])
 assert (imported.depth, imported.width, imported.dataset) == (10, 1, "cifar10"), imported
@@ -100,7 +100,7 @@ def test_every_public_name_of_the_root_loads(name):
 
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError):
-        mixmo_tf.experiment  # noqa: B018  (the module of the old flat layout)
+        mixmo_tf.experiment  # noqa: B018  (not a name the package defines)
 
 
 # ---- the import graph ----------------------------------------------------------------------------
@@ -175,10 +175,66 @@ def test_the_import_graph_has_no_cycle():
     assert len(order) == len(graph)
 
 
+# The layers, lowest first: a subpackage imports from its own layer or lower ones, never
+# higher. Within the fourth layer imports run one way (training uses tuning; evaluation and
+# importing use training), which the test of mutual pairs below holds.
+LAYERS = (
+    ("config",),
+    ("data",),
+    ("mixing",),
+    ("models",),
+    ("training", "tuning", "evaluation", "importing"),
+    ("serving",),
+    ("cli",),
+)
+# Imports allowed to run up a layer, each with its reason.
+UPWARD_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("config", "data"): "Config reads the dataset spec of a run",
+}
+
+
+def _subpackage_imports() -> dict[tuple[str, str], list[str]]:
+    """{(subpackage, subpackage it imports): ["module -> module", ...]} across subpackages."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for module, dependencies in _import_graph().items():
+        for dependency in dependencies:
+            source, target = module.split(".")[1:2], dependency.split(".")[1:2]
+            if source and target and source != target and dependency != f"mixmo_tf.{target[0]}":
+                edges.setdefault((source[0], target[0]), []).append(f"{module} -> {dependency}")
+    return edges
+
+
+def test_every_subpackage_has_a_layer():
+    layered = {name for layer in LAYERS for name in layer}
+    subpackages = {name.split(".")[1] for name in _module_files() if name.count(".") >= 1}
+    assert subpackages == layered
+
+
+def test_imports_run_down_the_layers():
+    rank = {name: index for index, layer in enumerate(LAYERS) for name in layer}
+    edges = _subpackage_imports()
+    assert ("models", "config") in edges  # the graph sees imports across subpackages
+    upward = {
+        pair: modules
+        for pair, modules in edges.items()
+        if rank[pair[1]] > rank[pair[0]] and pair not in UPWARD_EXCEPTIONS
+    }
+    assert not upward, f"imports up the layers: {upward}"
+    assert set(UPWARD_EXCEPTIONS) <= set(edges), "an exception no longer needed: remove it"
+
+
+def test_no_two_subpackages_import_each_other():
+    edges = _subpackage_imports()
+    mutual = sorted({tuple(sorted(pair)) for pair in edges if pair[::-1] in edges})
+    assert len(mutual) <= len(UPWARD_EXCEPTIONS), {
+        pair: edges[pair] for pair in edges if tuple(sorted(pair)) in mutual
+    }
+
+
 def test_package_inits_import_nothing_of_the_package():
     files = _module_files()
     packages = [name for name, path in files.items() if path.endswith("__init__.py")]
-    assert len(packages) == 10
+    assert len(packages) == 11
     graph = _import_graph()
     for package in packages:
         # Only its parents (run anyway on import); every public name loads on first use.
@@ -193,6 +249,7 @@ def test_the_top_level_holds_only_the_package_root():
         "config",
         "data",
         "evaluation",
+        "importing",
         "mixing",
         "models",
         "serving",

@@ -27,9 +27,10 @@ from run_helpers import smoke_config
 import mixmo_tf.models.saving  # noqa: F401
 from mixmo_tf.config import Config, run_folder, run_record
 from mixmo_tf.models.build import build_model
-from mixmo_tf.training import precision
+from mixmo_tf.models.precision import dtype_policy
 from mixmo_tf.training.checkpoints import restore_run
 from mixmo_tf.training.run import train
+from mixmo_tf.tuning import device_rules as precision
 from mixmo_tf.tuning.precision_choice import choose_training_precision
 
 _COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
@@ -91,11 +92,23 @@ def test_a_bad_precision_is_rejected_by_the_config():
 def test_the_policy_scope_restores_the_global_policy_even_on_error():
     before = keras.config.dtype_policy().name
     with pytest.raises(RuntimeError):
-        with precision.dtype_policy("mixed_bfloat16"):
+        with dtype_policy("mixed_bfloat16"):
             assert keras.config.dtype_policy().name == "mixed_bfloat16"
             assert keras.layers.Dense(2).compute_dtype == "bfloat16"
             raise RuntimeError
     assert keras.config.dtype_policy().name == before
+
+
+def test_auto_builds_with_the_global_policy_the_machine_choice_is_made_above_the_models():
+    with dtype_policy("auto"):
+        assert keras.config.dtype_policy().name == keras.config.dtype_policy().name
+        assert keras.layers.Dense(2).compute_dtype == "float32"
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        with dtype_policy("auto"):
+            assert keras.layers.Dense(2).compute_dtype == "bfloat16"
+    finally:
+        keras.config.set_dtype_policy("float32")
 
 
 @pytest.mark.slow

@@ -27,11 +27,11 @@ from mixmo_tf.config.run_folder import RunFolder, RunFolderError
 from mixmo_tf.config.run_record import recorded_config
 from mixmo_tf.config.settings import Config
 from mixmo_tf.evaluation.run import evaluate
-from mixmo_tf.models import authors_checkpoint
-from mixmo_tf.models.authors_checkpoint import AuthorsArchitecture, AuthorsCheckpointError
-from mixmo_tf.models.pytorch_import import load_pytorch_checkpoint, to_keras_layout, variable_of
+from mixmo_tf.importing import authors_checkpoint
+from mixmo_tf.importing.authors_checkpoint import AuthorsArchitecture, AuthorsCheckpointError
+from mixmo_tf.importing.pytorch_import import load_pytorch_checkpoint, to_keras_layout, variable_of
+from mixmo_tf.importing.torch_format import TorchFileError, UnsafeTorchFileError, read_torch_file
 from mixmo_tf.models.saving import load_model
-from mixmo_tf.models.torch_format import TorchFileError, UnsafeTorchFileError, read_torch_file
 from mixmo_tf.serving.export import export_run
 from mixmo_tf.training.checkpoints import restore_run
 from mixmo_tf.training.run import train

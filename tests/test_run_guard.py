@@ -52,9 +52,9 @@ from run_helpers import smoke_config
 from mixmo_tf.cli import exit_codes
 from mixmo_tf.config import Config, run_folder
 from mixmo_tf.models.build import build_model
+from mixmo_tf.models.schedules import learning_rate_schedule
 from mixmo_tf.training import callbacks, checkpoints, run_guard
 from mixmo_tf.training.run import train
-from mixmo_tf.training.schedules import learning_rate_schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -527,7 +527,7 @@ def test_leftovers_of_interrupted_saves_are_removed_and_recorded_checkpoints_kep
 
 
 # Trains like main.py, but from the end of step `at_step` on, this process may write files of
-# at most `limit` bytes (SIGXFSZ ignored): the checkpoint of that step no longer fits.
+# at most `limit` bytes (SIGXFSZ ignored): the checkpoint of that step does not fit.
 _LIMIT_AT_STEP = """
 import resource, signal, sys
 from mixmo_tf.cli import app

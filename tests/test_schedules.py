@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from mixmo_tf.config import Config
-from mixmo_tf.training.schedules import WarmupStepDecay, learning_rate_schedule
+from mixmo_tf.models.schedules import WarmupStepDecay, learning_rate_schedule
 
 CIFAR_TRAIN = 50_000
 PAPER_BASE_LR = 0.1 * (64 / 4) / 128  # 0.0125

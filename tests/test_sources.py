@@ -353,7 +353,7 @@ def test_download_auto_without_network_fails_in_seconds_with_instructions(
     assert time.monotonic() - start < 10
     message = str(caught.value)
     assert f"--data_dir={tmp_path}" in message and "did not answer within 3 s" in message
-    if dataset == "cifar10":  # today's instructions: the manual folder and the archive
+    if dataset == "cifar10":  # a named dataset's instructions: the manual folder, the archive
         assert os.path.join(str(tmp_path), "downloads", "manual") in message
         assert "cifar-10-binary.tar.gz" in message
     assert no_network == []

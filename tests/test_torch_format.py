@@ -30,8 +30,8 @@ from torch_writer import (
     write_torch_file,
 )
 
-from mixmo_tf.models import torch_format
-from mixmo_tf.models.torch_format import TorchFileError, UnsafeTorchFileError, read_torch_file
+from mixmo_tf.importing import torch_format
+from mixmo_tf.importing.torch_format import TorchFileError, UnsafeTorchFileError, read_torch_file
 
 FORMATS = pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 AUTHORS_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "fixtures/authors/*.pt")))
@@ -366,8 +366,8 @@ def test_nesting_of_a_checkpoint_is_read():
 
 
 def test_deep_tuple_key_exits_2_through_main(tmp_path):
-    """In a process of its own: hashing a key of a million nested tuples overflowed the C
-    stack (SIGSEGV) when the read was unbounded."""
+    """In a process of its own: hashing a key of a million nested tuples overflows the C
+    stack (SIGSEGV) unless the read bounds the nesting first."""
     path = tmp_path / "deep.pt"
     write_main_pickle(path, b"\x80\x02" + _tuple_key(1_000_000) + b".")
     done = subprocess.run(

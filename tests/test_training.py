@@ -5,14 +5,14 @@ Proven here:
 - `build_model` gives the paper's SGD (Nesterov, momentum 0.9) and learning-rate schedule:
   base 0.1 * unique images / 128, per-step warm-up over 782 * b steps, x0.1 at the first
   step of epochs 101, 201 and 226.
-- `experiment.train` is deterministic: same seed, bitwise-identical weights and optimizer
+- `train` is deterministic: same seed, bitwise-identical weights and optimizer
   state; another seed, other weights.
 - Resuming reproduces the uninterrupted run exactly, both from an epoch-end checkpoint and
   from a mid-epoch one after a (simulated) crash, and the rerun continues from the
   checkpoint's step instead of starting over.
 - A small Cut-MixMo WRN learns real images (digits, fixed split): measured ensemble and
   member test accuracies are asserted with a margin.
-- `experiment.evaluate` writes eval/results.json with the ensemble metrics and member
+- `evaluate` writes eval/results.json with the ensemble metrics and member
   accuracies of the last checkpoint, and refuses a model_dir without checkpoints.
 """
 
@@ -259,8 +259,8 @@ def test_a_folder_holding_another_run_is_refused_not_mixed(tmp_path):
 # ---- learning and evaluation ---------------------------------------------------------------------
 
 # The digits demo flagfile (WRN-10-1, M=2, B=64, b=2) shortened to 400 steps, x0.1 at steps
-# 300 and 350: ensemble test accuracy 0.778, members 0.636 / 0.778 on 2026-11-27 (AMD EPYC,
-# oneDNN, float32); the whole 600-step demo (0.953) is bench/digits_accuracy.py's. MixMo's
+# 300 and 350: ensemble test accuracy 0.778, members 0.636 / 0.778 (float32, oneDNN on an
+# avx2-only CPU); the whole 600-step demo is bench/digits_accuracy.py's. MixMo's
 # members need a few hundred steps on digits before they read their own inputs out of the
 # mix (per-epoch curves: experiments/README.md); the margins leave room for other CPUs.
 LEARNING = dataclasses.replace(

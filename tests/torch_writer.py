@@ -1,6 +1,6 @@
 """Writes files in `torch.save`'s two formats from numpy arrays, without PyTorch.
 
-For the tests and the benchmark of `mixmo_tf.models.torch_format`: they need torch.save files
+For the tests and the benchmark of `mixmo_tf.importing.torch_format`: they need torch.save files
 of known content, damaged ones and malicious ones, on machines without PyTorch.
 
 The pickles are those torch writes (protocol 2; checked against torch 2.13's bytes): a tensor

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 
 from absl import flags
 
+from mixmo_tf.config.backbones import backbone_entry, backbone_names
 from mixmo_tf.config.choices import MSDA_KINDS
 from mixmo_tf.config.settings import Config
 from mixmo_tf.data.sources import tfds_prepares
 from mixmo_tf.data.specs import DATASETS
-from mixmo_tf.models.backbones import backbone_entry, backbone_names
 
 _CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Config))
 

@@ -12,11 +12,11 @@ import textwrap
 from absl import flags
 
 from mixmo_tf.config import choices
+from mixmo_tf.config.backbones import MAX_WEIGHTS, MAX_WRN_DEPTH, backbone_names
 from mixmo_tf.config.ranges import TEMPERATURE
 from mixmo_tf.config.settings import Config, valid_range
 from mixmo_tf.data.sources import DEFAULT_IMAGE_SIZE
 from mixmo_tf.data.specs import DATASETS
-from mixmo_tf.models.backbones import MAX_WEIGHTS, MAX_WRN_DEPTH, backbone_names
 
 MODES = ("train", "evaluate", "export", "predict", "import")
 
@@ -84,8 +84,8 @@ _HELP = {
     "multi_worker_mirrored (the workers in TF_CONFIG; see docs/training.md), tpu (--tpu).",
     "tpu": "With --distribution=tpu: a Cloud TPU name or grpc://host:port address; empty for "
     "the TPU of this TPU VM.",
-    "jit_compile": "Compile the train step with XLA. Off by default: on CPU it made the WRN-16-4 "
-    "step 1.9x (float32) to 4.7x (mixed_bfloat16) slower (bench/README.md). On CPU it needs "
+    "jit_compile": "Compile the train step with XLA. Off by default: on CPU it makes the step "
+    "slower, most of all in mixed_bfloat16 (bench/README.md). On CPU it needs "
     "integer --mixing_alpha and --msda_alpha (ratios then come from sums of exponentials; XLA "
     "has no CPU Gamma kernel).",
     "precision": "Compute precision of the layers (variables and loss stay float32): float32, "

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from mixmo_tf import evaluation, models, serving, training
+from mixmo_tf import evaluation, importing, serving, training
 from mixmo_tf.cli import exit_codes
 from mixmo_tf.cli.decoder_messages import decoder_messages_dropped
 from mixmo_tf.cli.exit_codes import report_error
@@ -157,7 +157,7 @@ def check_import_inputs(
     or the folder, the folder is not new, the file is unreadable, refused (a global that a
     state dict never holds) or of another network, or a flag contradicts it.
     """
-    authors = models.authors_checkpoint
+    authors = importing.authors_checkpoint
     try:
         if not path:
             raise ValueError("--mode=import needs --checkpoint=FILE, the authors' .pt file.")
@@ -176,19 +176,21 @@ def check_import_inputs(
 def import_checkpoint(path: str, flagged: Config, given: Sequence[str]) -> int:
     """`--mode=import`: writes the run folder of an authors' checkpoint; prints what it holds."""
     try:
-        _, config, record = models.pytorch_import.import_run(path, flagged, given)
+        _, config, record = importing.pytorch_import.import_run(path, flagged, given)
     except RunFolderError as error:
         return report_error(str(error))
     except OSError as error:
         return report_error(describe_os_error(error))
-    architecture = models.authors_checkpoint.AuthorsArchitecture(**record["architecture"])
+    architecture = importing.authors_checkpoint.AuthorsArchitecture(**record["architecture"])
     print(
         f"Imported {path} ({architecture.label}, epoch {record['epoch']}) into "
         f"{config.model_dir} at step {record['step']}, recorded as --dataset={config.dataset} "
         f"--mixing={config.mixing} --msda={config.msda} (the file holds the network, not its "
         "recipe: the row's --flagfile records that)."
     )
-    print(models.authors_checkpoint.optimizer_note(record["optimizer"], record["momentum_buffers"]))
+    print(
+        importing.authors_checkpoint.optimizer_note(record["optimizer"], record["momentum_buffers"])
+    )
     return exit_codes.SUCCESS
 
 

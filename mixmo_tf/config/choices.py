@@ -1,11 +1,11 @@
 """The fixed choice lists of the run settings, one place each (imports no TensorFlow).
 
 `Config` validates against these, `mixmo_tf.cli.flags` offers them as enum flags, and the
-modules that implement them (`mixing.inputs`, `training.precision`, `training.strategies`)
+modules that implement them (`mixing.inputs`, `tuning.device_rules`, `training.strategies`)
 read them from here.
 Datasets live with their specs (`mixmo_tf.data.specs.DATASETS`) and sources
 (`mixmo_tf.data.sources`: also tfds:NAME and folder:PATH), backbones in their registry
-(`mixmo_tf.models.backbones`), since both can grow.
+(`mixmo_tf.config.backbones`), since both can grow.
 """
 
 # Feature mixing: none (single network), mimo (plain sum), linear / cutmix (MixMo).
@@ -16,7 +16,7 @@ MSDA_KINDS = ("none", "mixup", "cutmix")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # tf.distribute strategies.
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker_mirrored", "tpu")
-# Nesterov SGD as PyTorch (the paper's runs) or as Keras computes it (mixmo_tf.training.optimizers).
+# Nesterov SGD as PyTorch (the paper's runs) or as Keras computes it (mixmo_tf.models.optimizers).
 OPTIMIZERS = ("pytorch_sgd", "keras_sgd")
 # When tfds may download a dataset (mixmo_tf.data.downloads).
 DOWNLOAD_MODES = ("auto", "never", "always")

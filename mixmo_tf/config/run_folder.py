@@ -21,7 +21,7 @@ Layout of `<model_dir>`::
                            an ensemble of runs (--ensemble_dirs)
     export/<version>/      SavedModels for TF Serving (`mixmo_tf.serving.export`)
     imported_from.json     the authors' file an imported run came from
-                           (`mixmo_tf.models.pytorch_import`)
+                           (`mixmo_tf.importing.pytorch_import`)
 """
 
 from __future__ import annotations

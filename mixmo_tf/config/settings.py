@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from mixmo_tf.config.backbones import MAX_WIDTH, backbone_entry
 from mixmo_tf.config.choices import (
     DISTRIBUTIONS,
     DOWNLOAD_MODES,
@@ -28,7 +29,6 @@ from mixmo_tf.data.sources import (
     source_kind,
 )
 from mixmo_tf.data.specs import DatasetSpec
-from mixmo_tf.models.backbones import MAX_WIDTH, backbone_entry
 
 # Unique images per step that the reference learning rate of 0.1 is quoted for.
 LR_REFERENCE_BATCH = 128

@@ -103,8 +103,8 @@ def prepare_from_archive(spec: DatasetSpec, archive_path: str, data_dir: str) ->
         builder = _archive_builder(spec, archive_path, data_dir)
     download_dir = os.path.join(data_dir, "downloads", f"{spec.name}_local")
     # tfds reuses an extraction named after the archive file, so a replaced archive would be
-    # ignored in favour of the previous (e.g. wrong) one's extraction. Once prepared, the
-    # extraction (~180 MB for CIFAR) is no longer needed either.
+    # ignored in favour of the previous (e.g. wrong) one's extraction. Once the data is
+    # prepared, the extraction (~180 MB for CIFAR) is not needed either.
     shutil.rmtree(download_dir, ignore_errors=True)
     try:
         builder.download_and_prepare(

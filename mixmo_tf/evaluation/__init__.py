@@ -20,6 +20,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "run",
         "shifts",
         "temperature",
+        "uncertainty",
     ],
     submod_attrs={
         "metrics": [
@@ -32,5 +33,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "options": ["EvaluationOptions"],
         "run": ["evaluate", "evaluate_runs"],
         "temperature": ["cross_validated_scaling", "fit_temperature"],
+        "uncertainty": ["entropy", "uncertainty"],
     },
 )

@@ -3,17 +3,15 @@
 Everything here works on arrays after prediction: `member_logits` `(examples, members,
 classes)` and integer `labels` `(examples,)`. The ensemble's prediction is the softmax of
 the members' mean logits, as in MixMo's evaluation. These are the reported numbers; the
-Keras metrics in `mixmo_tf.training.metrics` follow training with these definitions.
+Keras metrics of `mixmo_tf.models.metrics`, which follow training, share their definitions
+(the NLL epsilon, the ECE bins).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-ECE_BINS = 15
-# NLL adds this to the probability of the label, as the authors do, so a confident mistake
-# costs at most log(1e12) ~ 27.6 instead of infinity.
-NLL_EPSILON = 1e-12
+from mixmo_tf.models.metric_definitions import ECE_BINS, NLL_EPSILON, bin_boundaries
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -46,17 +44,6 @@ def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:
     classes, averaged over examples (the authors' normalisation)."""
     one_hot = np.eye(probabilities.shape[-1])[labels]
     return float(np.mean((probabilities - one_hot) ** 2))
-
-
-def bin_boundaries(num_bins: int = ECE_BINS) -> np.ndarray:
-    """The `num_bins + 1` equal-width bin edges on [0, 1], in float64.
-
-    Bins are (lo, hi]: a confidence exactly on an edge belongs to the lower bin. The edges
-    are the authors' `np.linspace(0, 1, num_bins + 1)` and confidences are compared with
-    them in float64, as their numpy ECE compares its float32 confidences; computing
-    ceil(confidence * bins) in float32 puts some confidences near k/15 in other bins.
-    """
-    return np.linspace(0.0, 1.0, num_bins + 1)
 
 
 def calibration_bins(

@@ -1,7 +1,7 @@
 """Out-of-distribution detection from an ensemble's logits.
 
 Each score is a confidence: higher means "more in-distribution". The uncertainty behind the
-scores is the served graph's (`mixmo_tf.serving.graph.uncertainty`), so an evaluated score
+scores is the served graph's (`mixmo_tf.evaluation.uncertainty`), so an evaluated score
 and the value TF Serving answers for the same image are one number. Detection metrics treat
 the in-distribution test images as positives (AUROC is the same either way round):
 AUROC, AUPR-In (in-distribution positive), AUPR-Out (OOD positive, scores negated) and the
@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from mixmo_tf.evaluation.metrics import roc_auc
-from mixmo_tf.serving.graph import uncertainty
+from mixmo_tf.evaluation.uncertainty import uncertainty
 
 SCORES = ("max_probability", "entropy", "mutual_information")
 

@@ -1,14 +1,14 @@
-"""The networks and the MixMo model: backbone registry, builders, `MixMoModel`, loading.
+"""The networks and the MixMo model: builders, `MixMoModel`, what it is compiled with, loading.
 
-- `backbones`: the registry that maps `--backbone` to a builder (imports no TensorFlow);
-- `wrn`, `preact_resnet18`: the paper's backbones; `batch_norm`: the fused batch norm they use;
+- `wrn`, `preact_resnet18`: the paper's backbones (registered by name in
+  `mixmo_tf.config.backbones`); `batch_norm`: the fused batch norm they use;
 - `network`: `MixMoNetwork`, M stems -> feature mixing -> shared core -> M heads;
 - `mixmo_model`: `MixMoModel`, its training, evaluation and prediction steps;
 - `build`: the compiled model of a Config; `saving`: loading a run's model.keras;
 - `legacy`: reading model.keras files written before `MixMoNetwork` existed;
-- `torch_format`: reading `torch.save` files without PyTorch, running nothing in them;
-- `authors_checkpoint`: the MixMo authors' checkpoints, read and checked (no TensorFlow);
-- `pytorch_import`: those checkpoints as a `MixMoModel` and a run folder.
+- what a model is compiled with: `metrics` (streaming NLL, Brier, ECE; their shared
+  definitions in `metric_definitions`), `optimizers` (PyTorch-style Nesterov SGD),
+  `schedules` (the paper's learning-rate schedule), `precision` (the dtype policy).
 """
 
 import lazy_loader
@@ -16,22 +16,24 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=[
-        "authors_checkpoint",
-        "backbones",
         "batch_norm",
         "build",
         "legacy",
+        "metric_definitions",
+        "metrics",
         "mixmo_model",
         "network",
+        "optimizers",
         "preact_resnet18",
-        "pytorch_import",
+        "precision",
         "saving",
-        "torch_format",
+        "schedules",
         "wrn",
     ],
     submod_attrs={
         "batch_norm": ["FusedBatchNormalization"],
         "build": ["build_model"],
+        "metrics": ["BrierScore", "ExpectedCalibrationError", "NegativeLogLikelihood"],
         "mixmo_model": ["MixMoModel"],
         "network": [
             "MixMoNetwork",
@@ -45,8 +47,9 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "preact_resnet_core",
             "preact_resnet_stem",
         ],
-        "pytorch_import": ["load_pytorch_checkpoint"],
+        "optimizers": ["PyTorchSGD"],
         "saving": ["load_model"],
+        "schedules": ["WarmupStepDecay"],
         "wrn": [
             "wide_resnet",
             "wide_resnet_backbone",

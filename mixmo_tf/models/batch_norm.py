@@ -2,12 +2,11 @@
 
 Keras 3's `BatchNormalization` composes the statistics and the normalization from
 elementwise ops (in float32 even under a mixed policy). On CPU those run in Eigen, off the
-oneDNN path: in the profile of a WRN-16-4 training step they took 23% of the op time in
-float32 and 47% in mixed_bfloat16. `FusedBatchNormalization` computes the same function with
-one `FusedBatchNormV3` op and its fused gradient, which oneDNN (CPU) and cuDNN (GPU)
-implement, also for bfloat16 and float16 inputs with float32 statistics: the WRN-16-4 step
-became 1.2x (float32) and 1.9x (mixed_bfloat16) faster, WRN-28-10's 1.16x and 1.45x
-(`bench/README.md`).
+oneDNN path, and take a large share of a WRN training step's op time, most of all in
+mixed_bfloat16. `FusedBatchNormalization` computes the same function with one
+`FusedBatchNormV3` op and its fused gradient, which oneDNN (CPU) and cuDNN (GPU) implement,
+also for bfloat16 and float16 inputs with float32 statistics, so the step is faster in both
+precisions (the profile and the step times: `bench/README.md`).
 
 One difference from Keras, shared with the PyTorch reference: the moving variance is
 updated with the unbiased (n / (n - 1)) batch variance, as `torch.nn.BatchNorm2d` does; the

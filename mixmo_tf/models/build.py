@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from mixmo_tf.config.backbones import build_backbone
 from mixmo_tf.config.settings import Config
-from mixmo_tf.models.backbones import build_backbone
 from mixmo_tf.models.mixmo_model import MixMoModel
 from mixmo_tf.models.network import network_from_backbone
-from mixmo_tf.training.optimizers import make_optimizer
-from mixmo_tf.training.precision import dtype_policy
-from mixmo_tf.training.schedules import learning_rate_schedule
+from mixmo_tf.models.optimizers import make_optimizer
+from mixmo_tf.models.precision import dtype_policy
+from mixmo_tf.models.schedules import learning_rate_schedule
 
 
 def build_model(config: Config, with_optimizer: bool = True) -> MixMoModel:
     """The MixMo model of `config`, its variables created; compiled with its optimizer.
 
     The network is `config.backbone`'s, built by its registry entry
-    (`mixmo_tf.models.backbones`). Layers compute in `config.precision` (resolved for this
+    (`mixmo_tf.config.backbones`). Layers compute in `config.precision` (resolved for this
     machine if "auto"); variables, logits and the loss stay float32.
 
     Args:

@@ -1,4 +1,4 @@
-"""Reading `.keras` files saved before `MixMoNetwork` existed (mixmo-tf before issue 7).
+"""Reading `.keras` files whose network is a plain functional model (saved before `MixMoNetwork`).
 
 Those files hold a MixMoModel whose network is a plain functional model with the layers
 member_i_images (inputs), the stems, mixing_masks (input), feature_mixing, the core and

@@ -17,9 +17,9 @@ import tensorflow as tf
 
 from mixmo_tf.config.choices import MSDA_KINDS
 from mixmo_tf.mixing import features, inputs
+from mixmo_tf.models import metrics
 from mixmo_tf.models.legacy import is_legacy_network_config, network_from_legacy_config
 from mixmo_tf.models.network import MixMoNetwork
-from mixmo_tf.training import metrics
 
 _BATCH_STREAM, _REPLICA_STREAM, _SAMPLE_STREAM, _INPUT_MIXING_STREAM = 0, 1, 2, 3
 

@@ -9,7 +9,7 @@ read them instead of searching a graph. Two paths share the parts:
   used in training (docs/method.md §3);
 - the summed path (`summed_logits`): one image to every stem, stem features summed -> M
   logits, which is the mixed path with masks 1/M (docs/method.md §7) without the M mask
-  products (in bfloat16 those made a WRN-16-4 prediction 7.6% slower, bench/README.md).
+  products (which slow a bfloat16 prediction measurably: bench/README.md).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from mixmo_tf.config.backbones import Backbone
 from mixmo_tf.mixing.features import FeatureMixing
-from mixmo_tf.models.backbones import Backbone
 
 MASKS_INPUT = "mixing_masks"
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import keras
 
-from mixmo_tf.models.backbones import Backbone
+from mixmo_tf.config.backbones import Backbone
 from mixmo_tf.models.batch_norm import FusedBatchNormalization
 from mixmo_tf.models.network import network_from_backbone
 from mixmo_tf.models.wrn import BN_EPSILON, BN_MOMENTUM

@@ -17,9 +17,8 @@ import keras
 # Imported for their registration: every class a run's .keras file names (the model, its
 # network and layers, the legacy network, the metrics, the optimizer and its schedule).
 from mixmo_tf.mixing import features  # noqa: F401
-from mixmo_tf.models import batch_norm, legacy, network  # noqa: F401
+from mixmo_tf.models import batch_norm, legacy, metrics, network, optimizers, schedules  # noqa: F401  # noqa: F401
 from mixmo_tf.models.mixmo_model import MixMoModel
-from mixmo_tf.training import metrics, optimizers, schedules  # noqa: F401
 
 
 def load_model(path: str) -> MixMoModel:

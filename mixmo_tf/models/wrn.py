@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import keras
 
-from mixmo_tf.models.backbones import Backbone, check_wrn
+from mixmo_tf.config.backbones import Backbone, check_wrn
 from mixmo_tf.models.batch_norm import FusedBatchNormalization
 from mixmo_tf.models.network import network_from_backbone
 

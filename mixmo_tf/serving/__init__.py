@@ -1,7 +1,7 @@
 """Serving a trained run: the graph, the SavedModel export, predictions on files.
 
-- `graph`: `ServingModule`, the three signatures, and the ensemble's outputs and their
-  uncertainty (defined once here; evaluation uses it too);
+- `graph`: `ServingModule`, the three signatures, and the ensemble's outputs with their
+  uncertainty (`mixmo_tf.evaluation.uncertainty`, the one definition evaluation uses too);
 - `export`: versioned SavedModels for TF Serving, from a model or a run folder;
 - `predict`: the served answer for image files (`--mode=predict`).
 """

@@ -38,7 +38,7 @@ _TEMPORARY_PREFIX = ".incomplete-"
 
 def _writer_is_gone(name: str) -> bool | None:
     """Whether the export that named its staging folder `name` has ended: True, False, or
-    None if the name holds no process id (folders of exports before the id was added)."""
+    None if the name holds no process id (a staging folder named by an earlier version)."""
     pid = name[len(_TEMPORARY_PREFIX) :].split("-", 1)[0]
     if not pid.isdigit():
         return None

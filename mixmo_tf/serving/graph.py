@@ -11,8 +11,8 @@ tf.functions that become the SavedModel's signatures (`mixmo_tf.serving.export`)
 - `predict_normalized`: float32 images already normalised as in training.
 
 Each returns the same outputs (`ensemble_outputs`). The uncertainty of a prediction (entropy,
-mutual information, disagreement) is defined here once, in `uncertainty`, which evaluation's
-out-of-distribution scores call too: served and evaluated values are the same numbers.
+mutual information, disagreement) is `mixmo_tf.evaluation.uncertainty`'s, which evaluation's
+out-of-distribution scores use too: served and evaluated values are the same numbers.
 Inputs are checked inside the graph with messages that name the expected input, because TF
 Serving feeds tensors without checking them against the signature.
 Only core TensorFlow ops: no Python runs at serving time.
@@ -29,6 +29,7 @@ import tensorflow as tf
 from mixmo_tf.data.decoding import decode_image, is_jpeg
 from mixmo_tf.data.pipeline import normalize
 from mixmo_tf.data.specs import DatasetSpec
+from mixmo_tf.evaluation.uncertainty import uncertainty
 
 SERVING_DEFAULT = "serving_default"
 IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
@@ -37,37 +38,6 @@ SIGNATURES = (SERVING_DEFAULT, IMAGE_BYTES_SIGNATURE, NORMALIZED_SIGNATURE)
 DEFAULT_TOP_K = 5
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def entropy(probabilities) -> tf.Tensor:
-    """Shannon entropy (nats) over the last axis; 0 log 0 = 0."""
-    return -tf.reduce_sum(tf.math.xlogy(probabilities, probabilities), axis=-1)
-
-
-def uncertainty(probabilities, member_probabilities) -> dict[str, tf.Tensor]:
-    """Per-example uncertainty of an ensemble's prediction.
-
-    Args:
-        probabilities: `(batch, classes)` the ensemble's prediction.
-        member_probabilities: `(batch, members, classes)` each member's.
-
-    Returns:
-        `entropy` of the ensemble's prediction; `mutual_information`, the entropy of the
-        members' mean probabilities minus their mean entropy (>= 0; 0 for one member); and
-        `disagreement`, the fraction of members whose top class differs from the ensemble's.
-    """
-    probabilities = tf.convert_to_tensor(probabilities)
-    member_probabilities = tf.convert_to_tensor(member_probabilities)
-    member_entropy = tf.reduce_mean(entropy(member_probabilities), axis=1)
-    ensemble_class = tf.argmax(probabilities, axis=-1)
-    member_classes = tf.argmax(member_probabilities, axis=-1)
-    differs = tf.not_equal(member_classes, ensemble_class[:, tf.newaxis])
-    return {
-        "entropy": entropy(probabilities),
-        "mutual_information": entropy(tf.reduce_mean(member_probabilities, axis=1))
-        - member_entropy,
-        "disagreement": tf.reduce_mean(tf.cast(differs, probabilities.dtype), axis=1),
-    }
 
 
 def ensemble_outputs(

@@ -156,8 +156,8 @@ def check_output(output: str, images: Sequence[str], model_folder: str) -> None:
 
 
 # A file the graph refuses: its check or decoder fails (InvalidArgumentError); graphs
-# exported before the check's message was made text fail to format it for a file that does
-# not start with UTF-8 text (UnicodeDecodeError).
+# exported by earlier versions, whose check message holds the file's raw bytes, fail to
+# format it for a file that does not start with UTF-8 text (UnicodeDecodeError).
 _BAD_FILE_ERRORS = (tf.errors.InvalidArgumentError, UnicodeDecodeError)
 
 

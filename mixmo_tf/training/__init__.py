@@ -5,10 +5,7 @@
 - `callbacks`: finite checkpoints, divergence and signal stops;
 - `run_guard`: one writer per run folder (lock) and signals;
 - `strategies`: the tf.distribute strategy of `--distribution`;
-- `multi_worker`: the loop that replaces `fit` under MultiWorkerMirroredStrategy;
-- `optimizers`, `schedules`, `precision`: PyTorch-style Nesterov SGD, the paper's learning
-  rate schedule, the compute precision;
-- `metrics`: streaming Keras metrics of the per-epoch test evaluation.
+- `multi_worker`: the loop that replaces `fit` under MultiWorkerMirroredStrategy.
 """
 
 import lazy_loader
@@ -18,19 +15,10 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submodules=[
         "callbacks",
         "checkpoints",
-        "metrics",
         "multi_worker",
-        "optimizers",
-        "precision",
         "run",
         "run_guard",
-        "schedules",
         "strategies",
     ],
-    submod_attrs={
-        "metrics": ["BrierScore", "ExpectedCalibrationError", "NegativeLogLikelihood"],
-        "optimizers": ["PyTorchSGD"],
-        "run": ["train"],
-        "schedules": ["WarmupStepDecay"],
-    },
+    submod_attrs={"run": ["train"]},
 )

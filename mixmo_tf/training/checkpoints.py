@@ -35,7 +35,7 @@ from mixmo_tf.config.run_record import CheckpointMismatchError
 from mixmo_tf.config.settings import Config
 from mixmo_tf.models.build import build_model
 from mixmo_tf.models.mixmo_model import MixMoModel
-from mixmo_tf.training.precision import resolve_device_defaults
+from mixmo_tf.tuning.device_rules import resolve_device_defaults
 
 _KEEP = 3
 # The optimizer's step counter in a checkpoint: a mixed_float16 LossScaleOptimizer counts in

@@ -1,7 +1,7 @@
 """The training loop for runs over several replicas, where Keras 3 `fit` falls short.
 
 Keras 3 `fit` under `MultiWorkerMirroredStrategy` fails at its first step (keras-team/keras
-issues 20329 and 20585: the distributed batch reaches `tf.convert_to_tensor` as a dict of
+#20329 and #20585: the distributed batch reaches `tf.convert_to_tensor` as a dict of
 `PerReplica` values). Under `MirroredStrategy` over several devices it trains, but its
 validation fails on a test batch that does not split evenly over the replicas (AddN of
 [180, ...] and [179, ...]: a test split of 360 images in batches of 359), and it averages

@@ -22,8 +22,8 @@ from mixmo_tf.config.settings import Config
 from mixmo_tf.data import sources
 from mixmo_tf.models.build import build_model
 from mixmo_tf.models.mixmo_model import MixMoModel
+from mixmo_tf.models.schedules import learning_rate_schedule
 from mixmo_tf.training import callbacks, checkpoints, multi_worker, run_guard
-from mixmo_tf.training.schedules import learning_rate_schedule
 from mixmo_tf.training.strategies import check_batch_split, make_strategy
 from mixmo_tf.tuning import onednn
 from mixmo_tf.tuning.precision_choice import choose_training_precision

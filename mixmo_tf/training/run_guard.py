@@ -52,7 +52,7 @@ class StoppedAtOnce(KeyboardInterrupt):
 def hold_run_folder(model_dir: str) -> Iterator[None]:
     """Holds the exclusive lock of `model_dir` while the block runs.
 
-    Remote folders (gs://...) have no advisory locks: they are used without one, as before.
+    Remote folders (gs://...) have no advisory locks: they are used without one.
 
     Raises:
         RunFolderError: the folder cannot be created or written.

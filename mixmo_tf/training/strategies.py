@@ -47,7 +47,7 @@ def check_batch_split(
     """Checks that the global batch splits evenly over `strategy`'s replicas.
 
     Each replica divides its slice's mean loss by the number of replicas; with unequal
-    slices the summed gradient is no longer the whole batch's mean.
+    slices the summed gradient is not the whole batch's mean.
 
     Raises:
         StrategyError: it does not, with the nearest batch sizes that do (multiples of

@@ -1,4 +1,4 @@
-"""Defaults measured on this machine: the training precision and oneDNN.
+"""Defaults measured on this machine (the training precision, oneDNN) and the device rules.
 
 - `machine`: the CPU, TensorFlow's version, oneDNN's default (no TensorFlow);
 - `step_times`: the cache of measured step times (no TensorFlow);
@@ -7,7 +7,9 @@
 - `onednn`: oneDNN on or off for training, timed in two child processes (no TensorFlow:
   the choice must be set before a process imports it);
 - `step_timing`: times the run's own training step (also the child process of `onednn`);
-- `precision_choice`: `--precision=auto` for a training run.
+- `precision_choice`: `--precision=auto` for a training run;
+- `device_rules`: `--precision=auto` where nothing is timed (GPUs, TPUs, several workers,
+  work that does not train).
 """
 
 import lazy_loader
@@ -15,6 +17,7 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=[
+        "device_rules",
         "machine",
         "onednn",
         "precision_choice",

@@ -40,7 +40,7 @@ ONEDNN_DEFAULT_FLAGS = (
     "amx_bf16",
 )
 # Instructions that compute in bfloat16 natively; without them every bfloat16 operation is
-# emulated in float32 (the WRN-16-4 step was 14.7x slower than float32 on an avx2-only EPYC).
+# emulated in float32, which makes a training step many times slower (bench/README.md).
 BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert")
 _TRUE = ("1", "true")
 _FALSE = ("0", "false")

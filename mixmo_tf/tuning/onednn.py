@@ -1,14 +1,14 @@
 """oneDNN for training, chosen by measurement where TensorFlow leaves it off.
 
 TensorFlow 2.21 turns its oneDNN kernels on by default only on x86 CPUs with VNNI, bfloat16
-or AMX instructions. On CPUs without them (an avx2-only AMD EPYC) they still made the
-training step 1.8-3x faster (bench/results/2026-11-27b/onednn_train_step.jsonl), but
-batch-1 serving 23x slower: so only training turns them on, and only where the run's own
-step is measured clearly faster with them. TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when
-it is imported, so the step is timed in two child processes, one per setting, in
-alternating rounds (each pays TensorFlow's start-up once; the times are cached, so a
-machine measures a network once), and the choice applies to a process that has not
-imported TensorFlow yet (`mixmo_tf.cli.onednn_start` restarts the command for it).
+or AMX instructions. On CPUs without them (an avx2-only AMD EPYC) they can still make the
+training step several times faster, but they make batch-1 serving much slower (the figures
+are on the documentation's speed page): so only training turns them on, and only where the
+run's own step is measured clearly faster with them. TensorFlow reads TF_ENABLE_ONEDNN_OPTS
+once, when it is imported, so the step is timed in two child processes, one per setting, in
+alternating rounds (each pays TensorFlow's start-up once; the times are cached, so a machine
+measures a network once), and the choice applies to a process that has not imported
+TensorFlow yet (`mixmo_tf.cli.onednn_start` restarts the command for it).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`--precision=auto` for training: the run's own step timed where the CPU leaves it open.
 
-See `mixmo_tf.training.precision` for the measurements behind it. The choice is printed
+See `mixmo_tf.tuning.device_rules` for the measurements behind it. The choice is printed
 with its step times and recorded in run_config.json; times are cached per CPU, TensorFlow
 version, oneDNN setting and network (`mixmo_tf.tuning.step_times`).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mixmo_tf.config.settings import Config
-from mixmo_tf.training.precision import default_precision
 from mixmo_tf.tuning import rules
+from mixmo_tf.tuning.device_rules import default_precision
 from mixmo_tf.tuning.machine import this_machine
 from mixmo_tf.tuning.step_times import StepTimeCache, step_key
 from mixmo_tf.tuning.step_timing import onednn_enabled, time_training_steps

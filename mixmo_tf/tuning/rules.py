@@ -58,8 +58,8 @@ def precisions_to_time(config: Config, machine: Machine) -> tuple[str, ...]:
 
     A given precision is the only one; "auto" keeps the precision a resumed run recorded,
     and otherwise weighs float32 against mixed_bfloat16 where the CPU computes in bfloat16.
-    Without bfloat16 instructions, bfloat16 is emulated and never faster (14.7x slower for
-    the WRN-16-4 step on an avx2-only EPYC, bench/results/2026-12-06), so it is not timed.
+    Without bfloat16 instructions, bfloat16 is emulated in float32 and many times slower
+    (bench/README.md), so it is not timed.
     """
     if config.precision != "auto":
         return (config.precision,)
@@ -89,7 +89,7 @@ class PrecisionChoice:
         precision: the chosen precision.
         reason: "given" (--precision), "recorded" (the resumed run's), "measured" (now),
             "cached" (measured before on this machine), "no bfloat16 instructions", or
-            "device rule" (GPUs and multi-worker runs: `training.precision.default_precision`).
+            "device rule" (GPUs and multi-worker runs: `tuning.device_rules.default_precision`).
         seconds: the step times behind a measured or cached choice, by precision.
     """
 

@@ -1,7 +1,7 @@
 """The MixMo authors' released checkpoints as mixmo-tf models and run folders.
 
 `load_pytorch_checkpoint` turns a checkpoint saved by the authors' code (mixmo-pytorch, either
-torch file format, read without PyTorch by `mixmo_tf.models.authors_checkpoint`) into a
+torch file format, read without PyTorch by `mixmo_tf.importing.authors_checkpoint`) into a
 `MixMoModel`: their weights, BN statistics and SGD momentum buffers, at the step of the
 epoch they saved. With a `model_dir` it also writes a complete run folder, so that
 `main.py --mode=evaluate|export|predict --model_dir=RUN` and resuming training work on it as
@@ -37,7 +37,7 @@ from mixmo_tf.config.run_folder import (
 from mixmo_tf.config.run_record import record_run_config
 from mixmo_tf.config.settings import Config
 from mixmo_tf.data import sources
-from mixmo_tf.models.authors_checkpoint import (
+from mixmo_tf.importing.authors_checkpoint import (
     AuthorsCheckpoint,
     import_config,
     read_authors_checkpoint,
@@ -46,7 +46,7 @@ from mixmo_tf.models.build import build_model
 from mixmo_tf.models.mixmo_model import MixMoModel
 from mixmo_tf.models.network import MixMoNetwork
 from mixmo_tf.training.checkpoints import checkpoint_manager
-from mixmo_tf.training.precision import resolve_device_defaults
+from mixmo_tf.tuning.device_rules import resolve_device_defaults
 
 # The authors' block modules -> this project's layer-name suffixes.
 _BLOCK_LAYERS = {
@@ -227,9 +227,9 @@ def load_pytorch_checkpoint(path: str, model_dir: str | None = None, **settings)
         The compiled `MixMoModel`.
 
     Raises:
-        mixmo_tf.models.torch_format.TorchFileError: the file is not a readable PyTorch file,
+        mixmo_tf.importing.torch_format.TorchFileError: the file is not a readable PyTorch file,
             or its pickle names a global a state dict never holds (refused, never run).
-        mixmo_tf.models.authors_checkpoint.AuthorsCheckpointError: not the authors' network.
+        mixmo_tf.importing.authors_checkpoint.AuthorsCheckpointError: not the authors' network.
         ValueError: a setting contradicts the file.
         RunFolderError: `model_dir` is not empty.
     """

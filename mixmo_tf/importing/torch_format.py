@@ -85,8 +85,8 @@ _SNIFF_BYTES = 1024  # what is read to tell a zip, a pickle, a web page or text 
 # Bounds on what a file may ask of this reader, checked before the work they bound:
 # - a pickle's size: a state dict pickles in ~100 bytes per tensor (WRN-28-10 M=2 with its
 #   momentum buffers: 24 KB), so 1 MiB is ~10,000 tensors; a pickle is scanned in pure
-#   Python before it is unpickled (at worst ~3 s and ~65 MiB per MiB: one empty list per
-#   byte), and each of its bytes can build an object.
+#   Python before it is unpickled (at worst seconds and tens of MiB per MiB: one empty list
+#   per byte), and each of its bytes can build an object.
 _MAX_PICKLE_BYTES = 2**20
 _LARGE_PICKLE = f"a pickle of more than {_MAX_PICKLE_BYTES // 2**20} MiB"
 # - how deep its containers nest: a checkpoint nests ~10 levels (the dict, the optimizer's

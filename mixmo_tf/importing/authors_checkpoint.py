@@ -4,10 +4,10 @@ The authors' `AbstractLearner.save_checkpoint` writes, with `torch.save`,
 `{"epoch": E, "classifier_state_dict": network.state_dict(),
 "classifier_optimizer_state_dict": optimizer.state_dict()}` after epoch E (counted from 1);
 keys may start with "module." (DataParallel). This module reads such a file
-(`mixmo_tf.models.torch_format`: no PyTorch, nothing in the file runs), infers the network
+(`mixmo_tf.importing.torch_format`: no PyTorch, nothing in the file runs), infers the network
 from the tensors' names and shapes, checks every tensor against the state dict that network
 has in the authors' code (mixmo/networks/wrn.py, resnet.py), and pairs each parameter with
-its SGD momentum buffer. `mixmo_tf.models.pytorch_import` turns the result into a
+its SGD momentum buffer. `mixmo_tf.importing.pytorch_import` turns the result into a
 `MixMoModel` and a run folder. docs/method.md §12.
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from mixmo_tf.config.backbones import backbone_entry
 from mixmo_tf.config.settings import MAX_EPOCHS, MAX_MEMBERS, Config
-from mixmo_tf.models.backbones import backbone_entry
-from mixmo_tf.models.torch_format import read_torch_file
+from mixmo_tf.importing.torch_format import read_torch_file
 
 STATE_KEY = "classifier_state_dict"
 OPTIMIZER_KEY = "classifier_optimizer_state_dict"
@@ -437,7 +437,7 @@ def read_authors_checkpoint(path: str) -> AuthorsCheckpoint:
     """Reads and checks a checkpoint that the authors' code saved (either torch format).
 
     Raises:
-        mixmo_tf.models.torch_format.TorchFileError: not a readable PyTorch file, or its
+        mixmo_tf.importing.torch_format.TorchFileError: not a readable PyTorch file, or its
             pickle names something a state dict never holds (refused, never run).
         AuthorsCheckpointError: a PyTorch file, but not of the authors' networks, or holding
             values no trained network has (NaN or infinite in float32, negative variances).

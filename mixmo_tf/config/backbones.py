@@ -5,7 +5,7 @@ A backbone is what MixMo wraps: a stem factory (one stem per member) and a share
 "module:function", imported only when a network is built, so that `Config` can validate
 `--backbone` without TensorFlow. A new backbone needs one public call and no library edit:
 
-    from mixmo_tf.models import backbones
+    from mixmo_tf import backbones
 
     backbones.register_backbone("my_net", my_builder, label=lambda d, w: f"my_net-{w}")
 
@@ -44,7 +44,7 @@ BackboneBuilder = Callable[[int, int, Sequence[int]], Backbone]
 
 # Largest widening factor of any backbone (the paper: 10 for the WRN, 3 for PreActResNet-18).
 MAX_WIDTH = 64
-# Deepest WRN: depth 202 builds in 12 s on 2 cores; from depth 298 on, Keras' traversal of the
+# Deepest WRN: depth 202 still builds in seconds; from depth 298 on, Keras' traversal of the
 # functional graph exceeds Python's recursion limit (a RecursionError traceback).
 MAX_WRN_DEPTH = 202
 # Most weights a network may have: each weight takes about 16 bytes in training (itself, its

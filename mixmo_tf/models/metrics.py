@@ -1,10 +1,10 @@
 """Streaming (Keras) forms of the evaluation metrics, for the test split after each epoch.
 
-The reported numbers are `mixmo_tf.evaluation.metrics`'; these follow training and take
-their definitions from there (the NLL epsilon, the ECE bins), so the per-epoch values of
-TensorBoard equal those of an evaluation of the same checkpoint (tested). Each metric takes
-integer labels `(batch,)` and probabilities `(batch, classes)`, so they serve the ensemble
-and any single member alike.
+The reported numbers are `mixmo_tf.evaluation.metrics`'; these follow training and share
+their definitions (the NLL epsilon, the ECE bins: `metric_definitions`), so the per-epoch
+values of TensorBoard equal those of an evaluation of the same checkpoint (tested). Each
+metric takes integer labels `(batch,)` and probabilities `(batch, classes)`, so they serve
+the ensemble and any single member alike.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from mixmo_tf.evaluation.metrics import ECE_BINS, NLL_EPSILON, bin_boundaries
+from mixmo_tf.models.metric_definitions import ECE_BINS, NLL_EPSILON, bin_boundaries
 
 
 @keras.saving.register_keras_serializable(package="mixmo_tf")
