@@ -83,3 +83,20 @@ def test_ci_runs_the_readme_commands():
     documented = [line for page in DOCS_PAGES for line in _set_up_commands(_read(page))]
     assert documented, "no set-up command in docs/"
     assert all(line.startswith(ci_install) for line in documented), documented
+
+
+def _anchors(markdown: str) -> set[str]:
+    """The anchors GitHub (and the site's MyST) give a page's headings."""
+    headings = re.findall(r"^#{1,6} (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_the_readme_links_resolve():
+    links = re.findall(r"\]\(((?!https?:)[^)]+)\)", _readme())
+    assert any(link.startswith("docs/") for link in links)
+    for link in links:
+        path, _, anchor = link.partition("#")
+        target = os.path.join(REPO, path) if path else os.path.join(REPO, "README.md")
+        assert os.path.isfile(target), link
+        if anchor:
+            assert anchor in _anchors(_read(target)), link
