@@ -42,7 +42,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "tuning",
     ],
     submod_attrs={
-        # The backbone registry module at the top level, as the README's examples use it.
+        # The backbone registry module at the top level, as docs/python.md's example uses it.
         "config": ["Config", "backbones"],
         "evaluation": ["evaluate"],
         "importing": ["load_pytorch_checkpoint"],
