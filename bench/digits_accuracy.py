@@ -7,7 +7,7 @@ folder, evaluates the final checkpoint on the 360 test digits with the project's
 one JSON line per run: ensemble and member accuracies, NLL, ECE and the training time. After
 each precision's runs, a `digits_accuracy_summary` line gives their means. A run is
 deterministic for a given machine, precision and seed. This is the source of the digits
-numbers in the README and the documentation (docs/getting-started.md, docs/method.md).
+numbers in the documentation (docs/getting-started.md, docs/method.md).
 
 Example: python bench/digits_accuracy.py --precisions=float32,mixed_bfloat16 --seeds=0,1,2
 """
