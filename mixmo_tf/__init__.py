@@ -8,7 +8,8 @@ docs/method.md.
 The package, by layer (each name below loads on first use, so `from mixmo_tf.config import
 Config` and the command line's flag parsing load no TensorFlow):
 
-- `config`: the run's settings (Config, choices, run record, run folder); no TensorFlow;
+- `config`: the run's settings (Config, choices, run record, run folder) and `UserError`,
+  the base class of the errors a user can fix; no TensorFlow;
 - `data`: dataset sources and the tf.data pipelines;
 - `mixing`: feature mixing and input MixUp / CutMix;
 - `models`: backbone registry, networks, `MixMoModel`, `build_model`, `load_model`, and what
@@ -43,7 +44,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     ],
     submod_attrs={
         # The backbone registry module at the top level, as docs/python.md's example uses it.
-        "config": ["Config", "backbones"],
+        "config": ["Config", "UserError", "backbones"],
         "evaluation": ["evaluate"],
         "importing": ["load_pytorch_checkpoint"],
         "mixing": ["FeatureMixing"],

@@ -290,10 +290,14 @@ def _write_case(tmp_path, change) -> str:
 def assert_import_refused(path: str, run, capsys) -> str:
     """The ERROR line `--mode=import`'s check prints for `path`; checks exit 2, one line
     naming the file, and that no run folder was written."""
-    with pytest.raises(SystemExit) as exit_:
+
+    def check() -> int:
         modes.check_import_inputs(path, Config(model_dir=str(run), precision="float32"), True, [])
+        return 0
+
+    code = modes.report_user_errors(check)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert exit_.value.code == 2 and len(lines) == 1, lines
+    assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"ERROR: {path}") and not run.exists(), lines
     return lines[0]
 

@@ -375,9 +375,12 @@ def test_bad_files_are_refused_in_one_line_and_write_nothing(tmp_path, capsys):
         with pytest.raises(error, match=pattern):
             authors_checkpoint.read_authors_checkpoint(path)
         run = tmp_path / f"run_{name.replace(' ', '_')}"
-        with pytest.raises(SystemExit) as exit_:
+
+        def check(path=path, run=run) -> int:
             modes.check_import_inputs(path, Config(model_dir=str(run), **FLOAT32), True, [])
-        assert exit_.value.code == 2, name
+            return 0
+
+        assert modes.report_user_errors(check) == 2, name
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("ERROR: ") and path in lines[0], (
             name,

@@ -18,6 +18,7 @@ from absl import app, flags, logging
 from mixmo_tf.cli import exit_codes, flag_use, modes, onednn_start
 from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.config import run_record
+from mixmo_tf.config.errors import ConfigError
 from mixmo_tf.config.settings import Config
 from mixmo_tf.evaluation.options import EvaluationOptions
 
@@ -54,12 +55,12 @@ def _recorded_runs(config: Config) -> list[Config]:
     """The recorded Configs of the runs to evaluate: --model_dir, or --ensemble_dirs.
 
     Flags given on top apply where they may differ from a run (e.g. --data_dir) and are
-    refused where they contradict it (ValueError naming them).
+    refused where they contradict it (ConfigError naming them).
     """
     given = mixmo_flags.given_fields(flags.FLAGS)
     folders = flags.FLAGS.ensemble_dirs or [config.model_dir]
     if not flags.FLAGS.ensemble_dirs and not flags.FLAGS["model_dir"].present:
-        raise ValueError("--mode=evaluate needs --model_dir=RUN (a folder training wrote).")
+        raise ConfigError("--mode=evaluate needs --model_dir=RUN (a folder training wrote).")
     runs = [
         run_record.config_with_flags(run_record.recorded_config(folder), config, given)
         for folder in folders
@@ -69,17 +70,14 @@ def _recorded_runs(config: Config) -> list[Config]:
 
 
 def _evaluation_inputs(config: Config) -> tuple[list[Config], EvaluationOptions]:
-    """The runs and options of --mode=evaluate; exits with one ERROR line if unusable."""
-    try:
-        runs = _recorded_runs(config)
-        options = EvaluationOptions(
-            corruptions=flags.FLAGS.corruptions,
-            corruptions_dir=flags.FLAGS.corruptions_dir,
-            ood_dataset=flags.FLAGS.ood_dataset,
-        )
-        options.check(runs[0].dataset)
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(exit_codes.report_error(str(error)))
+    """The runs and options of --mode=evaluate (UserError if unusable)."""
+    runs = _recorded_runs(config)
+    options = EvaluationOptions(
+        corruptions=flags.FLAGS.corruptions,
+        corruptions_dir=flags.FLAGS.corruptions_dir,
+        ood_dataset=flags.FLAGS.ood_dataset,
+    )
+    options.check(runs[0].dataset)
     return runs, options
 
 
@@ -96,16 +94,26 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
                 f"Unexpected arguments (flags start with --): {' '.join(argv[1:])}"
             )
         )
+    # The one catch of the errors a user can fix: a refused flag or input (before TensorFlow
+    # starts), or any that a mode's handler lets through.
+    sys.exit(modes.report_user_errors(functools.partial(_run_mode, quiet_tensorflow)))
+
+
+def _run_mode(quiet_tensorflow: bool) -> int:
+    """Checks the flags and what they name, then starts TensorFlow and runs the mode; returns
+    its exit code.
+
+    Raises:
+        UserError: a flag or the file or folder it names is refused (before TensorFlow).
+        OSError: a file the checks read cannot be read.
+    """
     values = flags.FLAGS
-    try:
-        mixmo_flags.check_flags_apply(values)
-        config = mixmo_flags.config_from_flags(values)
-        if values.mode in ("export", "predict"):
-            modes.check_serving_flags(
-                values.mode, values.model_dir, values.images, values.saved_model, values.temperature
-            )
-    except ValueError as error:
-        sys.exit(exit_codes.report_error(str(error)))
+    mixmo_flags.check_flags_apply(values)
+    config = mixmo_flags.config_from_flags(values)
+    if values.mode in ("export", "predict"):
+        modes.check_serving_flags(
+            values.mode, values.model_dir, values.images, values.saved_model, values.temperature
+        )
     runs = [config]  # the settings in effect, which decide the flags they read
     if values.mode == "evaluate":
         runs, options = _evaluation_inputs(config)
@@ -115,10 +123,7 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
         runs = [
             modes.check_import_inputs(values.checkpoint, config, values["model_dir"].present, given)
         ]
-    try:
-        flag_use.check_flags_used(values, runs)
-    except ValueError as error:
-        sys.exit(exit_codes.report_error(str(error)))
+    flag_use.check_flags_used(values, runs)
     if not values["verbosity"].present:
         # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
         logging.set_verbosity(logging.ERROR)
@@ -129,18 +134,16 @@ def main(argv: list[str], quiet_tensorflow: bool = False) -> None:
     _start_tensorflow(quiet_tensorflow)
     if values.mode == "train":
         measure = functools.partial(onednn_start.measure_and_restart, config, quiet_tensorflow)
-        code = modes.train(config, first=measure if measure_onednn else None)
-    elif values.mode == "evaluate":
-        code = modes.evaluate(runs, options)
-    elif values.mode == "import":
-        code = modes.import_checkpoint(values.checkpoint, config, given)
-    elif values.mode == "export":
-        code = modes.export(values.model_dir, values.export_dir, values.temperature)
-    else:
-        code = modes.predict(
-            values.images, values.model_dir, values.saved_model, values.output, values.temperature
-        )
-    sys.exit(code)
+        return modes.train(config, first=measure if measure_onednn else None)
+    if values.mode == "evaluate":
+        return modes.evaluate(runs, options)
+    if values.mode == "import":
+        return modes.import_checkpoint(values.checkpoint, config, given)
+    if values.mode == "export":
+        return modes.export(values.model_dir, values.export_dir, values.temperature)
+    return modes.predict(
+        values.images, values.model_dir, values.saved_model, values.output, values.temperature
+    )
 
 
 _SHORT_HELP = ("--help", "-h", "-?", "--helpshort")

@@ -15,6 +15,7 @@ from absl import flags
 
 from mixmo_tf.config.backbones import backbone_entry, backbone_names
 from mixmo_tf.config.choices import MSDA_KINDS
+from mixmo_tf.config.errors import ConfigError
 from mixmo_tf.config.settings import Config
 from mixmo_tf.data.sources import tfds_prepares
 from mixmo_tf.data.specs import DATASETS
@@ -107,7 +108,7 @@ def _as_flag(name: str, value: object) -> str:
 
 
 def check_flags_used(values: flags.FlagValues, runs: Sequence[Config]) -> None:
-    """Raises ValueError naming every given flag that the runs' settings leave unread.
+    """Raises ConfigError naming every given flag that the runs' settings leave unread.
 
     A flag is given if it is on the command line or in a flagfile (absl's `.present`). It is
     refused if no run reads it; the message names the setting that leaves it unread (the first
@@ -124,7 +125,7 @@ def check_flags_used(values: flags.FlagValues, runs: Sequence[Config]) -> None:
         if values[name].present and not any(rule.reads(value) for value in settings):
             grouped.setdefault((rule, _as_flag(rule.setting, settings[0])), []).append(name)
     if grouped:
-        raise ValueError("; ".join(_refusal(names, *key) for key, names in grouped.items()) + ".")
+        raise ConfigError("; ".join(_refusal(names, *key) for key, names in grouped.items()) + ".")
 
 
 def _refusal(names: list[str], rule: ReadOnly, current: str) -> str:

@@ -13,6 +13,7 @@ from absl import flags
 
 from mixmo_tf.config import choices
 from mixmo_tf.config.backbones import MAX_WEIGHTS, MAX_WRN_DEPTH, backbone_names
+from mixmo_tf.config.errors import ConfigError
 from mixmo_tf.config.ranges import TEMPERATURE
 from mixmo_tf.config.settings import Config, valid_range
 from mixmo_tf.data.sources import DEFAULT_IMAGE_SIZE
@@ -206,7 +207,7 @@ def _mode_list(modes: tuple[str, ...]) -> str:
 
 
 def check_flags_apply(values: flags.FlagValues = flags.FLAGS) -> None:
-    """Raises ValueError naming every given MixMo flag that --mode does not read.
+    """Raises ConfigError naming every given MixMo flag that --mode does not read.
 
     A flag is given if it is on the command line or in a flagfile (absl's `.present`); absl's
     and TensorFlow's own flags are not checked. The message says which modes read each flag,
@@ -232,7 +233,7 @@ def check_flags_apply(values: flags.FlagValues = flags.FLAGS) -> None:
     if mode in ("export", "predict") and _RUN_SETTING_MODES in by_modes:
         drop = f"--mode={mode} reads the run's settings from its run_config.json; {drop}"
     advice = instead[0] if instead else drop
-    raise ValueError(f"{readers}, not --mode={mode}: {advice}.")
+    raise ConfigError(f"{readers}, not --mode={mode}: {advice}.")
 
 
 def grouped_help(values: flags.FlagValues = flags.FLAGS) -> str:
@@ -398,21 +399,21 @@ _PATH_FLAGS = (
 
 
 def check_no_empty_paths(values: flags.FlagValues = flags.FLAGS) -> None:
-    """Raises ValueError naming a path flag given with an empty value.
+    """Raises ConfigError naming a path flag given with an empty value.
 
     `--model_dir=$RUN` with RUN unset gives `--model_dir=`; taken as absent, it would train
     in (or import into) the default folder of the flags' network, or read nothing.
     """
     for name in _PATH_FLAGS:
         if values[name].present and not values[name].value:
-            raise ValueError(
+            raise ConfigError(
                 f"--{name} is given empty (an unset shell variable?): give a path, or leave "
                 "the flag out."
             )
 
 
 def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
-    """The run's Config from parsed flags; ValueError naming the flag for a bad value."""
+    """The run's Config from parsed flags; ConfigError naming the flag for a bad value."""
     check_no_empty_paths(values)
     fields = {}
     for field in dataclasses.fields(Config):
@@ -421,7 +422,7 @@ def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
             try:
                 value = tuple(int(v) for v in value)
             except ValueError as error:
-                raise ValueError(
+                raise ConfigError(
                     f"--{field.name} must be comma-separated integers. Received: {','.join(value)}"
                 ) from error
         fields[field.name] = value

@@ -1,8 +1,10 @@
 """One handler per `--mode`: each runs its mode on checked inputs and returns its exit code.
 
-Failures a user can act on (missing data, a locked or unusable folder, a checkpoint of
-another run, divergence, nothing to export or predict) print one `ERROR:` line
-(`exit_codes.report_error`); anything else is a bug and keeps its traceback. The handlers
+Failures a user can act on print one `ERROR:` line (`exit_codes.report_error`) and return
+exit code 2 (`report_user_errors`): every `UserError` (`mixmo_tf.config.errors`: a refused
+flag, missing data, a locked or unusable folder, a checkpoint of another run, divergence, a
+lost worker, nothing to export or predict) with its own message, and an `OSError` (a full
+disk, a permission) described. Anything else is a bug and keeps its traceback. The handlers
 import the layers they run on first use, so `main.py --help` and flag errors load no
 TensorFlow.
 """
@@ -19,21 +21,35 @@ from mixmo_tf import evaluation, importing, serving, training
 from mixmo_tf.cli import exit_codes
 from mixmo_tf.cli.decoder_messages import decoder_messages_dropped
 from mixmo_tf.cli.exit_codes import report_error
+from mixmo_tf.config.errors import ConfigError, UserError
 from mixmo_tf.config.ranges import TEMPERATURE
 from mixmo_tf.config.run_folder import (
     ResultsNotSavedError,
-    RunFolderError,
     check_new_run_folder,
     describe_os_error,
     out_of_space,
     space_errors_as_os_errors,
     write_atomically,
 )
-from mixmo_tf.config.run_record import CheckpointMismatchError, RunConfigError
 from mixmo_tf.config.settings import Config
-from mixmo_tf.data.sources import DataSourceError
-from mixmo_tf.evaluation.options import EvaluationOptions, OptionError
+from mixmo_tf.evaluation.options import EvaluationOptions
 from mixmo_tf.training import run_guard
+
+
+def report_user_errors(
+    work: Callable[[], int], os_error_line: Callable[[OSError], str] = describe_os_error
+) -> int:
+    """`work()`'s exit code, or 2 after one `ERROR:` line if it fails in a way the user can
+    fix: a `UserError` prints its message; an `OSError` (a full disk, a permission: Python's
+    class, not ours to derive) prints `os_error_line(error)`. Any other exception is a bug
+    and propagates with its traceback.
+    """
+    try:
+        return work()
+    except UserError as error:
+        return report_error(str(error))
+    except OSError as error:
+        return report_error(os_error_line(error))
 
 
 def check_serving_flags(
@@ -43,66 +59,55 @@ def check_serving_flags(
     saved_model: str | None,
     temperature: float | None,
 ) -> None:
-    """Raises ValueError naming the flag when export or predict lacks what it reads, or
+    """Raises ConfigError naming the flag when export or predict lacks what it reads, or
     --temperature is outside its range."""
     if temperature is not None:
         TEMPERATURE.check("temperature", temperature)
     if mode == "export" and not model_dir:
-        raise ValueError("--mode=export needs --model_dir=RUN, a folder that training wrote.")
+        raise ConfigError("--mode=export needs --model_dir=RUN, a folder that training wrote.")
     if mode == "predict":
         if not images:
-            raise ValueError("--mode=predict needs --images, e.g. --images='photos/*.jpg'.")
+            raise ConfigError("--mode=predict needs --images, e.g. --images='photos/*.jpg'.")
         if bool(model_dir) == bool(saved_model):
-            raise ValueError(
+            raise ConfigError(
                 "--mode=predict needs exactly one of --model_dir=RUN (its newest checkpoint) and "
                 "--saved_model=EXPORT_DIR/<version>."
             )
         if saved_model and temperature is not None:
-            raise ValueError(
+            raise ConfigError(
                 "--temperature applies to --model_dir; a SavedModel keeps its export's "
                 "temperature (export again with --temperature to change it)."
             )
+
+
+def _missing_or_described(error: OSError) -> str:
+    """The line of an OSError of training or evaluation: a missing file names itself; any
+    other is described (`describe_os_error`)."""
+    return str(error) if isinstance(error, FileNotFoundError) else describe_os_error(error)
 
 
 def _reporting_errors(work: Callable[[], None]) -> int:
     """Runs a training or evaluation `work`; turns the failures it explains into exit codes."""
     import tensorflow as tf
 
-    try:
-        with space_errors_as_os_errors():  # a full disk under TensorFlow's writers too
-            work()
-    except run_guard.Interrupted as error:
-        # SIGTERM / SIGINT: a checkpoint was saved; not an error, but not finished either.
-        print(error, file=sys.stderr)
-        return exit_codes.INTERRUPTED
-    except ResultsNotSavedError as error:
-        print(json.dumps(error.results, indent=2))  # the results first: nothing is lost
-        return report_error(str(error))
-    except (
-        FileNotFoundError,
-        CheckpointMismatchError,
-        RunConfigError,
-        training.checkpoints.CheckpointUnusableError,
-        FloatingPointError,
-        RunFolderError,
-        run_guard.RunLockedError,
-        training.multi_worker.WorkerLostError,
-        training.strategies.StrategyError,
-        OptionError,
-        DataSourceError,
-    ) as error:
-        # Missing or corrupt data (DataNotFoundError), no checkpoint, another run's
-        # checkpoint, a diverged run, an unusable or busy folder, a lost worker, no TPU:
-        # the message says what to do, a traceback would not.
-        return report_error(str(error))
-    except OSError as error:
-        # Any other file that cannot be read or written, in any mode.
-        return report_error(describe_os_error(error))
-    except (tf.errors.PermissionDeniedError, tf.errors.NotFoundError) as error:
-        # The same through TensorFlow's file system (checkpoints, TensorBoard, gs:// paths).
-        first_line = error.message.splitlines()[0]
-        return report_error(f"{first_line}. Fix the path or its permissions, then rerun.")
-    return exit_codes.SUCCESS
+    def reported() -> int:
+        try:
+            with space_errors_as_os_errors():  # a full disk under TensorFlow's writers too
+                work()
+        except run_guard.Interrupted as error:
+            # SIGTERM / SIGINT: a checkpoint was saved; not an error, but not finished either.
+            print(error, file=sys.stderr)
+            return exit_codes.INTERRUPTED
+        except ResultsNotSavedError as error:
+            print(json.dumps(error.results, indent=2))  # the results first: nothing is lost
+            return report_error(str(error))
+        except (tf.errors.PermissionDeniedError, tf.errors.NotFoundError) as error:
+            # A file TensorFlow's file system cannot use (checkpoints, TensorBoard, gs://).
+            first_line = error.message.splitlines()[0]
+            return report_error(f"{first_line}. Fix the path or its permissions, then rerun.")
+        return exit_codes.SUCCESS
+
+    return report_user_errors(reported, _missing_or_described)
 
 
 def train(config: Config, first: Callable[[], None] | None = None) -> int:
@@ -136,15 +141,20 @@ def evaluate(runs: Sequence[Config], options: EvaluationOptions) -> int:
 
 def export(model_dir: str, export_dir: str | None, temperature: float | None) -> int:
     """`--mode=export`: exports the run's newest checkpoint; prints the version folder."""
-    try:
+
+    def work() -> int:
         path = serving.export.export_run(model_dir, export_dir, temperature)
-    except (OSError, ValueError) as error:
-        # No run or checkpoint (FileNotFoundError), an unwritable or full export folder, a
-        # bad temperature file, another run's checkpoint: the message says what to do.
-        full = out_of_space(error)
-        return report_error(describe_os_error(full) if full else str(error))
-    print(f"Exported {model_dir} to {path}")
-    return exit_codes.SUCCESS
+        print(f"Exported {model_dir} to {path}")
+        return exit_codes.SUCCESS
+
+    return report_user_errors(work, _space_or_said)
+
+
+def _space_or_said(error: OSError) -> str:
+    """The line of an OSError of the export: a full export folder is described
+    (`describe_os_error`); any other says itself."""
+    full = out_of_space(error)
+    return describe_os_error(full) if full else str(error)
 
 
 def check_import_inputs(
@@ -153,34 +163,32 @@ def check_import_inputs(
     """Checks the flags and the file of `--mode=import` without TensorFlow; returns the
     Config the import will record (the file's network, the flags' recipe).
 
-    Exits with one ERROR line (code 2), having written nothing, if the flags lack the file
-    or the folder, the folder is not new, the file is unreadable, refused (a global that a
-    state dict never holds) or of another network, or a flag contradicts it.
+    Raises, having written nothing:
+        UserError: the flags lack the file or the folder, the folder is not new, the file is
+            refused (damaged, a global that a state dict never holds) or of another network,
+            or a flag contradicts it.
+        OSError: the file cannot be read.
     """
     authors = importing.authors_checkpoint
-    try:
-        if not path:
-            raise ValueError("--mode=import needs --checkpoint=FILE, the authors' .pt file.")
-        if not model_dir_given:
-            raise ValueError("--mode=import needs --model_dir=RUN, the new run folder to write.")
-        if not os.path.isfile(path):
-            raise ValueError(f"--checkpoint={path} is not a file: give the downloaded .pt file.")
-        check_new_run_folder(flagged.model_dir)
-        architecture = authors.read_authors_checkpoint(path).architecture
-        return authors.import_config(architecture, flagged, given)
-    except (OSError, ValueError, RunFolderError) as error:
-        message = describe_os_error(error) if isinstance(error, OSError) else str(error)
-        sys.exit(report_error(message))
+    if not path:
+        raise ConfigError("--mode=import needs --checkpoint=FILE, the authors' .pt file.")
+    if not model_dir_given:
+        raise ConfigError("--mode=import needs --model_dir=RUN, the new run folder to write.")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--checkpoint={path} is not a file: give the downloaded .pt file.")
+    check_new_run_folder(flagged.model_dir)
+    architecture = authors.read_authors_checkpoint(path).architecture
+    return authors.import_config(architecture, flagged, given)
 
 
 def import_checkpoint(path: str, flagged: Config, given: Sequence[str]) -> int:
     """`--mode=import`: writes the run folder of an authors' checkpoint; prints what it holds."""
-    try:
-        _, config, record = importing.pytorch_import.import_run(path, flagged, given)
-    except RunFolderError as error:
-        return report_error(str(error))
-    except OSError as error:
-        return report_error(describe_os_error(error))
+    return report_user_errors(lambda: _import_checkpoint(path, flagged, given))
+
+
+def _import_checkpoint(path: str, flagged: Config, given: Sequence[str]) -> int:
+    """The import of `import_checkpoint`; its errors a user can fix propagate."""
+    _, config, record = importing.pytorch_import.import_run(path, flagged, given)
     architecture = importing.authors_checkpoint.AuthorsArchitecture(**record["architecture"])
     print(
         f"Imported {path} ({architecture.label}, epoch {record['epoch']}) into "
@@ -209,19 +217,32 @@ def predict(
     Returns 0 if every file was predicted, 1 if some could not be read or decoded, 2 if
     nothing could run or the model's outputs are not finite.
     """
+    # An OSError reading the model says itself (it names the file); one writing the
+    # predictions is described in `_predict`.
+    return report_user_errors(
+        lambda: _predict(images, model_dir, saved_model, output, temperature), str
+    )
+
+
+def _predict(
+    images: str,
+    model_dir: str,
+    saved_model: str | None,
+    output: str | None,
+    temperature: float | None,
+) -> int:
+    """The prediction of `predict`; its errors a user can fix propagate, but for one writing
+    the predictions (described with `--output`)."""
     prediction = serving.predict
     paths = prediction.image_paths(images, output)
     if not paths:
         return report_error(f"--images={images} matches no file.")
-    try:
-        if output:
-            prediction.check_output(output, paths, saved_model or model_dir)
-        if saved_model:
-            predictor = prediction.predictor_from_saved_model(saved_model)
-        else:
-            predictor = prediction.predictor_from_run(model_dir, temperature)
-    except (OSError, ValueError) as error:
-        return report_error(str(error))
+    if output:
+        prediction.check_output(output, paths, saved_model or model_dir)
+    if saved_model:
+        predictor = prediction.predictor_from_saved_model(saved_model)
+    else:
+        predictor = prediction.predictor_from_run(model_dir, temperature)
     csv_format = bool(output) and output.lower().endswith(".csv")
 
     def write(stream: IO[str]) -> tuple[int, int]:
@@ -231,9 +252,7 @@ def predict(
 
     try:
         counts = _write_output(output, write) if output else write(sys.stdout)
-    except prediction.BrokenModelError as error:
-        return report_error(str(error))
-    except OSError as error:
+    except OSError as error:  # writing the predictions, to --output or stdout
         return report_error(describe_os_error(error, "--output"))
     predicted, failed = counts
     print(f"Predicted {predicted} of {len(paths)} files; {failed} failed.", file=sys.stderr)

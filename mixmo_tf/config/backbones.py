@@ -20,6 +20,8 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mixmo_tf.config.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
@@ -58,12 +60,12 @@ def _no_check(depth: int, width: int) -> None:
 
 
 def _check_weights(network: str, received: dict[str, int], weights: int) -> None:
-    """Raises ValueError naming the flags in `received` if a network of about `weights`
+    """Raises ConfigError naming the flags in `received` if a network of about `weights`
     weights cannot train in memory."""
     if weights > MAX_WEIGHTS:
         flags = " or ".join(f"--{name}" for name in received)
         values = ", ".join(f"{name}={value}" for name, value in received.items())
-        raise ValueError(
+        raise ConfigError(
             f"{network} has about {weights / 1e9:.1f} billion weights; at most "
             f"{MAX_WEIGHTS / 1e9:.0f} billion train in 24 GiB of memory: lower {flags}. "
             f"Received: {values}"
@@ -71,10 +73,10 @@ def _check_weights(network: str, received: dict[str, int], weights: int) -> None
 
 
 def check_wrn(depth: int, width: int) -> None:
-    """Raises ValueError unless depth is 6n+4 (n >= 1) up to MAX_WRN_DEPTH and the network
+    """Raises ConfigError unless depth is 6n+4 (n >= 1) up to MAX_WRN_DEPTH and the network
     fits MAX_WEIGHTS."""
     if not 10 <= depth <= MAX_WRN_DEPTH or (depth - 4) % 6:
-        raise ValueError(
+        raise ConfigError(
             f"--depth must be 6n+4 in [10, {MAX_WRN_DEPTH}] for --backbone=wrn, e.g. 28. "
             f"Received: depth={depth}"
         )
@@ -88,7 +90,7 @@ def check_wrn(depth: int, width: int) -> None:
 
 
 def check_preact_resnet(depth: int, width: int) -> None:
-    """Raises ValueError unless PreActResNet-18-`width` fits MAX_WEIGHTS (depth is always 18)."""
+    """Raises ConfigError unless PreActResNet-18-`width` fits MAX_WEIGHTS (depth is always 18)."""
     del depth
     # PreActResNet-18-1 has 11.2 million weights; the convolutions grow with width squared.
     _check_weights(f"PreActResNet-18-{width}", {"width": width}, 11_200_000 * width**2)
@@ -101,7 +103,7 @@ class BackboneEntry:
     Attributes:
         builder: (depth, width, input_shape) -> Backbone, or "module:function" naming it.
         label: (depth, width) -> the name runs use (run folders, messages, benchmarks).
-        check: (depth, width) -> None, raising ValueError naming the flag for a bad value.
+        check: (depth, width) -> None, raising ConfigError naming the flag for a bad value.
         flags: the Config fields that shape the network, for messages.
     """
 
@@ -139,7 +141,7 @@ def register_backbone(
         name: the `--backbone` value; lower case letters, digits and underscores.
         builder: returns a `Backbone`; or "module:function" naming it (imported on use).
         label: (depth, width) -> run name. Defaults to "<name>-<width>".
-        check: validates (depth, width) for this backbone, raising ValueError.
+        check: validates (depth, width) for this backbone, raising ConfigError.
         flags: the Config fields that shape the network. Defaults to ("width",).
 
     Raises:
@@ -160,9 +162,9 @@ def backbone_names() -> tuple[str, ...]:
 
 
 def backbone_entry(name: str) -> BackboneEntry:
-    """The entry of `name`; ValueError listing the registered names."""
+    """The entry of `name`; ConfigError listing the registered names."""
     if name not in _REGISTRY:
-        raise ValueError(
+        raise ConfigError(
             f"--backbone must be one of {backbone_names()}. Received: backbone={name!r}"
         )
     return _REGISTRY[name]

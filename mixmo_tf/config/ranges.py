@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from mixmo_tf.config.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Range:
@@ -39,12 +41,12 @@ class Range:
         return f"{opening}{self.low}, {self.high}{closing}"
 
     def check(self, name: str, value: float) -> None:
-        """Raises ValueError naming `--name`, this range and `value` if it is outside."""
+        """Raises ConfigError naming `--name`, this range and `value` if it is outside."""
         if not isinstance(value, int) and not math.isfinite(value):  # nan, inf of any float type
-            raise ValueError(f"--{name} must be a finite number. Received: {name}={value}")
+            raise ConfigError(f"--{name} must be a finite number. Received: {name}={value}")
         if value not in self:
             reason = f" ({self.why})" if self.why else ""
-            raise ValueError(f"--{name} must be in {self}{reason}. Received: {name}={value}")
+            raise ConfigError(f"--{name} must be in {self}{reason}. Received: {name}={value}")
 
 
 # Temperature of export and predict (not a Config field: they read a run). Fitted temperatures

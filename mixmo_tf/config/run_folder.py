@@ -36,6 +36,8 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 
+from mixmo_tf.config.errors import UserError
+
 RUN_CONFIG = "run_config.json"
 DATASET_SPEC = "dataset_spec.json"
 LOCK = "run.lock"
@@ -119,7 +121,7 @@ class RunFolder:
         return self._join(IMPORT_RECORD)
 
 
-class RunFolderError(Exception):
+class RunFolderError(UserError):
     """A folder or file of the run cannot be used (created, written or read)."""
 
 

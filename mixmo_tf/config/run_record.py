@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 
+from mixmo_tf.config.errors import ConfigError, MissingFileError, UserError
 from mixmo_tf.config.run_folder import RUN_CONFIG, RunFolder, write_text_atomically
 from mixmo_tf.config.settings import (
     Config,
@@ -40,7 +41,7 @@ def _may_take(name: str, recorded) -> bool:
     return changeable_on_resume(name) or not_chosen_yet(name, recorded)
 
 
-class RunConfigError(ValueError):
+class RunConfigError(UserError, ValueError):
     """A run folder's run_config.json cannot be read (the message names it and the fix)."""
 
 
@@ -71,7 +72,7 @@ def read_run_config(path: str) -> dict:
     return content
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """The run folder holds a run (checkpoint or settings) of another model."""
 
 
@@ -81,12 +82,12 @@ def recorded_config(model_dir: str) -> Config:
     The returned Config points at `model_dir` even if the folder was moved since training.
 
     Raises:
-        FileNotFoundError: `model_dir` holds no run_config.json.
+        MissingFileError: `model_dir` holds no run_config.json.
         RunConfigError: it cannot be read, or is not what training writes.
     """
     path = RunFolder(model_dir).run_config
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} does not exist: --model_dir must be a folder that training wrote "
             "(it records the run's settings there)."
         )
@@ -126,7 +127,7 @@ def config_with_flags(recorded: Config, flagged: Config, given: Iterable[str]) -
         given: names of the Config fields whose flags were given (command line or flagfile).
 
     Raises:
-        ValueError: a given flag contradicts the recorded run and may not change, or is one
+        ConfigError: a given flag contradicts the recorded run and may not change, or is one
             that evaluation does not read (`TRAINING_ONLY`) given another value than the
             run's; the message names every such flag with both values. A flagfile that
             repeats the run's values passes.
@@ -142,7 +143,7 @@ def config_with_flags(recorded: Config, flagged: Config, given: Iterable[str]) -
             f"--{name}={getattr(flagged, name)!r} (the run has {getattr(recorded, name)!r})"
             for name in unread
         )
-        raise ValueError(
+        raise ConfigError(
             f"{described}: --mode=evaluate does not read "
             f"{'it' if len(unread) == 1 else 'them'} (only training does; evaluation runs the "
             "recorded model on one device). Drop the flag."
@@ -158,7 +159,7 @@ def config_with_flags(recorded: Config, flagged: Config, given: Iterable[str]) -
             f"--{name}={getattr(flagged, name)!r} but the run has {getattr(recorded, name)!r}"
             for name in refused
         )
-        raise ValueError(
+        raise ConfigError(
             f"{described} ({recorded.model_dir}/{RUN_CONFIG}). Drop the flag: --model_dir alone "
             "reads every setting of the trained run."
         )
@@ -166,10 +167,10 @@ def config_with_flags(recorded: Config, flagged: Config, given: Iterable[str]) -
 
 
 def check_one_dataset(configs: Sequence[Config]) -> None:
-    """Raises ValueError unless the runs (of an ensemble) share one dataset."""
+    """Raises ConfigError unless the runs (of an ensemble) share one dataset."""
     datasets = {config.dataset for config in configs}
     if len(datasets) > 1:
-        raise ValueError(
+        raise ConfigError(
             "--ensemble_dirs must hold runs of one dataset. Received runs of "
             f"{sorted(datasets)}: " + ", ".join(config.model_dir for config in configs)
         )

@@ -20,6 +20,7 @@ from mixmo_tf.config.choices import (
     OPTIMIZERS,
     PRECISIONS,
 )
+from mixmo_tf.config.errors import ConfigError
 from mixmo_tf.config.ranges import Range
 from mixmo_tf.data.sources import (
     check_dataset,
@@ -120,7 +121,7 @@ _FRACTION = Range(0.0, 1.0, high_open=True)
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from mixmo_tf.config.errors import UnusableFileError
 from mixmo_tf.config.run_folder import write_atomically
 from mixmo_tf.data.streamed import ImageCache, to_rgb_uint8
 
@@ -78,7 +79,7 @@ def cached_split(
         write_atomically(labels_path, lambda path: np.save(path, labels), ".npy")
     images = ImageCache(images_path)
     if images.shape != (count, *image_shape):
-        raise ValueError(
+        raise UnusableFileError(
             f"{images_path} holds {images.shape}, not {(count, *image_shape)}: delete it; it "
             "is written again on the next run."
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import unicodedata
 from importlib import resources
 
+from mixmo_tf.config.errors import UnusableFileError
 from mixmo_tf.data.specs import DatasetSpec
 
 _LABEL_FILES = {"cifar10": "cifar10.txt", "cifar100": "cifar100.txt"}
@@ -47,7 +48,7 @@ def class_names(spec: DatasetSpec) -> tuple[str, ...]:
         )
     for name in names:
         if not fits_one_line(name):
-            raise ValueError(
+            raise UnusableFileError(
                 f"The class name {name!r} of {spec.name} holds a control character or a line "
                 "break, and the exported class names are one per line: rename its class "
                 "folder and train again."

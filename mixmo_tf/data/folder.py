@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import os
 
+from mixmo_tf.config.errors import UserError
 from mixmo_tf.data.class_names import fits_one_line
 
 SPLITS = ("train", "test")
@@ -26,7 +27,7 @@ _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM
 _LAYOUT = "train/<class>/<image> and test/<class>/<image>"
 
 
-class ImageFolderError(FileNotFoundError):
+class ImageFolderError(UserError, FileNotFoundError):
     """The image folder does not have the layout or the files a dataset needs."""
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from mixmo_tf.config.errors import ConfigError
 from mixmo_tf.data.specs import DatasetSpec
 from mixmo_tf.data.streamed import StreamedImages
 
@@ -139,7 +140,7 @@ def train_dataset(
     """
     num_examples = len(labels)
     if num_examples < stream.unique_per_batch:
-        raise ValueError(
+        raise ConfigError(
             f"The training set has {num_examples} examples, fewer than the "
             f"{stream.unique_per_batch} unique images a batch needs "
             "(batch_size / batch_repetitions)."

@@ -27,6 +27,7 @@ import json
 import os
 import re
 
+from mixmo_tf.config.errors import ConfigError, UserError
 from mixmo_tf.config.run_folder import RunFolder, write_text_atomically
 from mixmo_tf.data.folder import index_folder
 from mixmo_tf.data.specs import DATASETS, DatasetSpec
@@ -44,7 +45,7 @@ SOURCE_MEAN = SOURCE_STD = (0.5, 0.5, 0.5)
 PADDING_FRACTION = 8
 
 
-class DataSourceError(ValueError):
+class DataSourceError(UserError, ValueError):
     """The data of a tfds or folder source does not fit the run (changed, or too small)."""
 
 
@@ -79,33 +80,33 @@ def normalized_dataset(dataset: str) -> str:
 
 
 def check_dataset(dataset: str, image_size: int) -> None:
-    """Raises ValueError naming the flag unless `dataset` and `image_size` can make a source."""
+    """Raises ConfigError naming the flag unless `dataset` and `image_size` can make a source."""
     kind = source_kind(dataset)
     if kind == "named" and dataset not in DATASETS:
-        raise ValueError(
+        raise ConfigError(
             f"--dataset must be one of {sorted(DATASETS)}, tfds:NAME (a tfds image "
             f"classification dataset) or folder:PATH (an image folder). Received: "
             f"dataset={dataset!r}"
         )
     if kind != "named" and not source_argument(dataset).strip("/"):
-        raise ValueError(
+        raise ConfigError(
             f"--dataset={dataset} names no dataset: write e.g. tfds:oxford_flowers102 or "
             "folder:/data/pets."
         )
     if kind == "tfds" and not _TFDS_NAME.fullmatch(source_argument(dataset)):
-        raise ValueError(
+        raise ConfigError(
             f"--dataset={dataset}: a tfds name is letters, digits and underscores, with an "
             "optional /config and :version (e.g. tfds:oxford_flowers102, "
             "tfds:cifar10_corrupted/fog_5:3.0.0); tfds writes oxford-flowers102 as "
             "oxford_flowers102."
         )
     if image_size and image_size < 8:
-        raise ValueError(
+        raise ConfigError(
             f"--image_size must be >= 8 (0: {DEFAULT_IMAGE_SIZE}). Received: "
             f"image_size={image_size}"
         )
     if kind == "named" and image_size:
-        raise ValueError(
+        raise ConfigError(
             f"--image_size applies to tfds:NAME and folder:PATH sources; {dataset} has its own "
             f"size {DATASETS[dataset].image_shape[:2]}. Drop the flag. Received: "
             f"image_size={image_size}"

@@ -18,6 +18,8 @@ import zipfile
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mixmo_tf.config.errors import MissingFileError, UnusableFileError
+
 ARCHIVE_NAME = "tiny-imagenet-200.zip"
 HOMEPAGE = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 NUM_CLASSES = 200
@@ -63,7 +65,7 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
 
 def _require(path: str, what: str) -> None:
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} is missing: the archive is not the official {ARCHIVE_NAME} ({what}). "
             f"Download it again from {HOMEPAGE}."
         )
@@ -76,7 +78,9 @@ def read_wnids(root: str) -> dict[str, int]:
     with open(path) as stream:
         wnids = sorted(line.strip() for line in stream if line.strip())
     if not wnids or len(wnids) > NUM_CLASSES:
-        raise ValueError(f"{path} lists {len(wnids)} classes; Tiny ImageNet has {NUM_CLASSES}.")
+        raise UnusableFileError(
+            f"{path} lists {len(wnids)} classes; Tiny ImageNet has {NUM_CLASSES}."
+        )
     return {wnid: label for label, wnid in enumerate(wnids)}
 
 
@@ -88,7 +92,7 @@ def train_files(root: str, wnids: dict[str, int]) -> list[tuple[str, int]]:
         _require(folder, f"training images of {wnid}")
         images = sorted(name for name in os.listdir(folder) if name.endswith(".JPEG"))
         if not images:
-            raise FileNotFoundError(f"{folder} holds no .JPEG image: the archive is incomplete.")
+            raise MissingFileError(f"{folder} holds no .JPEG image: the archive is incomplete.")
         files.extend((os.path.join(folder, name), label) for name in images)
     return files
 
@@ -102,7 +106,7 @@ def test_files(root: str, wnids: dict[str, int]) -> list[tuple[str, int]]:
         for line in stream:
             fields = line.split("\t")
             if len(fields) < 2 or fields[1] not in wnids:
-                raise ValueError(f"{annotations}: unreadable line {line.strip()!r}.")
+                raise UnusableFileError(f"{annotations}: unreadable line {line.strip()!r}.")
             path = os.path.join(root, "val", "images", fields[0])
             _require(path, "a validation image")
             files.append((path, wnids[fields[1]]))
@@ -114,18 +118,18 @@ def read_rgb(path: str):
     try:
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3).numpy()
     except tf.errors.OpError as error:
-        raise ValueError(f"{path} is not a readable JPEG ({error.message}).") from error
+        raise UnusableFileError(f"{path} is not a readable JPEG ({error.message}).") from error
     if image.shape != IMAGE_SHAPE:
-        raise ValueError(f"{path} is {image.shape[0]}x{image.shape[1]}, not 64x64.")
+        raise UnusableFileError(f"{path} is {image.shape[0]}x{image.shape[1]}, not 64x64.")
     return image
 
 
 def check_archive(path: str) -> None:
-    """Raises ValueError unless `path` is a readable zip holding tiny-imagenet-200/."""
+    """Raises UnusableFileError unless `path` is a readable zip holding tiny-imagenet-200/."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError) as error:
-        raise ValueError(f"{path} is not a readable zip ({error}).") from error
+        raise UnusableFileError(f"{path} is not a readable zip ({error}).") from error
     if not any(name.startswith(f"{_ROOT}/") for name in names):
-        raise ValueError(f"{path} holds no {_ROOT}/ folder.")
+        raise UnusableFileError(f"{path} holds no {_ROOT}/ folder.")

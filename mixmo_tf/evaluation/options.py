@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from mixmo_tf.config.errors import UserError
+
 # The datasets with a corrupted release (CIFAR-10-C, CIFAR-100-C).
 CORRUPTED_DATASETS = ("cifar10", "cifar100")
 
 
-class OptionError(ValueError):
+class OptionError(UserError, ValueError):
     """An evaluation option does not fit the run (e.g. --corruptions for digits)."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mixmo_tf.config.backbones import backbone_entry
+from mixmo_tf.config.errors import ConfigError, UserError
 from mixmo_tf.config.settings import MAX_EPOCHS, MAX_MEMBERS, Config
 from mixmo_tf.importing.torch_format import read_torch_file
 
@@ -41,7 +42,7 @@ _SGD_SETTINGS = ("lr", "momentum", "nesterov", "weight_decay", "dampening")
 _SHOWN_PROBLEMS = 3  # offending tensors named in one message
 
 
-class AuthorsCheckpointError(ValueError):
+class AuthorsCheckpointError(UserError, ValueError):
     """The file is a PyTorch file, but not a checkpoint of the authors' networks."""
 
 
@@ -504,7 +505,7 @@ def import_config(
     if "optimizer" in given and flagged.optimizer != "pytorch_sgd":
         refused.append(f"--optimizer={flagged.optimizer} but the file's momentum is PyTorch SGD's")
     if refused:
-        raise ValueError(f"{'; '.join(refused)}. Drop those flags: the file decides them.")
+        raise ConfigError(f"{'; '.join(refused)}. Drop those flags: the file decides them.")
     fields["optimizer"] = "pytorch_sgd"
     if "dataset" not in given:
         fields["dataset"] = DATASET_OF_CLASSES.get(architecture.num_classes, flagged.dataset)
@@ -515,7 +516,7 @@ def import_config(
             fields["batch_repetitions"] = 1
     config = dataclasses.replace(flagged, **fields)
     if config.spec.num_classes != architecture.num_classes:
-        raise ValueError(
+        raise ConfigError(
             f"--dataset={config.dataset} has {config.spec.num_classes} classes, the file's heads "
             f"{architecture.num_classes}. Give the dataset the network was trained on."
         )

@@ -61,6 +61,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from mixmo_tf.config.errors import UserError
+
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 # torch.<name>Storage -> the numpy dtype of its elements. bfloat16's are read as their raw
@@ -129,7 +131,7 @@ _ZIP_ERRORS = (
 )
 
 
-class TorchFileError(ValueError):
+class TorchFileError(UserError, ValueError):
     """The file cannot be read: not a torch.save file, truncated or damaged, or holding what
     a state dict never holds."""
 

@@ -16,6 +16,7 @@ import keras
 
 # Imported for their registration: every class a run's .keras file names (the model, its
 # network and layers, the legacy network, the metrics, the optimizer and its schedule).
+from mixmo_tf.config.errors import MissingFileError, UnusableFileError
 from mixmo_tf.mixing import features  # noqa: F401
 from mixmo_tf.models import batch_norm, legacy, metrics, network, optimizers, schedules  # noqa: F401  # noqa: F401
 from mixmo_tf.models.mixmo_model import MixMoModel
@@ -25,23 +26,23 @@ def load_model(path: str) -> MixMoModel:
     """The `MixMoModel` saved at `path` (a run's `<model_dir>/model.keras`), ready to predict.
 
     Raises:
-        FileNotFoundError: `path` does not exist.
-        ValueError: `path` holds no loadable MixMo model; the message says what was found.
+        MissingFileError: `path` does not exist (a FileNotFoundError).
+        UnusableFileError: `path` holds no loadable MixMo model; the message says what was found.
     """
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} does not exist: training writes <model_dir>/model.keras when it finishes."
         )
     try:
         model = keras.saving.load_model(path)
     except (TypeError, ValueError, OSError, KeyError) as error:
-        raise ValueError(
+        raise UnusableFileError(
             f"Could not load {path} as a mixmo_tf model ({type(error).__name__}: {error}). "
             "Load .keras files of mixmo_tf runs with mixmo_tf.load_model(path), with the "
             "mixmo_tf version that wrote them."
         ) from error
     if not isinstance(model, MixMoModel):
-        raise ValueError(
+        raise UnusableFileError(
             f"{path} holds a {type(model).__name__}, not a MixMoModel: mixmo_tf.load_model "
             "reads the model.keras files that mixmo_tf training writes."
         )

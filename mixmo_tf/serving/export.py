@@ -21,6 +21,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from mixmo_tf.config.errors import ConfigError, UnusableFileError
 from mixmo_tf.config.run_folder import RunFolder, space_errors_as_os_errors
 from mixmo_tf.config.run_record import recorded_config
 from mixmo_tf.data.class_names import class_names as dataset_class_names
@@ -82,7 +83,7 @@ def read_temperature(model_dir: str) -> float | None:
     The file is `{"temperature": T}` with T > 0 (written by the run's calibration).
 
     Raises:
-        ValueError: the file exists but holds no valid temperature.
+        UnusableFileError: the file exists but holds no valid temperature.
     """
     path = RunFolder(model_dir).temperature
     if not os.path.exists(path):
@@ -91,12 +92,12 @@ def read_temperature(model_dir: str) -> float | None:
         with open(path) as stream:
             temperature = float(json.load(stream)["temperature"])
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(
+        raise UnusableFileError(
             f'{path} must be {{"temperature": <number > 0>}} ({error!r}); fix or remove it, '
             "or pass --temperature."
         ) from error
     if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"{path} holds temperature {temperature}; it must be > 0.")
+        raise UnusableFileError(f"{path} holds temperature {temperature}; it must be > 0.")
     return temperature
 
 
@@ -185,7 +186,7 @@ def run_temperature(model_dir: str, temperature: float | None = None) -> float |
     if temperature is None:
         return read_temperature(model_dir)
     if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"--temperature must be > 0. Received: temperature={temperature}")
+        raise ConfigError(f"--temperature must be > 0. Received: temperature={temperature}")
     return temperature
 
 
@@ -194,7 +195,7 @@ def check_export_dir(model_dir: str, export_dir: str) -> None:
     of its checkpoints, logs or evaluation, where the version folders would mix with them.
 
     Raises:
-        ValueError: naming the flag and the default.
+        ConfigError: naming the flag and the default.
     """
     folder = RunFolder(model_dir)
     target = os.path.realpath(export_dir)
@@ -202,7 +203,7 @@ def check_export_dir(model_dir: str, export_dir: str) -> None:
         os.path.commonpath([os.path.realpath(taken), target]) == os.path.realpath(taken)
         for taken in (folder.checkpoints, folder.logs, folder.evaluation)
     ):
-        raise ValueError(
+        raise ConfigError(
             f"--export_dir={export_dir} is {model_dir} or lies in its checkpoints, logs or "
             f"eval folder, among the run's own files: omit it (the default is "
             f"{folder.exports}) or name a folder of its own."

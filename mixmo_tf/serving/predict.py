@@ -21,6 +21,7 @@ from typing import IO, Any
 import numpy as np
 import tensorflow as tf
 
+from mixmo_tf.config.errors import ConfigError, MissingFileError, UnusableFileError, UserError
 from mixmo_tf.data.class_names import class_names
 from mixmo_tf.data.folder import is_image_file
 from mixmo_tf.serving.export import CLASS_NAMES_ASSET, restore_for_serving, run_temperature
@@ -45,7 +46,7 @@ class Predictor:
     source: str
 
 
-class BrokenModelError(ValueError):
+class BrokenModelError(UserError, ValueError):
     """The model answers with non-finite probabilities: its weights are broken."""
 
 
@@ -53,25 +54,25 @@ def predictor_from_saved_model(path: str) -> Predictor:
     """The `predict_image_bytes` signature of an exported version folder (`DIR/<version>`).
 
     Raises:
-        FileNotFoundError: `path` holds no SavedModel of `mixmo_tf.serving.export`, or one
+        MissingFileError: `path` holds no SavedModel of `mixmo_tf.serving.export`, or one
             that does not load.
-        ValueError: its class-names asset does not hold one line per class.
+        UnusableFileError: its class-names asset does not hold one line per class.
     """
     names_path = os.path.join(path, "assets", CLASS_NAMES_ASSET)
     if not (tf.saved_model.contains_saved_model(path) and os.path.exists(names_path)):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} is not a version folder written by --mode=export (it needs saved_model.pb "
             f"and assets/{CLASS_NAMES_ASSET}); pass e.g. --saved_model=RUN/export/1."
         )
     try:
         signatures = tf.saved_model.load(path).signatures
     except (OSError, ValueError) as error:  # a damaged saved_model.pb, missing variables
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} holds a SavedModel that does not load ({error}); export the run again "
             "with --mode=export."
         ) from error
     if IMAGE_BYTES_SIGNATURE not in signatures:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} is a SavedModel without the {IMAGE_BYTES_SIGNATURE} signature of "
             "--mode=export (it has: " + ", ".join(sorted(signatures)) + ")."
         )
@@ -80,7 +81,7 @@ def predictor_from_saved_model(path: str) -> Predictor:
         names = tuple(stream.read().splitlines())
     num_classes = signature.structured_outputs["probabilities"].shape[-1]
     if len(names) != num_classes:
-        raise ValueError(
+        raise UnusableFileError(
             f"{names_path} has {len(names)} lines but the model has {num_classes} classes: "
             "restore the file the export wrote (one class name per line, in label order)."
         )
@@ -135,21 +136,21 @@ def check_output(output: str, images: Sequence[str], model_folder: str) -> None:
     """Refuses an `--output` that writing would destroy an input with.
 
     Raises:
-        ValueError: `output` is a folder, one of the `images` (the same file by any name), or
+        ConfigError: `output` is a folder, one of the `images` (the same file by any name), or
             lies inside `model_folder` (the run or SavedModel: its files are the model).
     """
     if os.path.isdir(output):
-        raise ValueError(f"--output={output} is a folder: name the file to write.")
+        raise ConfigError(f"--output={output} is a folder: name the file to write.")
     if os.path.exists(output):
         for image in images:
             if _same_file(image, output):
-                raise ValueError(
+                raise ConfigError(
                     f"--output={output} is one of the --images files ({image}): writing the "
                     "predictions would destroy it. Name another file."
                 )
     folder = os.path.realpath(model_folder)
     if os.path.commonpath([folder, os.path.realpath(output)]) == folder:
-        raise ValueError(
+        raise ConfigError(
             f"--output={output} lies inside {model_folder}, the model's folder: the "
             "predictions could replace a file of the model. Write them elsewhere."
         )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from mixmo_tf.config.errors import UserError
 from mixmo_tf.training import checkpoints, run_guard
 
 
@@ -34,9 +35,14 @@ def first_non_finite(model: keras.Model) -> str | None:
     return None
 
 
+class DivergedError(UserError, FloatingPointError):
+    """Training met a non-finite loss or weight: the message names the step, the learning
+    rate and the checkpoint a rerun resumes from."""
+
+
 def _divergence_error(
     what: str, step: int, learning_rate_at: Callable[[int], float], manager
-) -> FloatingPointError:
+) -> DivergedError:
     """The error of a run that diverged at `step`, naming the checkpoint a rerun resumes."""
     # The optimizer has already counted this step: its rate is the schedule's at step - 1.
     learning_rate = float(keras.ops.convert_to_numpy(learning_rate_at(step - 1)))
@@ -50,7 +56,7 @@ def _divergence_error(
             f"it resumes from {os.path.basename(latest)} (if it diverges again at once, "
             "that state is already damaged: start over in a new --model_dir)"
         )
-    return FloatingPointError(
+    return DivergedError(
         f"Training diverged at step {step} (learning rate {learning_rate:.3g}): {what}. "
         f"{where}. Lower --lr or check the input data, then rerun: {rerun}."
     )
@@ -61,7 +67,7 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
 
     A save that does not fit stops training with `checkpoints.CheckpointSpaceError`.
     A state with a non-finite variable is never saved: training stops with a
-    FloatingPointError naming the variable and the last (finite) checkpoint, so a rerun with
+    DivergedError naming the variable and the last (finite) checkpoint, so a rerun with
     a lower --lr resumes before the divergence. A pending `stop_request` (SIGTERM, SIGINT)
     saves the state at the next step boundary, during validation included, and raises
     `run_guard.Interrupted`.

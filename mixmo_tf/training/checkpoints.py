@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mixmo_tf.config.errors import MissingFileError, UserError
 from mixmo_tf.config.run_folder import (
     RunFolder,
     RunFolderError,
@@ -132,7 +133,7 @@ def _mismatch(checkpoint: str, error: Exception) -> CheckpointMismatchError:
     )
 
 
-class CheckpointUnusableError(ValueError):
+class CheckpointUnusableError(UserError, ValueError):
     """Every checkpoint of a run is unreadable or holds non-finite values."""
 
 
@@ -238,7 +239,7 @@ def restore_run(config: Config, precision: str | None = None) -> RestoredRun:
             precision, so any run loads in any precision).
 
     Raises:
-        FileNotFoundError: the folder holds no checkpoint.
+        MissingFileError: the folder holds no checkpoint (a FileNotFoundError).
         CheckpointMismatchError: the checkpoint is of another model than the recorded one.
         CheckpointUnusableError: the run has checkpoints and none is usable.
     """
@@ -248,7 +249,7 @@ def restore_run(config: Config, precision: str | None = None) -> RestoredRun:
     directory = RunFolder(config.model_dir).checkpoints
     latest = newest_usable(directory)
     if latest is None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No checkpoint in {directory}: train the run first, or point --model_dir at a run "
             "that has one."
         )

@@ -28,6 +28,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from mixmo_tf.config.errors import UserError
 from mixmo_tf.models.mixmo_model import MixMoModel
 from mixmo_tf.training.run_guard import StopRequest
 
@@ -126,7 +127,7 @@ def _agreement_function(strategy: tf.distribute.Strategy):
     return run
 
 
-class WorkerLostError(Exception):
+class WorkerLostError(UserError):
     """Another worker of the run stopped: collectives cannot go on."""
 
 

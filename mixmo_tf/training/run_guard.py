@@ -27,6 +27,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
+from mixmo_tf.config.errors import UserError
 from mixmo_tf.config.run_folder import (
     RunFolder,
     RunFolderError,
@@ -36,12 +37,15 @@ from mixmo_tf.config.run_folder import (
 )
 
 
-class RunLockedError(Exception):
+class RunLockedError(UserError):
     """Another process holds the run folder."""
 
 
 class Interrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint."""
+    """Training stopped on a signal after saving a checkpoint.
+
+    A stop, not an error (exit code 3: rerun to resume), so not a `UserError`.
+    """
 
 
 class StoppedAtOnce(KeyboardInterrupt):

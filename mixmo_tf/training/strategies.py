@@ -8,11 +8,13 @@ import urllib.parse
 
 import tensorflow as tf
 
+from mixmo_tf.config.errors import UserError
+
 # How long to wait for a TPU worker's port to answer before saying none is reachable.
 _TPU_CONNECT_TIMEOUT_SECONDS = 10
 
 
-class StrategyError(Exception):
+class StrategyError(UserError):
     """The strategy asked for cannot be created here (e.g. no TPU is reachable)."""
 
 
