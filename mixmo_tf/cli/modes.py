@@ -161,9 +161,10 @@ def check_import_inputs(
     path: str | None, flagged: Config, model_dir_given: bool, given: Sequence[str]
 ) -> Config:
     """Checks the flags and the file of `--mode=import` without TensorFlow; returns the
-    Config the import will record (the file's network, the flags' recipe).
+    Config the import will record (the file's network, the flags' recipe). Nothing is
+    written before one of these errors is raised.
 
-    Raises, having written nothing:
+    Raises:
         UserError: the flags lack the file or the folder, the folder is not new, the file is
             refused (damaged, a global that a state dict never holds) or of another network,
             or a flag contradicts it.

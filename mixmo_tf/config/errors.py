@@ -8,6 +8,7 @@ kind of failure needs no edit there: derive it from `UserError` (or from one of 
 below) and raise it.
 
 What does not belong here:
+
 - programming errors (a wrong argument to a Python function of the package, a broken
   invariant): they keep Python's own classes (`TypeError`, `ValueError`, ...) and their
   traceback, which is what a bug report needs;
