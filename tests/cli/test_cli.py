@@ -3,15 +3,13 @@
 Flag parsing is tested in-process on fresh FlagValues; a few subprocess runs of main.py show
 what a user sees: a bad flag or missing data fails within seconds, and a smoke run of a paper
 flagfile on a tiny CIFAR-100 archive in the official format trains and resumes
-(`--mode=evaluate` through main.py: tests/test_evaluation_runs.py).
+(`--mode=evaluate` through main.py: tests/evaluation/test_evaluation_runs.py).
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,24 +17,12 @@ from absl import flags
 from helpers.cifar_archive import write_cifar_archive
 from helpers.flags import parse
 from helpers.paths import FLAGS_DIR, REPO
+from helpers.runs import run_main
 
 from mixmo_tf.data.tfds_loading import manual_dir
 
-# The paper's rows; flags/digits_* is a CPU demo, run by tests/test_training.py.
+# The paper's rows; flags/digits_* is a CPU demo, run by tests/training/test_training.py.
 FLAGFILES = sorted(glob.glob(os.path.join(FLAGS_DIR, "cifar*.flags")))
-
-
-def run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    # What a user gets: main.py's own default for TensorFlow's C++ log lines.
-    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "main.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env=env,
-    )
 
 
 def test_a_flag_after_the_flagfile_makes_a_fast_row():

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.datasets import write_image_folder
 from helpers.paths import REPO
-from test_cli import run_main
-from test_sources import write_image_folder
+from helpers.runs import run_main
 
 from mixmo_tf.cli.decoder_messages import decoder_messages_dropped, is_decoder_message
 

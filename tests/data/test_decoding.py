@@ -6,12 +6,10 @@ equality below says which decoder ran. The served graph's decoding: test_export.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from helpers.images import encoded, pil_pixels
 
 from mixmo_tf.data.decoding import decode_image
 
@@ -22,16 +20,6 @@ def photo(seed: int = 0, size=(48, 64)) -> np.ndarray:
     rows, columns = np.mgrid[: size[0], : size[1]]
     smooth = np.stack([rows * 4, columns * 3, (rows + columns) * 2], axis=-1)
     return np.clip(smooth + rng.normal(0, 25, (*size, 3)), 0, 255).astype(np.uint8)
-
-
-def encoded(image: np.ndarray, kind: str, **options) -> bytes:
-    stream = io.BytesIO()
-    Image.fromarray(image).save(stream, format=kind, **options)
-    return stream.getvalue()
-
-
-def pil_pixels(data: bytes, mode: str = "RGB") -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
 
 
 @pytest.mark.parametrize("quality", [75, 95, 100])

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from helpers.datasets import CLASSES, TRAIN_PER_CLASS, write_image_folder, write_tiny_imagenet_zip
 from helpers.flags import parse
-from test_tiny_imagenet import TRAIN_PER_CLASS, write_tiny_imagenet_zip
 
 from mixmo_tf import data
 from mixmo_tf.config import run_record
@@ -31,31 +31,8 @@ from mixmo_tf.data.specs import dataset_spec
 from mixmo_tf.data.streamed import ImageCache, ImageFiles
 from mixmo_tf.training.run import train
 
-CLASSES = ("cat", "dog", "emu")
 DIGITS_SPEC = dataset_spec("digits")
 FLOWERS_EXAMPLES = 8
-
-
-def _encoded(value: int, height: int, width: int, kind: str) -> bytes:
-    image = np.full((height, width, 3), value, np.uint8)
-    encode = tf.io.encode_png if kind == "png" else tf.io.encode_jpeg
-    return encode(image).numpy()
-
-
-def write_image_folder(root, train_per_class: int = 5, test_per_class: int = 2) -> str:
-    """root/{train,test}/<class>/<i>.{png,jpg}: flat images of value 60 * label + i, in
-    varied sizes (resized on read), PNG and JPEG, plus a non-image file that is ignored."""
-    for split, count in (("train", train_per_class), ("test", test_per_class)):
-        for label, name in enumerate(CLASSES):
-            folder = os.path.join(root, split, name)
-            os.makedirs(folder)
-            for i in range(count):
-                kind = "png" if i % 2 else "jpg"
-                with open(os.path.join(folder, f"{i}.{kind}"), "wb") as stream:
-                    stream.write(_encoded(60 * label + i, 20 + 3 * i, 24, kind))
-            with open(os.path.join(folder, ".DS_Store"), "wb") as stream:
-                stream.write(b"\0\0")
-    return str(root)
 
 
 @pytest.fixture(scope="module")

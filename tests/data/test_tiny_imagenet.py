@@ -12,46 +12,15 @@ import io
 import os
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from helpers.datasets import TRAIN_PER_CLASS, VAL, WNIDS, write_tiny_imagenet_zip
 from helpers.paths import REPO
 
 from mixmo_tf import data
 from mixmo_tf.data.specs import dataset_spec
 from mixmo_tf.data.tfds_loading import DataNotFoundError, manual_dir
-
-WNIDS = ["n02124075", "n01443537", "n09246464"]  # deliberately unsorted in wnids.txt
-TRAIN_PER_CLASS = 4
-# (file, wnid) of the validation images; label = index of the wnid in sorted order.
-VAL = [(f"val_{i}.JPEG", WNIDS[i % 3]) for i in range(6)]
-
-
-def _jpeg(value: int, channels: int = 3) -> bytes:
-    image = np.full((64, 64, channels), value, np.uint8)
-    return tf.io.encode_jpeg(image, quality=100).numpy()
-
-
-def write_tiny_imagenet_zip(path: str, skip: str | None = None) -> None:
-    """The official layout: wnids.txt, train/<wnid>/images/*.JPEG, val/images, annotations."""
-    with zipfile.ZipFile(path, "w") as archive:
-        root = "tiny-imagenet-200"
-        archive.writestr(f"{root}/wnids.txt", "\n".join(WNIDS) + "\n")
-        archive.writestr(f"{root}/words.txt", "".join(f"{w}\tsomething\n" for w in WNIDS))
-        for label, wnid in enumerate(sorted(WNIDS)):
-            for i in range(TRAIN_PER_CLASS):
-                channels = 1 if (label, i) == (0, 0) else 3  # the archive has grayscale JPEGs
-                name = f"{root}/train/{wnid}/images/{wnid}_{i}.JPEG"
-                archive.writestr(name, _jpeg(40 * label + i, channels))
-            archive.writestr(f"{root}/train/{wnid}/{wnid}_boxes.txt", "")
-        lines = "".join(f"{name}\t{wnid}\t0\t0\t63\t63\n" for name, wnid in VAL)
-        if skip != "val_annotations":
-            archive.writestr(f"{root}/val/val_annotations.txt", lines)
-        for i, (name, _) in enumerate(VAL):
-            archive.writestr(f"{root}/val/images/{name}", _jpeg(200 + i))
-        archive.writestr(f"{root}/test/images/test_0.JPEG", _jpeg(7))
 
 
 def _data_dir(tmp_path, skip: str | None = None) -> str:

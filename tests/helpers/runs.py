@@ -6,7 +6,8 @@
 - `tiny_run_config`: one epoch of 3 steps at B=16, b=2 in float32, the finished run that the
   export, prediction and uncertainty tests read (`conftest.trained_tiny_run`);
 - `assert_validates_as_one_device`: a distributed run's validation figures are one device's;
-- `run_main_in_process`: main.py's `main` in the test's process, its exit code and output.
+- `run_main_in_process`: main.py's `main` in the test's process, its exit code and output;
+- `run_main`: main.py in a fresh process, as a user runs it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import contextlib
 import dataclasses
 import io
 import os
+import subprocess
+import sys
 
 from absl import flags
 
+from helpers.paths import REPO
 from mixmo_tf.config import Config
 
 
@@ -89,3 +93,16 @@ def run_main_in_process(*args: str) -> tuple[int, str, str]:
     finally:
         flags.FLAGS.unparse_flags()
     return code, out.getvalue(), err.getvalue()
+
+
+def run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    # What a user gets: main.py's own default for TensorFlow's C++ log lines.
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "main.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+    )

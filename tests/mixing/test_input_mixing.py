@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import probe_network
+from helpers.mixing import NUM_STANDARD_ERRORS, assert_moments, reference_box_mask
 from scipy import stats
-from test_mixing import NUM_STANDARD_ERRORS, assert_moments, reference_box_mask
 
 from mixmo_tf.mixing import features as feature_mixing
 from mixmo_tf.mixing import inputs as input_mixing

@@ -21,10 +21,10 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from helpers import disk_limits
+from helpers.images import encoded, pil_pixels
 from helpers.paths import REPO
 from helpers.runs import tiny_run_config
 from tensorflow.core.protobuf import saved_model_pb2
-from test_decoding import encoded, pil_pixels
 
 from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.cli import modes

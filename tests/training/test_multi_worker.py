@@ -28,9 +28,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from helpers.datasets import write_image_folder
 from helpers.paths import REPO
 from helpers.runs import assert_validates_as_one_device
-from test_sources import write_image_folder
 
 from mixmo_tf import data
 from mixmo_tf.config import Config

@@ -29,9 +29,9 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.datasets import CLASSES, write_image_folder
 from helpers.paths import REPO
 from helpers.runs import smoke_config
-from test_sources import CLASSES, write_image_folder
 
 from mixmo_tf.cli import exit_codes, modes, onednn_start
 from mixmo_tf.config import run_folder
