@@ -12,15 +12,20 @@ Example: python bench/archive_preparation.py --datasets=cifar100
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 
 import harness
 from absl import flags
-from cifar_archive import write_cifar_archive
 
 from mixmo_tf.data import dataset_spec, ensure_prepared
 from mixmo_tf.data.tfds_loading import manual_dir
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPOSITORY, "tests"))  # the tests' writer of CIFAR archives
+
+from helpers.cifar_archive import write_cifar_archive  # noqa: E402
 
 _ARCHIVE_DATASETS = ("cifar10", "cifar100")
 

@@ -1,10 +1,11 @@
 """How long `read_torch_file` takes on a WRN-28-10 MixMo checkpoint, and how much memory.
 
 Writes a synthetic checkpoint shaped like the MixMo authors' WRN-28-10 M=2 CIFAR-100 one, in
-both torch.save formats (tests/torch_writer.py): {"epoch", "classifier_state_dict" (their 158
-names and shapes: 36,619,368 float32 values, 146.5 MB), "classifier_optimizer_state_dict"
-(SGD: a momentum buffer per parameter, as the authors save it)}. With the momentum buffers
-(the default) the file is ~293 MB; --nomomentum leaves them out: ~146 MB, the weights alone.
+both torch.save formats (tests/helpers/torch_writer.py): {"epoch", "classifier_state_dict"
+(their 158 names and shapes: 36,619,368 float32 values, 146.5 MB),
+"classifier_optimizer_state_dict" (SGD: a momentum buffer per parameter, as the authors save
+it)}. With the momentum buffers (the default) the file is ~293 MB; --nomomentum leaves them
+out: ~146 MB, the weights alone.
 
 Each measurement runs in a fresh process that imports only numpy and the reader. One times
 `read_torch_file`, then touches every tensor (a sum over each, as a conversion to TensorFlow
@@ -39,9 +40,9 @@ import numpy as np
 from absl import flags
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPOSITORY, "tests"))  # the writer of torch.save files
+sys.path.insert(0, os.path.join(REPOSITORY, "tests"))  # the tests' writer of torch.save files
 
-from torch_writer import write_torch_file  # noqa: E402
+from helpers.torch_writer import write_torch_file  # noqa: E402
 
 from mixmo_tf.importing.torch_format import read_torch_file  # noqa: E402
 

@@ -1,5 +1,5 @@
-"""Shared test settings and fixtures: quiet TensorFlow; tests and the bench/ scripts
-importable; the trained tiny run; the `slow` tests first."""
+"""Shared test settings and fixtures for every folder of tests/: quiet TensorFlow; the shared
+`helpers` package importable; the trained tiny run; the `slow` tests first."""
 
 import os
 import sys
@@ -17,10 +17,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # the cores (the tests' tiny networks gain nothing from a second thread).
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-TESTS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, TESTS)
-# The bench scripts import each other by file name, as when run as python bench/<name>.py.
-sys.path.append(os.path.join(os.path.dirname(TESTS), "bench"))
+# tests/ itself, so that every test module imports the shared helpers as `helpers.<module>`
+# (and the authors' fixture code as `fixtures.authors`), whichever folder it sits in.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # The modules with the longest tests (the digits learning run, the two-worker launches, the
 # evaluated digits runs, the processes stopped by signals, timed or filtered) are collected
@@ -53,9 +52,9 @@ def step_time_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_tiny_run(tmp_path_factory):
-    """A finished `run_helpers.tiny_run_config` run, trained once per test process: (config,
+    """A finished `helpers.runs.tiny_run_config` run, trained once per test process: (config,
     model). Tests read it (export, predict, restore); they must not train it further."""
-    from run_helpers import tiny_run_config
+    from helpers.runs import tiny_run_config
 
     from mixmo_tf.training.run import train
 
