@@ -100,3 +100,17 @@ def test_the_readme_links_resolve():
         assert os.path.isfile(target), link
         if anchor:
             assert anchor in _anchors(_read(target)), link
+
+
+def test_the_files_the_docs_name_exist():
+    """A path of the repository named in the README or the docs (a test, a bench script, a
+    flagfile, a module) exists: moving a file means updating the pages that point to it."""
+    pattern = r"(?<![\w/.])((?:tests|bench|flags|mixmo_tf|experiments)/[\w/.<>*-]*)"
+    named = set()
+    for page in [os.path.join(REPO, "README.md"), *DOCS_PAGES]:
+        found = re.findall(pattern, _read(page))
+        # Patterns (flags/cifar100_..., <w>, *.JPEG) name families of files, not one file.
+        named |= {p.rstrip(".") for p in found if not any(c in p for c in ("<", "*", "..."))}
+    assert any(path.startswith("tests/") for path in named)
+    missing = sorted(path for path in named if not os.path.exists(os.path.join(REPO, path)))
+    assert missing == []
