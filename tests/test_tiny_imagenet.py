@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from mixmo_tf import data
-from mixmo_tf.data.specs import dataset_spec
+from mixmo_tf.config.datasets import dataset_spec
 from mixmo_tf.data.tfds_loading import DataNotFoundError, manual_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

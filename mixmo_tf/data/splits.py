@@ -10,35 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from mixmo_tf.config.datasets import DATASETS, DatasetSpec
 from mixmo_tf.data import sources, tfds_loading
 from mixmo_tf.data.cache import cached_split
 from mixmo_tf.data.digits import load_digits_split
 from mixmo_tf.data.folder import index_folder
-from mixmo_tf.data.specs import DATASETS, DatasetSpec
 from mixmo_tf.data.streamed import ImageFiles, StreamedImages
 
 # Named datasets small enough to hold in memory (CIFAR: 150 MB as uint8).
 IN_MEMORY = ("cifar10", "cifar100", "digits")
 Images = np.ndarray | StreamedImages
-
-
-def resolved_spec(dataset: str, image_size: int, data_dir: str | None) -> DatasetSpec:
-    """The spec of `--dataset` read from its data (tfds info, the folder's files), which must
-    be ready (`prepare_source`); also kept for `Config.spec` in this process.
-
-    Raises:
-        FileNotFoundError: the data is missing or unusable (the message says why and how to
-            fix it).
-    """
-    kind = sources.source_kind(dataset)
-    if kind == "named":
-        return DATASETS[dataset]
-    if kind == "folder":
-        spec = sources.folder_spec(dataset, image_size)
-    else:
-        spec = tfds_loading.tfds_source_spec(dataset, image_size, data_dir)
-    sources.remember_spec(spec, image_size, data_dir)
-    return spec
 
 
 def prepare_source(dataset: str, data_dir: str | None, download: str) -> None:
