@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submodules=[
         "backbones",
         "choices",
+        "dataset_names",
         "datasets",
         "ranges",
         "run_folder",

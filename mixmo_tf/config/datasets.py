@@ -1,18 +1,10 @@
-"""The `--dataset` values and what the library knows about each: sizes, classes,
-normalisation, augmentation (imports no TensorFlow).
+"""What the library knows about each dataset: sizes, classes, normalisation, augmentation
+(imports no TensorFlow).
 
-Three kinds of source:
-- a named dataset of `DATASETS` (cifar10, cifar100, digits, tiny_imagenet), whose spec is
-  fixed;
-- `tfds:NAME`, any tfds image-classification dataset: classes, class names and split sizes
-  from its tfds info (it must be prepared, or downloaded with --download), images resized to
-  --image_size;
-- `folder:PATH`, an image folder with train/<class>/* and test/<class>/*
-  (`mixmo_tf.data.folder`), images resized to --image_size.
-
-The spec of a tfds or folder source depends on the data: `mixmo_tf.data.resolved_spec` reads
-it, `source_spec` gives it its normalisation and augmentation, and the Config of a run
-carries it (`Config.dataset_spec`).
+The named datasets (`DATASETS`) have a fixed spec. A tfds or folder source
+(`mixmo_tf.config.dataset_names`) gets its sizes and classes from its data
+(`mixmo_tf.data.resolved_spec` reads them) and the rest from `source_spec`; the Config of a
+run carries that spec (`Config.dataset_spec`).
 
 Choices for the new sources (the paper has none; this project's, not the authors'):
 mean = std = 0.5 per channel (inputs in [-1, 1]), as the authors use for Tiny ImageNet; it
@@ -23,8 +15,6 @@ anyway. Horizontal flips on. Crop padding = image size / 8, CIFAR's 4 pixels at 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 
 CIFAR_HOMEPAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
@@ -122,84 +112,12 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-TFDS_PREFIX = "tfds:"
-# What tfds accepts as a dataset name: [namespace:]name[/config][:version]
-# (tensorflow_datasets.core.naming; keyword arguments are not taken here).
-_TFDS_NAME = re.compile(r"([\w-]+:)?[A-Za-z]\w*(/[\w+.-]+)?(:(\d+|\*)(\.(\d+|\*)){2})?")
-FOLDER_PREFIX = "folder:"
 # --image_size=0 gives tfds and folder sources this size (Tiny ImageNet's).
 DEFAULT_IMAGE_SIZE = 64
 # Inputs in [-1, 1]; see the module docstring.
 SOURCE_MEAN = SOURCE_STD = (0.5, 0.5, 0.5)
 # The random crop's zero padding per side: CIFAR's 4 pixels at 32x32, scaled with the size.
 PADDING_FRACTION = 8
-
-
-def source_kind(dataset: str) -> str:
-    """ "named", "tfds" or "folder"."""
-    if dataset.startswith(TFDS_PREFIX):
-        return "tfds"
-    if dataset.startswith(FOLDER_PREFIX):
-        return "folder"
-    return "named"
-
-
-def source_argument(dataset: str) -> str:
-    """The tfds name of `tfds:NAME`, the absolute folder of `folder:PATH`."""
-    kind = source_kind(dataset)
-    if kind == "folder":
-        return os.path.abspath(os.path.expanduser(dataset[len(FOLDER_PREFIX) :]))
-    return dataset[len(TFDS_PREFIX) :] if kind == "tfds" else dataset
-
-
-def normalized_dataset(dataset: str) -> str:
-    """`dataset` with the folder of `folder:PATH` absolute (and `~` expanded)."""
-    if source_kind(dataset) != "folder" or not dataset[len(FOLDER_PREFIX) :]:
-        return dataset
-    return FOLDER_PREFIX + source_argument(dataset)
-
-
-def check_dataset(dataset: str, image_size: int) -> None:
-    """Raises ValueError naming the flag unless `dataset` and `image_size` can make a source."""
-    kind = source_kind(dataset)
-    if kind == "named" and dataset not in DATASETS:
-        raise ValueError(
-            f"--dataset must be one of {sorted(DATASETS)}, tfds:NAME (a tfds image "
-            f"classification dataset) or folder:PATH (an image folder). Received: "
-            f"dataset={dataset!r}"
-        )
-    if kind != "named" and not source_argument(dataset).strip("/"):
-        raise ValueError(
-            f"--dataset={dataset} names no dataset: write e.g. tfds:oxford_flowers102 or "
-            "folder:/data/pets."
-        )
-    if kind == "tfds" and not _TFDS_NAME.fullmatch(source_argument(dataset)):
-        raise ValueError(
-            f"--dataset={dataset}: a tfds name is letters, digits and underscores, with an "
-            "optional /config and :version (e.g. tfds:oxford_flowers102, "
-            "tfds:cifar10_corrupted/fog_5:3.0.0); tfds writes oxford-flowers102 as "
-            "oxford_flowers102."
-        )
-    if image_size and image_size < 8:
-        raise ValueError(
-            f"--image_size must be >= 8 (0: {DEFAULT_IMAGE_SIZE}). Received: "
-            f"image_size={image_size}"
-        )
-    if kind == "named" and image_size:
-        raise ValueError(
-            f"--image_size applies to tfds:NAME and folder:PATH sources; {dataset} has its own "
-            f"size {DATASETS[dataset].image_shape[:2]}. Drop the flag. Received: "
-            f"image_size={image_size}"
-        )
-
-
-def dataset_label(dataset: str) -> str:
-    """The dataset's part of a run folder name: oxford_flowers102 for tfds:oxford_flowers102,
-    the folder's name for folder:PATH."""
-    kind = source_kind(dataset)
-    if kind == "folder":
-        return os.path.basename(source_argument(dataset).rstrip("/"))
-    return source_argument(dataset).replace("/", "-")
 
 
 def source_spec(

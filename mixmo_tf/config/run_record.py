@@ -18,7 +18,8 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 
-from mixmo_tf.config.datasets import DatasetSpec, source_kind, spec_from_json
+from mixmo_tf.config.dataset_names import source_kind
+from mixmo_tf.config.datasets import DatasetSpec, spec_from_json
 from mixmo_tf.config.run_folder import RUN_CONFIG, RunFolder, write_text_atomically
 from mixmo_tf.config.settings import (
     Config,

@@ -22,15 +22,13 @@ from mixmo_tf.config.choices import (
     OPTIMIZERS,
     PRECISIONS,
 )
-from mixmo_tf.config.datasets import (
-    DATASETS,
-    DEFAULT_IMAGE_SIZE,
-    DatasetSpec,
+from mixmo_tf.config.dataset_names import (
     check_dataset,
     dataset_label,
     normalized_dataset,
     source_kind,
 )
+from mixmo_tf.config.datasets import DATASETS, DEFAULT_IMAGE_SIZE, DatasetSpec
 from mixmo_tf.config.ranges import Range
 
 # Unique images per step that the reference learning rate of 0.1 is quoted for.

@@ -2,24 +2,19 @@
 data is the data it started on (imports no TensorFlow).
 
 What each kind of source is (named, `tfds:NAME`, `folder:PATH`) and the spec it gets:
-`mixmo_tf.config.datasets`. The spec of a tfds or folder source depends on the data, so a run
-records the spec it trained with in `<model_dir>/dataset_spec.json`
-(`mixmo_tf.config.run_record.record_spec`); evaluation, export and prediction read it from
-there (the data need not be on the serving machine), and a resume whose data changed is
-refused.
+`mixmo_tf.config.dataset_names` and `mixmo_tf.config.datasets`. The spec of a tfds or folder
+source depends on the data, so a run records the spec it trained with in
+`<model_dir>/dataset_spec.json` (`mixmo_tf.config.run_record.record_spec`); evaluation,
+export and prediction read it from there (the data need not be on the serving machine), and
+a resume whose data changed is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from mixmo_tf.config.datasets import (
-    DATASETS,
-    DatasetSpec,
-    source_argument,
-    source_kind,
-    source_spec,
-)
+from mixmo_tf.config.dataset_names import source_argument, source_kind
+from mixmo_tf.config.datasets import DATASETS, DatasetSpec, source_spec
 from mixmo_tf.config.run_folder import RunFolder
 from mixmo_tf.config.run_record import recorded_spec
 from mixmo_tf.data import tfds_loading

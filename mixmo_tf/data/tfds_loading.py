@@ -20,7 +20,8 @@ import urllib.parse
 
 import numpy as np
 
-from mixmo_tf.config.datasets import DatasetSpec, source_argument, source_spec
+from mixmo_tf.config.dataset_names import source_argument
+from mixmo_tf.config.datasets import DatasetSpec, source_spec
 from mixmo_tf.config.run_folder import write_atomically
 from mixmo_tf.data import downloads
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mixmo_tf.config.backbones import backbone_entry
-from mixmo_tf.config.datasets import source_kind
+from mixmo_tf.config.dataset_names import source_kind
 from mixmo_tf.config.settings import MAX_EPOCHS, MAX_MEMBERS, Config
 from mixmo_tf.data.sources import resolved_spec
 from mixmo_tf.importing.torch_format import read_torch_file
