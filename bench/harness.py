@@ -28,7 +28,7 @@ from absl import app, flags
 from mixmo_tf.config import Config
 from mixmo_tf.config.backbones import backbone_entry
 from mixmo_tf.config.choices import PRECISIONS
-from mixmo_tf.data.specs import DatasetSpec
+from mixmo_tf.config.datasets import DatasetSpec
 from mixmo_tf.models import MixMoModel, MixMoNetwork
 from mixmo_tf.models.build import build_model
 from mixmo_tf.tuning import machine, step_timing

@@ -30,7 +30,7 @@ from absl import flags
 
 from mixmo_tf import data
 from mixmo_tf.config import Config
-from mixmo_tf.data.sources import source_spec
+from mixmo_tf.config.datasets import source_spec
 from mixmo_tf.data.streamed import ImageCache, ImageFiles
 from mixmo_tf.training.run import train_stream
 

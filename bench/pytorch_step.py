@@ -57,7 +57,7 @@ from train_step import NUM_EXAMPLES, prepare_steps
 
 from mixmo_tf.cli import exit_codes
 from mixmo_tf.config import Config
-from mixmo_tf.data.specs import dataset_spec
+from mixmo_tf.config.datasets import dataset_spec
 from mixmo_tf.models.build import build_model
 
 INSTALL_HINT = 'pip install -e ".[bench_torch]"'

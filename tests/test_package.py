@@ -188,9 +188,7 @@ LAYERS = (
     ("cli",),
 )
 # Imports allowed to run up a layer, each with its reason.
-UPWARD_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("config", "data"): "Config reads the dataset spec of a run",
-}
+UPWARD_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def _subpackage_imports() -> dict[tuple[str, str], list[str]]:

@@ -15,12 +15,12 @@ from absl import flags
 
 from mixmo_tf.config.backbones import backbone_entry, backbone_names
 from mixmo_tf.config.choices import MSDA_KINDS
+from mixmo_tf.config.datasets import DATASETS
 from mixmo_tf.config.errors import ConfigError
-from mixmo_tf.config.settings import Config
+from mixmo_tf.config.settings import Config, recorded_fields
 from mixmo_tf.data.sources import tfds_prepares
-from mixmo_tf.data.specs import DATASETS
 
-_CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Config))
+_CONFIG_FIELDS = frozenset(field.name for field in recorded_fields())
 
 
 @dataclasses.dataclass(frozen=True)

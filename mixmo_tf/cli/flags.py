@@ -1,4 +1,5 @@
-"""absl flags of `main.py`: one flag per Config field, plus --mode and --smoke.
+"""absl flags of `main.py`: one flag per Config field a user chooses (`recorded_fields`), plus
+--mode and --smoke.
 
 Only the entry point reads FLAGS; it turns them into one Config (`config_from_flags`), whose
 validation rejects bad values, naming the flag, before anything is built.
@@ -6,18 +7,16 @@ validation rejects bad values, naming the flag, before anything is built.
 
 from __future__ import annotations
 
-import dataclasses
 import textwrap
 
 from absl import flags
 
 from mixmo_tf.config import choices
 from mixmo_tf.config.backbones import MAX_WEIGHTS, MAX_WRN_DEPTH, backbone_names
+from mixmo_tf.config.datasets import DATASETS, DEFAULT_IMAGE_SIZE
 from mixmo_tf.config.errors import ConfigError
 from mixmo_tf.config.ranges import TEMPERATURE
-from mixmo_tf.config.settings import Config, valid_range
-from mixmo_tf.data.sources import DEFAULT_IMAGE_SIZE
-from mixmo_tf.data.specs import DATASETS
+from mixmo_tf.config.settings import Config, recorded_fields, valid_range
 
 MODES = ("train", "evaluate", "export", "predict", "import")
 
@@ -196,7 +195,7 @@ def modes_reading(name: str) -> tuple[str, ...]:
 
 def mixmo_flag_names() -> list[str]:
     """The names of the flags `define_flags` makes (absl's and TensorFlow's are not ours)."""
-    fields = [field.name for field in dataclasses.fields(Config)]
+    fields = [field.name for field in recorded_fields()]
     return [name for name in _MODES_READING if name not in fields] + fields
 
 
@@ -243,7 +242,7 @@ def grouped_help(values: flags.FlagValues = flags.FLAGS) -> str:
     absl's own flags included).
     """
     listed = {name for topic in TOPICS.values() for name in topic}
-    fields = [field.name for field in dataclasses.fields(Config)]
+    fields = [field.name for field in recorded_fields()]
     topics = {**TOPICS, "other": tuple(name for name in fields if name not in listed)}
     lines = []
     for topic, members in topics.items():
@@ -322,7 +321,7 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
         "test split is detected as out-of-distribution (AUROC, AUPR, FPR at 95% TPR).",
         flag_values=values,
     )
-    for field in dataclasses.fields(Config):
+    for field in recorded_fields():
         name, default, help_text = field.name, field.default, _HELP[field.name]
         if valid_range(name) is not None:
             help_text += f" Range: {valid_range(name)}."
@@ -342,7 +341,7 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
 
 def given_fields(values: flags.FlagValues = flags.FLAGS) -> list[str]:
     """Names of the Config fields whose flags were given (on the command line or a flagfile)."""
-    return [field.name for field in dataclasses.fields(Config) if values[field.name].present]
+    return [field.name for field in recorded_fields() if values[field.name].present]
 
 
 def _define_serving_flags(values: flags.FlagValues) -> None:
@@ -416,7 +415,7 @@ def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
     """The run's Config from parsed flags; ConfigError naming the flag for a bad value."""
     check_no_empty_paths(values)
     fields = {}
-    for field in dataclasses.fields(Config):
+    for field in recorded_fields():
         value = values[field.name].value
         if field.type.startswith("tuple"):
             try:

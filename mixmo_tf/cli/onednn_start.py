@@ -61,7 +61,8 @@ def measure_and_restart(config: Config, quiet_tensorflow: bool) -> None:
     from mixmo_tf.training.run import check_before_training
     from mixmo_tf.tuning.step_timing import onednn_enabled
 
-    check_before_training(config)  # a refusal comes before minutes of measuring
+    # A refusal comes before minutes of measuring; the step timed is of the data's spec.
+    config = check_before_training(config).config
     choice = onednn.choose_onednn(config)
     onednn.apply(choice)
     _announce(choice)

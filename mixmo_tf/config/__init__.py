@@ -1,5 +1,5 @@
-"""The settings layer: the run's Config, its choice lists and backbone registry, its record
-and its folder, and `UserError`, the base class of the errors a user can fix.
+"""The settings layer: the run's Config, its choice lists, datasets and backbone registry,
+its record and its folder, and `UserError`, the base class of the errors a user can fix.
 
 Imports no TensorFlow: flags are parsed and checked, and a trained run's settings read,
 before TensorFlow starts (`tests/test_package.py` checks it).
@@ -9,7 +9,17 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["backbones", "choices", "errors", "ranges", "run_folder", "run_record", "settings"],
+    submodules=[
+        "backbones",
+        "choices",
+        "dataset_names",
+        "datasets",
+        "errors",
+        "ranges",
+        "run_folder",
+        "run_record",
+        "settings",
+    ],
     submod_attrs={
         "errors": ["UserError"],
         "settings": ["Config", "changeable_on_resume", "complete_recorded"],

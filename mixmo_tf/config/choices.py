@@ -3,8 +3,8 @@
 `Config` validates against these, `mixmo_tf.cli.flags` offers them as enum flags, and the
 modules that implement them (`mixing.inputs`, `tuning.device_rules`, `training.strategies`)
 read them from here.
-Datasets live with their specs (`mixmo_tf.data.specs.DATASETS`) and sources
-(`mixmo_tf.data.sources`: also tfds:NAME and folder:PATH), backbones in their registry
+Datasets live with their specs (`mixmo_tf.config.datasets.DATASETS`; tfds:NAME and
+folder:PATH in `mixmo_tf.config.dataset_names`), backbones in their registry
 (`mixmo_tf.config.backbones`), since both can grow.
 """
 

@@ -11,7 +11,7 @@ a shared run folder can read it. Imports no TensorFlow.
 Layout of `<model_dir>`::
 
     run_config.json        the run's settings (`mixmo_tf.config.run_record`)
-    dataset_spec.json      the data it trained on (`mixmo_tf.data.sources`)
+    dataset_spec.json      the data it trained on (`mixmo_tf.config.run_record`)
     run.lock               held by the training process (`mixmo_tf.training.run_guard`)
     checkpoints/           weights and optimizer state (`mixmo_tf.training.checkpoints`)
     logs/                  TensorBoard: train/, validation/ (per epoch), eval/ (evaluation)

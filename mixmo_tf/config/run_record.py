@@ -1,12 +1,14 @@
 """A run's recorded settings: written at the start of training, read back without TensorFlow.
 
-Modes that read a trained run (evaluate, and export or predict) need only `--model_dir`:
-the run folder's `run_config.json` says everything else. A flag given on top may only
-change what does not define the trained model (the fields marked `changeable_on_resume`,
-e.g. `--data_dir`, `--eval_batch_size`); any other flag that disagrees is refused by name
-before TensorFlow is even imported. A rerun of training in the same folder may change
-those fields too, and choose what the run has yet to choose (an imported run's
-`--precision=auto`, `settings.not_chosen_yet`), and nothing else (`record_run_config`).
+Modes that read a trained run (evaluate, and export or predict) need only `--model_dir`: the
+run folder's `run_config.json` says everything else, and its `dataset_spec.json` the spec of
+a tfds or folder source (the Config's `dataset_spec`, which no flag sets). A flag given on
+top may only change what does not define the trained model (the fields marked
+`changeable_on_resume`, e.g. `--data_dir`, `--eval_batch_size`); any other flag that
+disagrees is refused by name before TensorFlow is even imported. A rerun of training in the
+same folder may change those fields too, and choose what the run has yet to choose (an
+imported run's `--precision=auto`, `settings.not_chosen_yet`), and nothing else
+(`record_run_config`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 
+from mixmo_tf.config.dataset_names import source_kind
+from mixmo_tf.config.datasets import DatasetSpec, spec_from_json
 from mixmo_tf.config.errors import ConfigError, MissingFileError, UserError
 from mixmo_tf.config.run_folder import RUN_CONFIG, RunFolder, write_text_atomically
 from mixmo_tf.config.settings import (
@@ -23,6 +27,7 @@ from mixmo_tf.config.settings import (
     changeable_on_resume,
     complete_recorded,
     not_chosen_yet,
+    recorded_fields,
 )
 
 # Keys of run_config.json beside the Config's fields: what the run's first start found out
@@ -42,7 +47,8 @@ def _may_take(name: str, recorded) -> bool:
 
 
 class RunConfigError(UserError, ValueError):
-    """A run folder's run_config.json cannot be read (the message names it and the fix)."""
+    """A run folder's run_config.json or dataset_spec.json cannot be read (the message names
+    it and the fix)."""
 
 
 def read_run_config(path: str) -> dict:
@@ -93,12 +99,56 @@ def recorded_config(model_dir: str) -> Config:
         )
     recorded = _settings(read_run_config(path))
     try:
-        return Config(**{**recorded, "model_dir": model_dir})
+        config = Config(**{**recorded, "model_dir": model_dir, "dataset_spec": None})
     except TypeError as error:  # a field this version does not know
         raise RunConfigError(
             f"{path} holds settings this version does not know ({error}): it was written by "
             "a newer mixmo-tf, or edited."
         ) from error
+    return with_recorded_spec(config)
+
+
+def record_spec(spec: DatasetSpec, model_dir: str) -> None:
+    """Writes the spec of a tfds or folder source to `<model_dir>/dataset_spec.json`."""
+    if source_kind(spec.name) == "named":
+        return
+    text = json.dumps(dataclasses.asdict(spec), indent=2)
+    write_text_atomically(RunFolder(model_dir).dataset_spec, text)
+
+
+def recorded_spec(model_dir: str) -> DatasetSpec | None:
+    """The spec recorded in `<model_dir>/dataset_spec.json` by training, or None.
+
+    Raises:
+        RunConfigError: the file is not the JSON of a spec (damaged, or edited).
+    """
+    path = RunFolder(model_dir).dataset_spec
+    if not model_dir or not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return spec_from_json(json.load(stream))
+    except (ValueError, TypeError, AttributeError, RecursionError) as error:
+        # Not UTF-8 JSON (ValueError), not an object (AttributeError), other fields
+        # (TypeError), nested too deep for the parser (RecursionError).
+        raise RunConfigError(
+            f"{path} is not the dataset spec training wrote ({error}): restore it from a copy, "
+            "or train in a new --model_dir."
+        ) from error
+
+
+def with_recorded_spec(config: Config) -> Config:
+    """`config` carrying the dataset spec its run folder recorded, if it carries none (a tfds
+    or folder source given without one); else `config` itself.
+
+    Raises:
+        RunConfigError: the recorded spec cannot be read.
+        ValueError: the recorded spec is not of the run's dataset and image size.
+    """
+    if config.dataset_spec is not None or source_kind(config.dataset) == "named":
+        return config
+    spec = recorded_spec(config.model_dir)
+    return config if spec is None else dataclasses.replace(config, dataset_spec=spec)
 
 
 # Settings that only training reads (its schedule, and the devices it runs on): evaluation
@@ -222,8 +272,10 @@ def check_run_config(config: Config, undecided: Iterable[str] = ()) -> None:
 
 
 def _as_json(config: Config) -> dict:
-    """`config`'s fields as run_config.json holds them (tuples as lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    """`config`'s recorded fields as run_config.json holds them (tuples as lists)."""
+    return json.loads(
+        json.dumps({field.name: getattr(config, field.name) for field in recorded_fields()})
+    )
 
 
 def _changes_allowed(config: Config, content: dict, undecided: frozenset = frozenset()) -> str:

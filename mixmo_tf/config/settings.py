@@ -3,7 +3,9 @@
 Flags choose, the Config carries: `mixmo_tf.cli.flags` builds it from absl flags (its field
 names are the flag names), tests and library users build it directly. Every derived number
 (learning rate, steps per epoch, warm-up, decay steps, the mixing method's effective
-parameters) is computed here and only here.
+parameters) is computed here and only here, from the Config's fields alone: the spec of a
+tfds or folder source is one of them (`dataset_spec`), resolved where the run starts
+(training, the import, a run's record) rather than read from disk by a derived value.
 """
 
 from __future__ import annotations
@@ -20,16 +22,15 @@ from mixmo_tf.config.choices import (
     OPTIMIZERS,
     PRECISIONS,
 )
-from mixmo_tf.config.errors import ConfigError
-from mixmo_tf.config.ranges import Range
-from mixmo_tf.data.sources import (
+from mixmo_tf.config.dataset_names import (
     check_dataset,
     dataset_label,
     normalized_dataset,
-    run_spec,
     source_kind,
 )
-from mixmo_tf.data.specs import DatasetSpec
+from mixmo_tf.config.datasets import DATASETS, DEFAULT_IMAGE_SIZE, DatasetSpec
+from mixmo_tf.config.errors import ConfigError
+from mixmo_tf.config.ranges import Range
 
 # Unique images per step that the reference learning rate of 0.1 is quoted for.
 LR_REFERENCE_BATCH = 128
@@ -77,6 +78,20 @@ def not_chosen_yet(name: str, recorded) -> bool:
     return "not_chosen_yet" in metadata and recorded == metadata["not_chosen_yet"]
 
 
+def _read_from_data():
+    """A field no flag sets and run_config.json does not record: what the data of the run
+    says (`Config.dataset_spec`, which the run folder keeps in dataset_spec.json)."""
+    return dataclasses.field(default=None, metadata={"read_from_data": True})
+
+
+def recorded_fields() -> tuple[dataclasses.Field, ...]:
+    """The Config fields a user chooses: one flag each, recorded in run_config.json (every
+    field but those read from the data)."""
+    return tuple(
+        field for field in dataclasses.fields(Config) if not field.metadata.get("read_from_data")
+    )
+
+
 def complete_recorded(recorded: dict) -> dict:
     """A recorded run's settings with the fields added since it was recorded filled in.
 
@@ -84,7 +99,7 @@ def complete_recorded(recorded: dict) -> dict:
     before it existed had; a field without that note takes its default.
     """
     completed = dict(recorded)
-    for field in dataclasses.fields(Config):
+    for field in recorded_fields():
         if field.name not in completed:
             completed[field.name] = field.metadata.get("in_older_runs", field.default)
     return completed
@@ -192,12 +207,20 @@ class Config:
     jit_compile: bool = _changeable_on_resume(False)
     # "auto" in a run's record: its training has not chosen yet (an imported run).
     precision: str = _chosen_at_first_training("auto")
+    # The spec of a tfds or folder source, read from its data (`mixmo_tf.data.resolved_spec`)
+    # or from a run's dataset_spec.json (`run_record.recorded_config`); None for the named
+    # datasets, whose spec is fixed (`spec` gives either).
+    dataset_spec: DatasetSpec | None = _read_from_data()
 
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in self.lr_decay_epochs))
         # folder:PATH made absolute: the run records where its data is, whatever the cwd.
         object.__setattr__(self, "dataset", normalized_dataset(self.dataset))
         self.validate()
+        if source_kind(self.dataset) == "named":
+            # Checked to be DATASETS' own; kept as None so that a copy of this Config for
+            # another named dataset (`dataclasses.replace`) carries no stale spec.
+            object.__setattr__(self, "dataset_spec", None)
         if not self.model_dir:
             object.__setattr__(self, "model_dir", self.default_model_dir())
 
@@ -266,8 +289,29 @@ class Config:
             "--lr_decay_epochs must be ascending 1-indexed epochs, e.g. 101,201,226. "
             f"Received: lr_decay_epochs={','.join(map(str, self.lr_decay_epochs))}",
         )
-        if source_kind(self.dataset) == "named":
+        self.check_dataset_spec()
+        if source_kind(self.dataset) == "named" or self.dataset_spec is not None:
             self.check_split_size()
+
+    def check_dataset_spec(self) -> None:
+        """Raises ValueError unless `dataset_spec` is None or the spec of `dataset` at
+        `image_size` (a named dataset's: its entry of `DATASETS`)."""
+        spec = self.dataset_spec
+        if spec is None:
+            return
+        if source_kind(self.dataset) == "named":
+            fits = spec == DATASETS[self.dataset]
+        else:
+            side = self.image_size or DEFAULT_IMAGE_SIZE
+            same_data = normalized_dataset(spec.name) == self.dataset
+            fits = same_data and spec.image_shape[:2] == (side, side)
+        _require(
+            fits,
+            "dataset_spec must be the spec of --dataset at --image_size: "
+            "mixmo_tf.data.resolved_spec(dataset, image_size, data_dir). Received: the spec of "
+            f"{spec.name} at {spec.image_shape[0]}x{spec.image_shape[1]} for "
+            f"dataset={self.dataset!r}, image_size={self.image_size}",
+        )
 
     def check_ranges(self) -> None:
         """Raises ValueError naming the first numeric field outside its range (`valid_range`)
@@ -283,8 +327,8 @@ class Config:
     def check_split_size(self) -> None:
         """Raises ValueError if a step needs more unique images than the training split has.
 
-        Checked by `validate` for the named datasets; tfds and folder sources know their size
-        once their data is read (`mixmo_tf.training.run.train` checks then).
+        Checked by `validate` whenever the spec is known: always for the named datasets, for
+        tfds and folder sources once their spec is given (training reads it from the data).
         """
         _require(
             self.batch_size // self.batch_repetitions <= self.num_train_examples,
@@ -301,9 +345,21 @@ class Config:
 
     @property
     def spec(self) -> DatasetSpec:
-        # Named datasets: fixed. tfds and folder sources: the run's recorded spec, else read
-        # from the data (which must then be ready: `mixmo_tf.data.resolved_spec`).
-        return run_spec(self.dataset, self.image_size, self.data_dir, self.model_dir)
+        """The dataset's spec: fixed for the named datasets, `dataset_spec` for the others.
+
+        Raises:
+            ValueError: a tfds or folder source given without its spec.
+        """
+        if source_kind(self.dataset) == "named":
+            return DATASETS[self.dataset]
+        _require(
+            self.dataset_spec is not None,
+            f"Config(dataset={self.dataset!r}) has no dataset spec: pass dataset_spec="
+            "mixmo_tf.data.resolved_spec(dataset, image_size, data_dir), or read a trained run's "
+            "Config with mixmo_tf.config.recorded_config(model_dir) (training and the recorded "
+            "runs carry it).",
+        )
+        return self.dataset_spec
 
     @property
     def num_validation_examples(self) -> int:

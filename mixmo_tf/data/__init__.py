@@ -1,13 +1,17 @@
 """Datasets: sources (in memory or streamed from files) and the training / evaluation
 tf.data pipelines.
 
-`specs`, `sources`, `folder` and `downloads` import no TensorFlow (the settings layer reads
-them); the rest load on first use.
+`sources`, `tfds_loading`, `folder` and `downloads` import no TensorFlow (a spec is read, and
+the command line checks its flags, before TensorFlow starts); the rest load on first use.
+What each dataset is (`DatasetSpec`, `DATASETS`, `dataset_spec`) lives in the settings layer
+(`mixmo_tf.config.datasets`) and is named here too.
 """
+
+import importlib
 
 import lazy_loader
 
-__getattr__, __dir__, __all__ = lazy_loader.attach(
+_lazy_getattr, _, _lazy_names = lazy_loader.attach(
     __name__,
     submodules=[
         "cache",
@@ -18,7 +22,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "folder",
         "pipeline",
         "sources",
-        "specs",
         "splits",
         "streamed",
         "tfds_loading",
@@ -27,10 +30,22 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     ],
     submod_attrs={
         "pipeline": ["TrainStream", "eval_dataset", "normalize", "train_dataset"],
-        "specs": ["DATASETS", "DatasetSpec", "dataset_spec"],
-        "splits": ["load_split", "open_split", "prepare_source", "resolved_spec"],
+        "sources": ["resolved_spec"],
+        "splits": ["load_split", "open_split", "prepare_source"],
         "streamed": ["StreamedImages", "naming_unreadable_files"],
         "tfds_loading": ["DataNotFoundError", "ensure_prepared"],
         "validation": ["split_validation"],
     },
 )
+_SETTINGS_NAMES = ("DATASETS", "DatasetSpec", "dataset_spec")
+__all__ = sorted([*_lazy_names, *_SETTINGS_NAMES])
+
+
+def __dir__() -> list[str]:
+    return __all__.copy()
+
+
+def __getattr__(name: str):
+    if name in _SETTINGS_NAMES:
+        return getattr(importlib.import_module("mixmo_tf.config.datasets"), name)
+    return _lazy_getattr(name)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import unicodedata
 from importlib import resources
 
+from mixmo_tf.config.datasets import DatasetSpec
 from mixmo_tf.config.errors import UnusableFileError
-from mixmo_tf.data.specs import DatasetSpec
 
 _LABEL_FILES = {"cifar10": "cifar10.txt", "cifar100": "cifar100.txt"}
 # Control characters (newline, CR, tab, NUL, ...) and Unicode's line and paragraph separators:

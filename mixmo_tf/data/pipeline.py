@@ -14,8 +14,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from mixmo_tf.config.datasets import DatasetSpec
 from mixmo_tf.config.errors import ConfigError
-from mixmo_tf.data.specs import DatasetSpec
 from mixmo_tf.data.streamed import StreamedImages
 
 _ORDER_STREAM, _MEMBER_STREAM, _AUGMENT_STREAM = 0, 1, 2

@@ -10,35 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from mixmo_tf.config.dataset_names import source_argument, source_kind
+from mixmo_tf.config.datasets import DATASETS, DatasetSpec
 from mixmo_tf.data import sources, tfds_loading
 from mixmo_tf.data.cache import cached_split
 from mixmo_tf.data.digits import load_digits_split
 from mixmo_tf.data.folder import index_folder
-from mixmo_tf.data.specs import DATASETS, DatasetSpec
 from mixmo_tf.data.streamed import ImageFiles, StreamedImages
 
 # Named datasets small enough to hold in memory (CIFAR: 150 MB as uint8).
 IN_MEMORY = ("cifar10", "cifar100", "digits")
 Images = np.ndarray | StreamedImages
-
-
-def resolved_spec(dataset: str, image_size: int, data_dir: str | None) -> DatasetSpec:
-    """The spec of `--dataset` read from its data (tfds info, the folder's files), which must
-    be ready (`prepare_source`); also kept for `Config.spec` in this process.
-
-    Raises:
-        FileNotFoundError: the data is missing or unusable (the message says why and how to
-            fix it).
-    """
-    kind = sources.source_kind(dataset)
-    if kind == "named":
-        return DATASETS[dataset]
-    if kind == "folder":
-        spec = sources.folder_spec(dataset, image_size)
-    else:
-        spec = tfds_loading.tfds_source_spec(dataset, image_size, data_dir)
-    sources.remember_spec(spec, image_size, data_dir)
-    return spec
 
 
 def prepare_source(dataset: str, data_dir: str | None, download: str) -> None:
@@ -49,9 +31,9 @@ def prepare_source(dataset: str, data_dir: str | None, download: str) -> None:
         FileNotFoundError: the data is missing and could not be prepared (the message says
             how to fix it).
     """
-    kind = sources.source_kind(dataset)
+    kind = source_kind(dataset)
     if kind == "tfds":
-        tfds_loading.ensure_tfds_prepared(sources.source_argument(dataset), data_dir, download)
+        tfds_loading.ensure_tfds_prepared(source_argument(dataset), data_dir, download)
     elif sources.tfds_prepares(dataset):
         tfds_loading.ensure_prepared(DATASETS[dataset], data_dir, download)
 
@@ -66,7 +48,7 @@ def _tfds_cached_split(
         builder = TinyImagenet(data_dir=data_dir)
         count = builder.info.splits[split].num_examples
     else:
-        name = sources.source_argument(spec.name)
+        name = source_argument(spec.name)
         data_dir = tfds_loading.ensure_tfds_prepared(name, data_dir, download)
         builder = tfds_loading.tfds_builder(name, data_dir)
         count = tfds_loading.tfds_splits(builder, name)[split]
@@ -86,13 +68,13 @@ def open_split(
     Raises:
         FileNotFoundError: the data is missing or unusable (path and fix in the message).
     """
-    kind = sources.source_kind(spec.name)
+    kind = source_kind(spec.name)
     if spec.name == "digits":
         return load_digits_split(split, spec.num_train)
     if spec.name in IN_MEMORY:
         return tfds_loading.load_tfds_split(spec, split, data_dir, download)
     if kind == "folder":
-        files = index_folder(sources.source_argument(spec.name)).splits[split]
+        files = index_folder(source_argument(spec.name)).splits[split]
         return ImageFiles(files.paths, spec.image_shape), np.asarray(files.labels, np.int64)
     return _tfds_cached_split(spec, split, data_dir, download)
 

@@ -20,11 +20,11 @@ import urllib.parse
 
 import numpy as np
 
+from mixmo_tf.config.dataset_names import source_argument
+from mixmo_tf.config.datasets import DatasetSpec, source_spec
 from mixmo_tf.config.errors import MissingFileError
 from mixmo_tf.config.run_folder import write_atomically
 from mixmo_tf.data import downloads
-from mixmo_tf.data.sources import source_argument, source_spec
-from mixmo_tf.data.specs import CIFAR_HOMEPAGE, DatasetSpec  # noqa: F401  (tests read it)
 
 
 class DataNotFoundError(MissingFileError):

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from mixmo_tf import data
-from mixmo_tf.data.specs import DatasetSpec
+from mixmo_tf.config.datasets import DatasetSpec
 from mixmo_tf.models.mixmo_model import MixMoModel
 
 

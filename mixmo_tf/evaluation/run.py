@@ -24,7 +24,7 @@ from mixmo_tf.config.run_folder import (
     space_errors_as_os_errors,
     write_text_atomically,
 )
-from mixmo_tf.config.run_record import check_one_dataset
+from mixmo_tf.config.run_record import check_one_dataset, with_recorded_spec
 from mixmo_tf.config.settings import Config
 from mixmo_tf.evaluation import epochs, plots, report, shifts, temperature
 from mixmo_tf.evaluation.metrics import ensemble_metrics, prediction_metrics, softmax
@@ -162,6 +162,8 @@ def evaluate_runs(configs: Sequence[Config], options: EvaluationOptions | None =
         ValueError: the runs are not of one dataset, or an option does not fit the run.
     """
     check_one_dataset(configs)
+    # A Config of a tfds or folder source given without its spec: the run's recorded one.
+    configs = [with_recorded_spec(config) for config in configs]
     options = options or EvaluationOptions()
     config = configs[0]
     ensemble = _Ensemble(configs)

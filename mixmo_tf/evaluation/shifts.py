@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mixmo_tf.data.specs import DatasetSpec
+from mixmo_tf.config.datasets import DatasetSpec
 from mixmo_tf.evaluation import datasets, ood
 from mixmo_tf.evaluation.metrics import prediction_metrics, softmax
 from mixmo_tf.evaluation.options import OptionError

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 
 from mixmo_tf.config.backbones import backbone_entry
+from mixmo_tf.config.dataset_names import source_kind
 from mixmo_tf.config.errors import ConfigError, UserError
 from mixmo_tf.config.settings import MAX_EPOCHS, MAX_MEMBERS, Config
+from mixmo_tf.data.sources import resolved_spec
 from mixmo_tf.importing.torch_format import read_torch_file
 
 STATE_KEY = "classifier_state_dict"
@@ -490,8 +492,12 @@ def import_config(
     flags' (a flagfile of the row): the file does not record how it was trained. A single
     network without --mixing gets the vanilla recipe (no mixing, b = 1).
 
+    A tfds or folder source's spec is read from its data (which must be ready), so the run
+    records it.
+
     Raises:
         ValueError: a given flag contradicts the file, naming both values.
+        FileNotFoundError: the data of a tfds or folder source is missing or unusable.
     """
     given = set(given)
     fields = {name: getattr(architecture, name) for name in ARCHITECTURE_FIELDS}
@@ -515,6 +521,10 @@ def import_config(
         if "batch_repetitions" not in given:
             fields["batch_repetitions"] = 1
     config = dataclasses.replace(flagged, **fields)
+    if config.dataset_spec is None and source_kind(config.dataset) != "named":
+        # The classes of a tfds or folder source are its data's; the run records its spec.
+        spec = resolved_spec(config.dataset, config.image_size, config.data_dir)
+        config = dataclasses.replace(config, dataset_spec=spec)
     if config.spec.num_classes != architecture.num_classes:
         raise ConfigError(
             f"--dataset={config.dataset} has {config.spec.num_classes} classes, the file's heads "

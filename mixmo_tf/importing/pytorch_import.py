@@ -34,9 +34,8 @@ from mixmo_tf.config.run_folder import (
     write_atomically,
     write_text_atomically,
 )
-from mixmo_tf.config.run_record import record_run_config
+from mixmo_tf.config.run_record import record_run_config, record_spec
 from mixmo_tf.config.settings import Config
-from mixmo_tf.data import sources
 from mixmo_tf.importing.authors_checkpoint import (
     AuthorsCheckpoint,
     import_config,
@@ -168,7 +167,7 @@ def write_imported_run(model: MixMoModel, config: Config, record: dict) -> None:
     with new_folder_atomically(config.model_dir) as staging:
         folder = RunFolder(staging)
         record_run_config(config, folder=staging)
-        sources.record_spec(config.spec, staging)
+        record_spec(config.spec, staging)
         step = int(model.optimizer.iterations.numpy())
         checkpoint_manager(model, staging).save(checkpoint_number=step)
         write_atomically(folder.final_model, model.save, ".keras")

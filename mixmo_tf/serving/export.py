@@ -21,11 +21,11 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from mixmo_tf.config.datasets import DatasetSpec
 from mixmo_tf.config.errors import ConfigError, UnusableFileError
 from mixmo_tf.config.run_folder import RunFolder, space_errors_as_os_errors
 from mixmo_tf.config.run_record import recorded_config
 from mixmo_tf.data.class_names import class_names as dataset_class_names
-from mixmo_tf.data.specs import DatasetSpec
 from mixmo_tf.serving.graph import DEFAULT_TOP_K, ServingModule
 from mixmo_tf.training.checkpoints import RestoredRun, restore_run
 

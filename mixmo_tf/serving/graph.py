@@ -26,9 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mixmo_tf.config.datasets import DatasetSpec
 from mixmo_tf.data.decoding import decode_image, is_jpeg
 from mixmo_tf.data.pipeline import normalize
-from mixmo_tf.data.specs import DatasetSpec
 from mixmo_tf.evaluation.uncertainty import uncertainty
 
 SERVING_DEFAULT = "serving_default"

@@ -32,7 +32,7 @@ from mixmo_tf.config.run_folder import (
     space_fix,
     space_left,
 )
-from mixmo_tf.config.run_record import CheckpointMismatchError
+from mixmo_tf.config.run_record import CheckpointMismatchError, with_recorded_spec
 from mixmo_tf.config.settings import Config
 from mixmo_tf.models.build import build_model
 from mixmo_tf.models.mixmo_model import MixMoModel
@@ -233,7 +233,8 @@ def restore_run(config: Config, precision: str | None = None) -> RestoredRun:
     """The model of the run in `config.model_dir` with its newest checkpoint's weights.
 
     Args:
-        config: the run's Config (its recorded one, with any flags that may differ).
+        config: the run's Config (its recorded one, with any flags that may differ); one
+            of a tfds or folder source given without its spec takes the run's recorded one.
         precision: the precision to compute in; None: the run's own, resolved for this
             machine if "auto". Serving passes "float32" (variables are float32 in every
             precision, so any run loads in any precision).
@@ -243,6 +244,7 @@ def restore_run(config: Config, precision: str | None = None) -> RestoredRun:
         CheckpointMismatchError: the checkpoint is of another model than the recorded one.
         CheckpointUnusableError: the run has checkpoints and none is usable.
     """
+    config = with_recorded_spec(config)
     if precision is not None:
         config = dataclasses.replace(config, precision=precision)
     config = resolve_device_defaults(config)

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from mixmo_tf import data
 from mixmo_tf.config.run_folder import RunFolder, write_atomically
-from mixmo_tf.config.run_record import check_run_config, record_run_config
+from mixmo_tf.config.run_record import check_run_config, record_run_config, record_spec
 from mixmo_tf.config.settings import Config
 from mixmo_tf.data import sources
 from mixmo_tf.models.build import build_model
@@ -61,9 +61,10 @@ def _segments(start_step: int, config: Config) -> list[tuple[int, int, int]]:
     return segments
 
 
-def _dataset_of_run(config: Config) -> data.DatasetSpec:
-    """The spec of the run's data once it is ready to read (prepared, or downloaded if
-    `config.download` allows), checked against the run's recorded spec on a resume.
+def _with_dataset_spec(config: Config) -> Config:
+    """`config` carrying the spec of the run's data once it is ready to read (prepared, or
+    downloaded if `config.download` allows), checked against the run's recorded spec on a
+    resume.
 
     Raises:
         FileNotFoundError: the data is missing or unusable (path and fix in the message).
@@ -81,16 +82,18 @@ def _dataset_of_run(config: Config) -> data.DatasetSpec:
             "subfolder in train/ and test/)."
         )
     try:
-        config.check_split_size()
+        # The Config checks that a step's unique images fit in the training split.
+        return dataclasses.replace(config, dataset_spec=spec)
     except ValueError as error:
         raise sources.DataSourceError(str(error)) from error
-    return spec
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingStart:
     """What `check_before_training` opened on its way: what training goes on with."""
 
+    # The run's Config, carrying the spec of its data.
+    config: Config
     strategy: tf.distribute.Strategy
     # (images, labels) as `data.open_split` gives them; training's without the validation slice.
     train_split: tuple
@@ -106,7 +109,8 @@ def check_before_training(config: Config) -> TrainingStart:
     changed since the run started, two classes or more, enough images for a step, both
     splits readable); the run folder (its run_config.json readable and of this run, a usable
     checkpoint if it has any, writable, and not held by another process). Only the last
-    writes: it creates the run folder and its lock file.
+    writes: it creates the run folder and its lock file. Training goes on with what it
+    returns: the Config carrying its data's spec, the strategy and the opened splits.
 
     Raises:
         The errors `train` reports for bad input: strategies.StrategyError,
@@ -117,7 +121,8 @@ def check_before_training(config: Config) -> TrainingStart:
     # Multi-worker strategies must exist before other TensorFlow work, data loading included.
     strategy = make_strategy(config.distribution, config.tpu)
     check_batch_split(strategy, config.batch_size, config.batch_repetitions)
-    spec = _dataset_of_run(config)
+    config = _with_dataset_spec(config)
+    spec = config.spec
     train_images, train_labels = data.open_split(spec, "train", config.data_dir, config.download)
     train_split, _ = data.split_validation(
         train_images, train_labels, config.num_validation_examples
@@ -130,7 +135,7 @@ def check_before_training(config: Config) -> TrainingStart:
     if multi_worker.is_chief(strategy):
         with run_guard.hold_run_folder(config.model_dir):
             pass  # free now; `train` holds it from its first write to its end
-    return TrainingStart(strategy, train_split, test_split)
+    return TrainingStart(config, strategy, train_split, test_split)
 
 
 def _check_some_checkpoint_usable(model_dir: str) -> None:
@@ -151,10 +156,12 @@ def train(config: Config) -> MixMoModel:
     Checks everything it can first (`check_before_training`), so bad input is refused before
     anything is measured or built. Evaluates on the test split after every epoch, writes
     TensorBoard logs and checkpoints under `model_dir`, and the final model as
-    `model_dir/model.keras`.
+    `model_dir/model.keras`. The spec of a tfds or folder source is read from its data (a
+    `dataset_spec` given is replaced by it) and recorded in `model_dir/dataset_spec.json`,
+    where `mixmo_tf.config.recorded_config(model_dir)` reads it back.
     """
     start = check_before_training(config)
-    strategy = start.strategy
+    config, strategy = start.config, start.strategy
     precision = choose_training_precision(config)
     config = dataclasses.replace(config, precision=precision.precision)
     print(precision.message())
@@ -192,7 +199,7 @@ def _train_in_folder(config, speed, strategy, train_split, test_split, stop, scr
     keras.utils.set_random_seed(config.seed)
     if scratch is None:
         record_run_config(config, notes={"speed_choices": speed})
-        sources.record_spec(spec, config.model_dir)
+        record_spec(spec, config.model_dir)
         # A save cut short (kill -9, a full disk) leaves files no index names: reclaim them.
         checkpoints.remove_unfinished(RunFolder(config.model_dir).checkpoints)
     with strategy.scope():

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mixmo_tf.config.datasets import spec_from_json
 from mixmo_tf.config.settings import Config
 from mixmo_tf.models.build import build_model
 from mixmo_tf.tuning import timing
@@ -100,8 +101,10 @@ def _child_main() -> None:
     step in it, until stdin closes. Its parent alternates between two such children.
     """
     request = json.loads(sys.stdin.readline())
+    fields = request["config"]
+    spec = fields["dataset_spec"] and spec_from_json(fields["dataset_spec"])
     with contextlib.redirect_stdout(sys.stderr):
-        timer = StepTimer(Config(**request["config"]), tuple(request["precisions"]))
+        timer = StepTimer(Config(**{**fields, "dataset_spec": spec}), tuple(request["precisions"]))
     print(json.dumps({"onednn": onednn_enabled()}), flush=True)
     for line in iter(sys.stdin.readline, ""):
         with contextlib.redirect_stdout(sys.stderr):

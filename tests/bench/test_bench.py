@@ -35,7 +35,7 @@ import suite_time
 import train_step
 from absl import flags
 
-from mixmo_tf.data.specs import dataset_spec
+from mixmo_tf.config.datasets import dataset_spec
 from mixmo_tf.models import MixMoNetwork, build_mixmo_network
 from mixmo_tf.training.run import train
 from mixmo_tf.tuning import machine, onednn

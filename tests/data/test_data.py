@@ -44,6 +44,7 @@ from helpers.cifar_archive import write_cifar_archive
 
 from mixmo_tf import data
 from mixmo_tf.config import Config
+from mixmo_tf.config.datasets import CIFAR_HOMEPAGE
 from mixmo_tf.data import pipeline, tfds_loading
 
 # The authors' mean (mixmo/augmentations/standard_augmentations.py), not its 4-decimal rounding.
@@ -243,7 +244,7 @@ def test_bad_archive_is_reported_and_a_good_one_still_works(
     assert time.monotonic() - start < 10
     message = str(caught.value)
     archive_path = os.path.join(manual, CIFAR_SPEC.archive_name)
-    for phrase in [*expected_phrases, archive_path, tfds_loading.CIFAR_HOMEPAGE]:
+    for phrase in [*expected_phrases, archive_path, CIFAR_HOMEPAGE]:
         assert phrase in message
 
     # Following the advice (a good archive in the same place) recovers without manual cleanup.

@@ -24,10 +24,10 @@ from helpers.flags import parse
 
 from mixmo_tf import data
 from mixmo_tf.config import run_record
+from mixmo_tf.config.datasets import dataset_spec
 from mixmo_tf.data import downloads, sources, tfds_loading
 from mixmo_tf.data.class_names import class_names
 from mixmo_tf.data.folder import ImageFolderError
-from mixmo_tf.data.specs import dataset_spec
 from mixmo_tf.data.streamed import ImageCache, ImageFiles
 from mixmo_tf.training.run import train
 
@@ -241,13 +241,14 @@ def test_main_trains_on_an_image_folder_and_the_run_keeps_its_class_names(image_
     assert os.path.exists(os.path.join(config.model_dir, "model.keras"))
     # Export and prediction read the spec the run recorded, not the data.
     recorded = run_record.recorded_config(config.model_dir)
-    assert sources.recorded_spec(config.model_dir) == _spec(f"folder:{image_folder}")
+    assert run_record.recorded_spec(config.model_dir) == _spec(f"folder:{image_folder}")
+    assert recorded.spec == _spec(f"folder:{image_folder}")
     assert class_names(recorded.spec) == CLASSES
 
 
 def test_a_resume_on_changed_data_is_refused(image_folder, tmp_path):
     spec = _spec(f"folder:{image_folder}")
-    sources.record_spec(spec, str(tmp_path))
+    run_record.record_spec(spec, str(tmp_path))
     sources.check_unchanged(spec, str(tmp_path))  # the same data: fine
     grown = dataclasses.replace(spec, num_train=spec.num_train + 1)
     with pytest.raises(sources.DataSourceError, match="changed.*num_train.*another --model_dir"):
@@ -277,7 +278,7 @@ def test_main_trains_on_a_tfds_dataset_by_name(tmp_path):
             f"--data_dir={data_dir}",
             "--image_size=16",
         )
-        spec = config.spec
+        spec = run_record.recorded_config(config.model_dir).spec
         images, _ = data.open_split(spec, "test", data_dir)
     assert (spec.num_classes, spec.num_train, spec.image_shape) == (102, 8, (16, 16, 3))
     assert spec.class_names[0] == "pink primrose"

@@ -19,7 +19,7 @@ from helpers.datasets import TRAIN_PER_CLASS, VAL, WNIDS, write_tiny_imagenet_zi
 from helpers.paths import REPO
 
 from mixmo_tf import data
-from mixmo_tf.data.specs import dataset_spec
+from mixmo_tf.config.datasets import dataset_spec
 from mixmo_tf.data.tfds_loading import DataNotFoundError, manual_dir
 
 

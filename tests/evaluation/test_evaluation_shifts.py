@@ -109,7 +109,7 @@ def test_corruptions_of_a_dataset_without_a_release_are_refused():
 
 
 def test_ood_set_of_another_image_shape_is_refused(tmp_path):
-    from mixmo_tf.data.specs import dataset_spec
+    from mixmo_tf.config.datasets import dataset_spec
 
     with tfds.testing.mock_data(num_examples=4):
         with pytest.raises(OptionError, match="mnist has images of shape"):

@@ -29,9 +29,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.cli import modes
 from mixmo_tf.config import run_folder, run_record
+from mixmo_tf.config.datasets import DATASETS
 from mixmo_tf.data import load_split, normalize
 from mixmo_tf.data.class_names import class_names
-from mixmo_tf.data.specs import DATASETS
 from mixmo_tf.evaluation import ood
 from mixmo_tf.evaluation.predictions import predict_logits
 from mixmo_tf.serving import export, graph
