@@ -1,6 +1,7 @@
 """What a `--dataset` value names, checked and labelled (imports no TensorFlow).
 
 Three kinds of source:
+
 - a named dataset of `mixmo_tf.config.datasets.DATASETS` (cifar10, cifar100, digits,
   tiny_imagenet), whose spec is fixed;
 - `tfds:NAME`, any tfds image-classification dataset: classes, class names and split sizes
