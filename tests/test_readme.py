@@ -4,6 +4,7 @@ set-up command is what CI runs."""
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 import re
 
@@ -114,3 +115,29 @@ def test_the_files_the_docs_name_exist():
     assert any(path.startswith("tests/") for path in named)
     missing = sorted(path for path in named if not os.path.exists(os.path.join(REPO, path)))
     assert missing == []
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether `mixmo_tf.a.b` names a module or an attribute reachable from one."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for name in parts[split:]:
+            if not hasattr(target, name):
+                return False
+            target = getattr(target, name)
+        return True
+    return False
+
+
+def test_the_python_names_the_docs_give_exist():
+    """A `mixmo_tf.x.y` name in the README or the docs is importable: moving a module or a
+    public name means updating the pages that name it."""
+    named = set()
+    for page in [os.path.join(REPO, "README.md"), *DOCS_PAGES]:
+        named |= set(re.findall(r"\bmixmo_tf(?:\.[A-Za-z_]\w*)+", _read(page)))
+    assert "mixmo_tf.Config" in named
+    assert sorted(name for name in named if not _resolves(name)) == []
