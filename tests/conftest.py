@@ -2,6 +2,7 @@
 `helpers` package importable; the trained tiny run; the `slow` tests first."""
 
 import os
+import signal
 import sys
 
 import pytest
@@ -17,6 +18,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # the cores (the tests' tiny networks gain nothing from a second thread).
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+# A shell starts a background job (`pytest &`, nohup) with Ctrl-C ignored, and the processes
+# the tests start would inherit that: their Ctrl-C tests would then see no KeyboardInterrupt.
+# A Python handler here is reset to the default at exec, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # tests/ itself, so that every test module imports the shared helpers as `helpers.<module>`
 # (and the authors' fixture code as `fixtures.authors`), whichever folder it sits in.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
