@@ -19,7 +19,7 @@ from scipy import stats
 
 from mixmo_tf.mixing import keyed_random
 
-NUM_SAMPLES = 50_000
+NUM_SAMPLES = 20_000
 
 
 def as_numpy(tensor) -> np.ndarray:
@@ -77,9 +77,10 @@ def test_uniform_takes_multidimensional_shapes():
 @pytest.mark.backends
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 2.5])
 def test_gamma_is_gamma(alpha):
-    samples = as_numpy(keyed_random.gamma(keyed_random.key(2, 9), [NUM_SAMPLES], alpha))
+    # The shape of the Dirichlet draws of test_mixing_on_every_backend: JAX compiles it once.
+    samples = as_numpy(keyed_random.gamma(keyed_random.key(2, 9), [NUM_SAMPLES, 3], alpha))
     assert samples.dtype == np.float32 and samples.min() >= 0
-    result = stats.kstest(samples.astype(np.float64), stats.gamma(alpha).cdf)
+    result = stats.kstest(samples.reshape(-1).astype(np.float64), stats.gamma(alpha).cdf)
     assert result.pvalue > 1e-4, result
 
 
@@ -100,14 +101,13 @@ def test_jax_keys_trace_under_jit():
 
     @jax.jit
     def draws(step):
-        step_key = keyed_random.fold_in(keyed_random.key(7, step), 2)
-        first, second = keyed_random.split(step_key, 2)
-        return keyed_random.uniform(first, [3]), keyed_random.gamma(second, [3], 0.5)
+        first, second = keyed_random.split(keyed_random.fold_in(keyed_random.key(7, step), 2), 2)
+        return keyed_random.uniform(first, [3]), keyed_random.uniform(second, [3], 1.0, 2.0)
 
     first, second = keyed_random.split(keyed_random.fold_in(keyed_random.key(7, 5), 2), 2)
     traced = draws(5)
     np.testing.assert_array_equal(traced[0], keyed_random.uniform(first, [3]))
-    np.testing.assert_allclose(traced[1], keyed_random.gamma(second, [3], 0.5), rtol=1e-6)
+    np.testing.assert_array_equal(traced[1], keyed_random.uniform(second, [3], 1.0, 2.0))
     assert not np.array_equal(draws(6)[0], traced[0])
 
 
