@@ -238,9 +238,8 @@ class MixMoModel(keras.Model):
             `targets` `(batch, M, classes)` soft labels and `weights` `(batch, M)` root-r loss
             weights from the masks' actual areas.
         """
-        ops = keras.ops
         images, labels = data["images"], data["labels"]
-        batch_size = ops.shape(images)[0]
+        batch_size = keras.ops.shape(images)[0]
         image_height, image_width = images.shape[2], images.shape[3]
         height, width = self.mask_shape
         batch_seed, sample_seed, input_mixing_seed = self._step_seeds(step)
@@ -256,7 +255,7 @@ class MixMoModel(keras.Model):
         )
         masks = features.mixing_masks(params, height, width)
         if self.msda == "none":
-            targets = ops.one_hot(labels, self.num_classes)
+            targets = keras.ops.one_hot(labels, self.num_classes)
         else:
             msda_params = inputs.sample_input_mixing_params(
                 input_mixing_seed,
@@ -276,9 +275,9 @@ class MixMoModel(keras.Model):
             targets = inputs.soft_labels(
                 labels, data["partner_labels"], own_share, self.num_classes
             )
-        ratios = ops.mean(masks, axis=(1, 2))
+        ratios = keras.ops.mean(masks, axis=(1, 2))
         return {
-            "images": ops.unstack(images, num=self.num_members, axis=1),
+            "images": keras.ops.unstack(images, num=self.num_members, axis=1),
             "masks": masks,
             "targets": targets,
             "weights": features.loss_weights(ratios, self.loss_power),
