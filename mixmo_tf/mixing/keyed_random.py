@@ -3,11 +3,12 @@
 A key is a small integer tensor of shape `(2,)`. `key(seed, counter)` makes one; `fold_in`
 and `split` derive new keys from it; `uniform` and `gamma` draw from it. Derive a key's
 children either with `fold_in` (numbered streams) or with `split`, not both: on JAX,
-`split(key, n)[i]` is `fold_in(key, i)`. The same key gives
-the same numbers every time, so MixMo's mixing is a pure function of (seed, step, replica):
-a resumed run continues the same random stream, on every backend.
+`split(key, n)[i]` is `fold_in(key, i)`. The same key gives the same numbers every time,
+so MixMo's mixing is a pure function of (seed, step, replica): a resumed run continues the
+same random stream, on every backend.
 
 Each backend uses its own generator:
+
 - TensorFlow: `tf.random.stateless_*` and `tf.random.experimental.stateless_fold_in/split`
   (int64 keys). These are the draws of the TensorFlow-only releases, so runs started by them
   resume on the same stream.
