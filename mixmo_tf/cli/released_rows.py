@@ -30,6 +30,8 @@ def listing() -> str:
     for row in released.ROWS:
         cached = "  (cached)" if os.path.isfile(downloads.cached_path(row)) else ""
         lines.append(f"  {row.name:<{width}}  {row.accuracy:5.2f}  {row.network_label}{cached}")
+        if row.note:
+            lines.append(f"  {'':<{width}}  note: {row.note}")
     seeded = sorted({row.recipe for row in released.ROWS if row.name != row.recipe})
     lines.append(
         f"A name without @seed<k> picks @seed1 ({', '.join(seeded)}). Files are kept in "
