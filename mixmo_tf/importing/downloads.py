@@ -204,6 +204,7 @@ def _download(source: _Source, progress: bool) -> AuthorsArchitecture:
         host = urllib.parse.urlparse(source.download_url).netloc
         raise DownloadError(f"Cannot reach {host} (no network?): {_by_hand(source)}.")
     shown = f"the file downloaded from {source.shown_url}"
+    named = f"{source.row.name} ({source.row.network_label})" if source.row else "the checkpoint"
     checked = []
 
     def download_and_check(temporary: str) -> None:
@@ -215,7 +216,10 @@ def _download(source: _Source, progress: bool) -> AuthorsArchitecture:
                 quiet=not progress,
                 use_cookies=False,  # nothing of this download is kept outside the cache
                 timeout=READ_TIMEOUT_S,
-                log_messages={"start": f"Downloading {source.shown_url}\n", "output": ""},
+                log_messages={
+                    "start": f"Downloading {named} from {source.shown_url}\n",
+                    "output": "",
+                },
             )
         _refuse_page(temporary, source)
         checked.append(_checked(temporary, source.row, shown=shown, path_shown=temporary))
@@ -243,15 +247,16 @@ def _file_url(source: _Source) -> str:
             page = response.read(_PAGE_BYTES).decode("utf-8", "replace")
     except urllib.error.HTTPError as error:
         page = error.read(_PAGE_BYTES).decode("utf-8", "replace")
-        if not _is_page(error.headers):
-            raise DownloadError(
-                f"{source.shown_url} answered HTTP {error.code} ({error.reason}): "
-                f"{_by_hand(source)}."
-            ) from None
+        refusal = _drive_refusal(page)
+        said = f"; Google Drive says: {refusal}" if refusal else ""
+        raise DownloadError(
+            f"{source.shown_url} answered HTTP {error.code} ({error.reason}){said}. "
+            f"{_by_hand(source).capitalize()}."
+        ) from None
     try:
         return get_url_from_gdrive_confirmation(page)
-    except gdown.exceptions.FileURLRetrievalError as refusal:
-        raise DownloadError(_page_message(source, str(refusal))) from None
+    except gdown.exceptions.FileURLRetrievalError:
+        raise DownloadError(_page_message(source, page)) from None
 
 
 def _is_page(headers) -> bool:
@@ -260,11 +265,29 @@ def _is_page(headers) -> bool:
     return not attachment and headers.get_content_type() == "text/html"
 
 
-def _page_message(source: _Source, reason: str) -> str:
-    reason = " ".join(reason.split())
+def _drive_refusal(page: str) -> str:
+    """The reason a Drive error page gives (its quota page: "Too many users have viewed or
+    downloaded this file recently..."), as gdown reads it; "" for any other page."""
+    if "uc-error-subcaption" not in page:
+        return ""
+    try:
+        get_url_from_gdrive_confirmation(page)
+    except gdown.exceptions.FileURLRetrievalError as refusal:
+        return " ".join(str(refusal).split())
+    return ""
+
+
+def _page_message(source: _Source, page: str) -> str:
+    """The line for a web page received instead of the file."""
+    refusal = _drive_refusal(page)
+    if refusal:
+        return (
+            f"Google Drive refused {source.shown_url}: {refusal} Try again later (its quota "
+            f"resets within a day), or {_by_hand(source)}."
+        )
     return (
-        f"{source.shown_url} answered with a web page instead of the file ({reason}). If it is "
-        f"Google Drive's quota page, try again in a day; or {_by_hand(source)}."
+        f"{source.shown_url} answered with a web page instead of the file (no download link in "
+        f"it: a sign-in, error or removed-file page): {_by_hand(source)}."
     )
 
 
@@ -274,13 +297,7 @@ def _refuse_page(path: str, source: _Source) -> None:
         head = stream.read(_HTML_SNIFF_BYTES).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         with open(path, encoding="utf-8", errors="replace") as stream:
-            page = stream.read(_PAGE_BYTES)
-        try:
-            get_url_from_gdrive_confirmation(page)
-            reason = "a page linking to the file again"
-        except gdown.exceptions.FileURLRetrievalError as refusal:
-            reason = str(refusal)
-        raise DownloadError(_page_message(source, reason))
+            raise DownloadError(_page_message(source, stream.read(_PAGE_BYTES)))
 
 
 def _checked(

@@ -32,8 +32,8 @@ FLAGS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__fi
 DRIVE_VIEW_URL = "https://drive.google.com/file/d/{file_id}/view"
 SEED_SEPARATOR = "@"
 _SHARED_DRIVE_FILE = (
-    "the authors' README links this Drive file from two rows (Tiny ImageNet Linear-MixMo "
-    "w=2 and Cut-MixMo w=3): it can hold only one of them"
+    "the authors' README links this Drive file from two rows, Tiny ImageNet Linear-MixMo "
+    "w=2 and Cut-MixMo w=3, and it can hold only one of them"
 )
 _MISSING_CONFIG = (
     "the authors' README names a config that their config/tiny/ does not hold; the recipe "

@@ -21,6 +21,7 @@ from helpers.flags import parse
 from helpers.paths import AUTHORS_FIXTURES
 from helpers.runs import run_main_in_process
 
+from mixmo_tf.config.errors import ConfigError
 from mixmo_tf.importing import downloads, released
 from mixmo_tf.importing.downloads import (
     DownloadError,
@@ -62,6 +63,8 @@ def _content(path: str) -> bytes:
 
 
 def _files_under(folder) -> list[str]:
+    """The files under `folder`, relative to it (Keras adds its keras.json beside mixmo_tf/)."""
+    folder = folder / "mixmo_tf"
     return sorted(
         os.path.relpath(os.path.join(root, name), folder)
         for root, _, names in os.walk(folder)
@@ -105,7 +108,7 @@ def test_a_row_downloads_past_drives_page_and_is_then_used_offline(server, cache
     # Drive's way: the redirect, the confirmation page, then the file with its uuid.
     asked = [path.split("?")[0] for path in server.requests]
     assert asked == ["/uc", "/download", "/download"] and "uuid=" in server.requests[-1]
-    assert _files_under(cache) == [os.path.relpath(fetched.path, cache)]  # no temporary left
+    assert _files_under(cache) == [os.path.relpath(fetched.path, cache / "mixmo_tf")]
     assert oct(os.stat(fetched.path).st_mode & 0o777) == oct(0o666 & ~_umask())
 
     server.close()  # the network is gone: the cache answers
@@ -130,7 +133,7 @@ def test_without_network_one_line_says_what_to_fetch_and_where(cache, monkeypatc
     message = str(raised.value)
     assert "\n" not in message and f"Cannot reach 127.0.0.1:{host.rsplit(':', 1)[1]}" in message
     assert ROW.url in message and downloads.cached_path(ROW) in message
-    assert not cache.exists()
+    assert not (cache / "mixmo_tf").exists()
 
     # Saved there by hand, the name then works offline.
     os.makedirs(os.path.dirname(downloads.cached_path(ROW)))
@@ -142,7 +145,7 @@ def test_without_network_one_line_says_what_to_fetch_and_where(cache, monkeypatc
 @pytest.mark.parametrize(
     "behaviour, error, pattern",
     [
-        ("quota", DownloadError, re.escape(QUOTA_REASON) + ".*try again in a day"),
+        ("quota", DownloadError, f"Google Drive refused .*{re.escape(QUOTA_REASON)} Try again"),
         ("html", DownloadError, "answered with a web page instead of the file"),
         ("cut", DownloadError, r"failed \(Download is incomplete"),
         ("interrupted", DownloadError, r"failed \(Download is incomplete"),
@@ -209,7 +212,7 @@ def test_an_unknown_name_names_the_closest_rows(cache):
     with pytest.raises(UnknownCheckpointError) as raised:
         fetch_checkpoint("cifar100_wrn28-10_cutmixmo_cutmix")
     assert "the closest: cifar100_wrn28-10_cut_mixmo_cutmix," in str(raised.value)
-    assert not cache.exists()
+    assert not (cache / "mixmo_tf").exists()
 
 
 def test_a_name_without_seed_is_the_first_seed():
@@ -307,4 +310,23 @@ def test_a_file_keeps_the_file_form(cache, tmp_path, monkeypatch):
     assert code == 0, err
     record = json.loads((tmp_path / "run" / "imported_from.json").read_text())
     assert "released_row" not in record and record["source"] == str(tmp_path / ROW.name)
-    assert not cache.exists()
+    assert not (cache / "mixmo_tf").exists()
+
+
+def test_a_row_brings_its_flagfile_unless_the_command_line_names_it(cache, tmp_path, monkeypatch):
+    from mixmo_tf.cli.released_rows import row_flagfile
+
+    assert row_flagfile(ROW.name, []) == ROW.flagfile
+    assert row_flagfile(ROW.name, [f"--flagfile={ROW.flagfile}"]) is None  # given already
+    assert row_flagfile(ROW.name, ["--flagfile", ROW.flagfile]) is None
+    other = tmp_path / "other.flags"
+    other.write_text("--mixing=linear\n")
+    with pytest.raises(ConfigError, match=rf"--flagfile={re.escape(str(other))} would record"):
+        row_flagfile(ROW.name, [f"--flagfile={other}"])
+    assert row_flagfile("https://example.org/model.pt", []) is None  # a URL of no row
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ROW.name).write_bytes(b"")
+    assert row_flagfile(ROW.name, []) is None  # a file named like the row is the file
+    os.remove(ROW.flagfile)
+    with pytest.raises(ConfigError, match="which is missing: run from a clone"):
+        row_flagfile("https://drive.google.com/file/d/" + ROW.drive_id + "/view", [])
