@@ -240,23 +240,24 @@ def _download(source: _Source, progress: bool) -> AuthorsArchitecture:
 def _file_url(source: _Source) -> str:
     """The URL of the file itself: the first answer's, or the one Drive's page leads to."""
     request = urllib.request.Request(source.download_url, headers={"User-Agent": _USER_AGENT})
+    status = ""
     try:
         with urllib.request.urlopen(request, timeout=READ_TIMEOUT_S) as response:
             if not _is_page(response.headers):
                 return response.geturl()
             page = response.read(_PAGE_BYTES).decode("utf-8", "replace")
     except urllib.error.HTTPError as error:
+        # An error status may still carry Drive's page; gdown reads the page whatever the status.
         page = error.read(_PAGE_BYTES).decode("utf-8", "replace")
-        refusal = _drive_refusal(page)
-        said = f"; Google Drive says: {refusal}" if refusal else ""
-        raise DownloadError(
-            f"{source.shown_url} answered HTTP {error.code} ({error.reason}){said}. "
-            f"{_by_hand(source).capitalize()}."
-        ) from None
+        status = f"HTTP {error.code} ({error.reason})"
     try:
         return get_url_from_gdrive_confirmation(page)
     except gdown.exceptions.FileURLRetrievalError:
-        raise DownloadError(_page_message(source, page)) from None
+        if not status:
+            raise DownloadError(_page_message(source, page)) from None
+    refusal = _drive_refusal(page)
+    said = f"; Google Drive says: {refusal}" if refusal else ""
+    raise DownloadError(f"{source.shown_url} answered {status}{said}: {_by_hand(source)}.")
 
 
 def _is_page(headers) -> bool:

@@ -200,6 +200,14 @@ def test_a_plain_url_downloads_the_same_way(server, cache):
     assert server.requests == ["/files/small.pt", "/files/small.pt"]
 
 
+def test_a_url_that_answers_an_error_says_its_status(server, cache):
+    url = f"{server.host}/files/Missing.pt"
+    with pytest.raises(DownloadError) as raised:
+        fetch_checkpoint(url, progress=False)
+    assert str(raised.value).startswith(f"{url} answered HTTP 404 (Not Found): download {url}")
+    assert _files_under(cache) == []
+
+
 def test_a_rows_drive_link_picks_the_row_but_a_shared_link_none():
     row = released.find_row("cifar100_wrn28-10_cut_mixmo_cutmix@seed2")
     assert downloads.checkpoint_row(f"{row.url}?usp=sharing") == row
