@@ -106,211 +106,133 @@ class ReleasedRow:
         return f"{network}, M={self.num_members}, {self.num_classes} classes"
 
 
-def _cifar(dataset: str, recipe: str, members: int, config: str, *files) -> list[ReleasedRow]:
-    """The rows of one CIFAR method: (accuracy, drive id) per released file."""
-    classes = 100 if dataset == "cifar100" else 10
-    seeded = len(files) > 1
-    return [
-        ReleasedRow(
-            name=f"{dataset}_wrn28-10_{recipe}" + (f"{SEED_SEPARATOR}seed{k}" if seeded else ""),
-            accuracy=accuracy,
-            drive_id=drive_id,
-            dataset=dataset,
-            backbone="wrn",
-            depth=28,
-            width=10,
-            num_members=members,
-            num_classes=classes,
-            authors_config=f"config/{dataset}/exp_{dataset}_{config}.yaml",
-        )
-        for k, (accuracy, drive_id) in enumerate(files, start=1)
-    ]
-
-
-def _tiny(width: int, recipe: str, accuracy: float, drive_id: str, config: str, note: str = ""):
-    """The row of one Tiny ImageNet method at one width."""
-    return ReleasedRow(
-        name=f"tiny_imagenet_preact_resnet18-{width}_{recipe}",
-        accuracy=accuracy,
-        drive_id=drive_id,
-        dataset="tiny_imagenet",
-        backbone="preact_resnet",
-        depth=18,
-        width=width,
-        num_members=1 if recipe == "vanilla" else 2,
-        num_classes=200,
-        authors_config=f"config/tiny/exp_tinyimagenet_{config}.yaml",
-        note=note,
-    )
-
-
-_SINGLE, _MIMO = "wrn2810_1net", "wrn2810-2"
-ROWS: tuple[ReleasedRow, ...] = (
-    *_cifar(
-        "cifar100",
-        "vanilla",
-        1,
-        f"{_SINGLE}_standard_bar1",
-        (81.79, "12pATFGjsDN1Tq4p-S0-rO59sX-F_O2ol"),
-    ),
-    *_cifar(
-        "cifar100",
-        "vanilla_mixup",
-        1,
-        f"{_SINGLE}_msdamixup_bar1",
-        (83.43, "1tqsHgqDwx3p562NtYHb5Im-tRB6CnJ8M"),
-    ),
-    *_cifar(
-        "cifar100",
-        "vanilla_cutmix",
-        1,
-        f"{_SINGLE}_msdacutmix_bar1",
-        (83.95, "11ZiDgZoaEVEhhyJMlDA61P9QB7HZuXFL"),
-    ),
-    *_cifar(
-        "cifar100",
-        "mimo",
-        2,
-        f"{_MIMO}_mimo_standard_bar4",
-        (82.92, "1SBAjGJVfC_QHCoXy5y_Ci49J-E18ait3"),
-    ),
-    *_cifar(
-        "cifar100",
-        "linear_mixmo",
-        2,
-        f"{_MIMO}_linearmixmo_standard_bar4",
-        (82.96, "1eAA6O6_v-L3aFzQtsHY2pEAGxUpXu15c"),
-    ),
-    *_cifar(
-        "cifar100",
-        "cut_mixmo",
-        2,
-        f"{_MIMO}_cutmixmo-p5_standard_bar4",
+# The CIFAR rows, per recipe: M and the authors' config (after `exp_<dataset>_`).
+_CIFAR_RECIPES = {
+    "vanilla": (1, "wrn2810_1net_standard_bar1"),
+    "vanilla_mixup": (1, "wrn2810_1net_msdamixup_bar1"),
+    "vanilla_cutmix": (1, "wrn2810_1net_msdacutmix_bar1"),
+    "mimo": (2, "wrn2810-2_mimo_standard_bar4"),
+    "linear_mixmo": (2, "wrn2810-2_linearmixmo_standard_bar4"),
+    "cut_mixmo": (2, "wrn2810-2_cutmixmo-p5_standard_bar4"),
+    "linear_mixmo_cutmix": (2, "wrn2810-2_linearmixmo_msdacutmix_bar4"),
+    "cut_mixmo_cutmix": (2, "wrn2810-2_cutmixmo-p5_msdacutmix_bar4"),
+}
+# Their files, in the README's order: (published top-1, Google Drive id).
+_CIFAR_FILES = {
+    ("cifar100", "vanilla"): [(81.79, "12pATFGjsDN1Tq4p-S0-rO59sX-F_O2ol")],
+    ("cifar100", "vanilla_mixup"): [(83.43, "1tqsHgqDwx3p562NtYHb5Im-tRB6CnJ8M")],
+    ("cifar100", "vanilla_cutmix"): [(83.95, "11ZiDgZoaEVEhhyJMlDA61P9QB7HZuXFL")],
+    ("cifar100", "mimo"): [(82.92, "1SBAjGJVfC_QHCoXy5y_Ci49J-E18ait3")],
+    ("cifar100", "linear_mixmo"): [(82.96, "1eAA6O6_v-L3aFzQtsHY2pEAGxUpXu15c")],
+    ("cifar100", "cut_mixmo"): [
         (85.52, "1Buql47NcSe-qm8LqPYEa02g319T1yakK"),
         (85.59, "1vxJFKuO5RSH9XcA2aSYUMHCrtD6pDyMA"),
-    ),
-    *_cifar(
-        "cifar100",
-        "linear_mixmo_cutmix",
-        2,
-        f"{_MIMO}_linearmixmo_msdacutmix_bar4",
+    ],
+    ("cifar100", "linear_mixmo_cutmix"): [
         (85.36, "1Ma_Rjf1Z8j0CK5jLenk8UFLwZgbrDaqP"),
         (85.57, "1ouGQjho-cmJUkrDpDehvs1zwK7BUJWoN"),
-    ),
-    *_cifar(
-        "cifar100",
-        "cut_mixmo_cutmix",
-        2,
-        f"{_MIMO}_cutmixmo-p5_msdacutmix_bar4",
+    ],
+    ("cifar100", "cut_mixmo_cutmix"): [
         (85.77, "1Y9BDgqWFdYK5hqPQl-AgApCTIewTGbFo"),
         (85.92, "1fwCfO2wO6VXziUp9HHE32MpCWak9AlOc"),
-    ),
-    *_cifar(
-        "cifar10",
-        "vanilla",
-        1,
-        f"{_SINGLE}_standard_bar1",
-        (96.37, "1o6aGKfHAN8PQrsXAoyAJHak-lqAOfwm8"),
-    ),
-    *_cifar(
-        "cifar10",
-        "vanilla_mixup",
-        1,
-        f"{_SINGLE}_msdamixup_bar1",
-        (97.07, "1yI5cLHPfUDI00Eiy3dNRm2bgiv2orwxE"),
-    ),
-    *_cifar(
-        "cifar10",
-        "vanilla_cutmix",
-        1,
-        f"{_SINGLE}_msdacutmix_bar1",
-        (97.28, "1hXjTCTYYy99StxAP0Y3hNqjQ9ezhqsXh"),
-    ),
-    *_cifar(
-        "cifar10",
-        "mimo",
-        2,
-        f"{_MIMO}_mimo_standard_bar4",
-        (96.71, "1NRAlxIILIUIUNWhXFHgHrSyx5T4oCmdZ"),
-    ),
-    *_cifar(
-        "cifar10",
-        "linear_mixmo",
-        2,
-        f"{_MIMO}_linearmixmo_standard_bar4",
-        (96.88, "1BUoaNLDMuhqXl3UKC2QoVT23Z1544i_v"),
-    ),
-    *_cifar(
-        "cifar10",
-        "cut_mixmo",
-        2,
-        f"{_MIMO}_cutmixmo-p5_standard_bar4",
-        (97.52, "1eA_H9ePj_OgjTqDV0v2F5biI4mt_J98c"),
-    ),
-    *_cifar(
-        "cifar10",
-        "linear_mixmo_cutmix",
-        2,
-        f"{_MIMO}_linearmixmo_msdacutmix_bar4",
-        (97.73, "1cLP7EVYJ_YY7w2rOaaRWMxjZkOBWZ4Ti"),
-    ),
-    *_cifar(
-        "cifar10",
-        "cut_mixmo_cutmix",
-        2,
-        f"{_MIMO}_cutmixmo-p5_msdacutmix_bar4",
-        (97.83, "1dGB0Rz64Wr5nv4vQqLi19Kt3vzKH0blC"),
-    ),
-    _tiny(1, "vanilla", 62.75, "14N-ixnF31zjbGh6IzS3-pHj1KOJ_e5uF", "res18_1net_standard_bar1"),
-    _tiny(
-        1,
-        "linear_mixmo",
+    ],
+    ("cifar10", "vanilla"): [(96.37, "1o6aGKfHAN8PQrsXAoyAJHak-lqAOfwm8")],
+    ("cifar10", "vanilla_mixup"): [(97.07, "1yI5cLHPfUDI00Eiy3dNRm2bgiv2orwxE")],
+    ("cifar10", "vanilla_cutmix"): [(97.28, "1hXjTCTYYy99StxAP0Y3hNqjQ9ezhqsXh")],
+    ("cifar10", "mimo"): [(96.71, "1NRAlxIILIUIUNWhXFHgHrSyx5T4oCmdZ")],
+    ("cifar10", "linear_mixmo"): [(96.88, "1BUoaNLDMuhqXl3UKC2QoVT23Z1544i_v")],
+    ("cifar10", "cut_mixmo"): [(97.52, "1eA_H9ePj_OgjTqDV0v2F5biI4mt_J98c")],
+    ("cifar10", "linear_mixmo_cutmix"): [(97.73, "1cLP7EVYJ_YY7w2rOaaRWMxjZkOBWZ4Ti")],
+    ("cifar10", "cut_mixmo_cutmix"): [(97.83, "1dGB0Rz64Wr5nv4vQqLi19Kt3vzKH0blC")],
+}
+# The Tiny ImageNet rows, per (width, recipe): published top-1, Google Drive id, the authors'
+# config (after `exp_tinyimagenet_`) and the README's slip about the row, if any.
+_TINY_FILES = {
+    (1, "vanilla"): (62.75, "14N-ixnF31zjbGh6IzS3-pHj1KOJ_e5uF", "res18_1net_standard_bar1", ""),
+    (1, "linear_mixmo"): (
         62.91,
         "1MDYuE21zFphdnp83h-LOIBnXu4b5qhD-",
         "res18-2_linearmixmo_standard_bar4",
         _MISSING_CONFIG,
     ),
-    _tiny(
-        1,
-        "cut_mixmo",
+    (1, "cut_mixmo"): (
         64.32,
         "19jB-yk2s1LeuQDXzjNQmo_eil8btsxa4",
         "res18-2_cutmixmo-p5_standard_bar4",
         _MISSING_CONFIG,
     ),
-    _tiny(2, "vanilla", 64.91, "1SdBW7wie9HT5OqW15r6A6ixhY87aC7Ct", "res182_1net_standard_bar1"),
-    _tiny(
-        2,
-        "linear_mixmo",
+    (2, "vanilla"): (64.91, "1SdBW7wie9HT5OqW15r6A6ixhY87aC7Ct", "res182_1net_standard_bar1", ""),
+    (2, "linear_mixmo"): (
         67.03,
         "1Q-U5u9ZN3h-cLBOEvbu_hOp0M7vMYjgc",
         "res182-2_linearmixmo_standard_bar4",
         _SHARED_DRIVE_FILE,
     ),
-    _tiny(
-        2,
-        "cut_mixmo",
+    (2, "cut_mixmo"): (
         69.12,
         "16LME8LGCwmwUWmrzGiCzdTaFOURwolQR",
         "res182-2_cutmixmo-p5_standard_bar4",
+        "",
     ),
-    _tiny(3, "vanilla", 65.84, "1lvX6fIKIxbVDa9VC-8GTpHbJG2avHB9F", "res183_1net_standard_bar1"),
-    _tiny(
-        3,
-        "linear_mixmo",
+    (3, "vanilla"): (65.84, "1lvX6fIKIxbVDa9VC-8GTpHbJG2avHB9F", "res183_1net_standard_bar1", ""),
+    (3, "linear_mixmo"): (
         68.36,
         "1W0QoVQYw4ftCBemralG6KtZSgICxO7ih",
         "res183-2_linearmixmo_standard_bar4",
+        "",
     ),
-    _tiny(
-        3,
-        "cut_mixmo",
+    (3, "cut_mixmo"): (
         70.23,
         "1Q-U5u9ZN3h-cLBOEvbu_hOp0M7vMYjgc",
         "res183-2_cutmixmo-p5_standard_bar4",
         _SHARED_DRIVE_FILE,
     ),
-)
+}
+
+
+def _cifar_rows() -> list[ReleasedRow]:
+    rows = []
+    for (dataset, recipe), files in _CIFAR_FILES.items():
+        members, config = _CIFAR_RECIPES[recipe]
+        for seed, (accuracy, drive_id) in enumerate(files, start=1):
+            suffix = f"{SEED_SEPARATOR}seed{seed}" if len(files) > 1 else ""
+            rows.append(
+                ReleasedRow(
+                    name=f"{dataset}_wrn28-10_{recipe}{suffix}",
+                    accuracy=accuracy,
+                    drive_id=drive_id,
+                    dataset=dataset,
+                    backbone="wrn",
+                    depth=28,
+                    width=10,
+                    num_members=members,
+                    num_classes=100 if dataset == "cifar100" else 10,
+                    authors_config=f"config/{dataset}/exp_{dataset}_{config}.yaml",
+                )
+            )
+    return rows
+
+
+def _tiny_rows() -> list[ReleasedRow]:
+    return [
+        ReleasedRow(
+            name=f"tiny_imagenet_preact_resnet18-{width}_{recipe}",
+            accuracy=accuracy,
+            drive_id=drive_id,
+            dataset="tiny_imagenet",
+            backbone="preact_resnet",
+            depth=18,
+            width=width,
+            num_members=1 if recipe == "vanilla" else 2,
+            num_classes=200,
+            authors_config=f"config/tiny/exp_tinyimagenet_{config}.yaml",
+            note=note,
+        )
+        for (width, recipe), (accuracy, drive_id, config, note) in _TINY_FILES.items()
+    ]
+
+
+ROWS: tuple[ReleasedRow, ...] = (*_cifar_rows(), *_tiny_rows())
 
 
 def _names() -> dict[str, ReleasedRow]:
