@@ -221,7 +221,7 @@ def _import_checkpoint(imported: ImportInputs, flagged: Config, given: Sequence[
     architecture = importing.authors_checkpoint.AuthorsArchitecture(**record["architecture"])
     row = imported.origin.get("released_row")
     recipe = (
-        f"the row {row}'s flagfile"
+        f"the recipe of {row}'s flagfile"
         if row
         else "the file holds the network, not its recipe: the row's --flagfile records that"
     )

@@ -204,7 +204,7 @@ def _download(source: _Source, progress: bool) -> AuthorsArchitecture:
         host = urllib.parse.urlparse(source.download_url).netloc
         raise DownloadError(f"Cannot reach {host} (no network?): {_by_hand(source)}.")
     shown = f"the file downloaded from {source.shown_url}"
-    named = f"{source.row.name} ({source.row.network_label})" if source.row else "the checkpoint"
+    named = f"{source.row.name} ({source.row.network_label})" if source.row else source.shown_url
     checked = []
 
     def download_and_check(temporary: str) -> None:
@@ -216,10 +216,7 @@ def _download(source: _Source, progress: bool) -> AuthorsArchitecture:
                 quiet=not progress,
                 use_cookies=False,  # nothing of this download is kept outside the cache
                 timeout=READ_TIMEOUT_S,
-                log_messages={
-                    "start": f"Downloading {named} from {source.shown_url}\n",
-                    "output": "",
-                },
+                log_messages={"start": f"Downloading {named}\n", "output": ""},
             )
         _refuse_page(temporary, source)
         checked.append(_checked(temporary, source.row, shown=shown, path_shown=temporary))
