@@ -202,6 +202,10 @@ def check_import_inputs(
         path, origin = checkpoint, {}
         architecture = authors.read_authors_checkpoint(path).architecture
     else:
+        row = importing.downloads.checkpoint_row(checkpoint)
+        if row is not None:
+            # A flag that contradicts the row's network is refused before the download.
+            authors.import_config(authors.AuthorsArchitecture(**row.network), flagged, given)
         fetched = importing.downloads.fetch_checkpoint(checkpoint)
         path, architecture = fetched.path, fetched.architecture
         origin = {"released_row": fetched.row.name if fetched.row else None, "url": fetched.url}

@@ -289,6 +289,17 @@ def test_the_command_refuses_another_flagfile_with_a_row(server, cache, tmp_path
     assert not (tmp_path / "run").exists() and server.requests == []
 
 
+def test_a_flag_contradicting_the_rows_network_is_refused_before_the_download(server, tmp_path):
+    code, out, err = run_main_in_process(
+        "--mode=import", f"--checkpoint={ROW.name}", "--num_members=3", f"--model_dir={tmp_path}/r"
+    )
+    lines = err.strip().splitlines()
+    assert code == 2 and lines == [
+        "ERROR: --num_members=3 but the file holds 2. Drop those flags: the file decides them."
+    ], lines
+    assert server.requests == []
+
+
 def test_the_command_refuses_a_failed_download_in_one_line(server, cache, tmp_path):
     server.files[ROW.drive_id] = (_content(SMALL), "quota")
     code, out, err = run_main_in_process(
