@@ -2,13 +2,24 @@
 
 - `torch_format`: reading `torch.save` files without PyTorch, running nothing in them;
 - `authors_checkpoint`: the authors' checkpoints, read and checked (no TensorFlow);
-- `pytorch_import`: those checkpoints as a `MixMoModel` and a run folder.
+- `pytorch_import`: those checkpoints as a `MixMoModel` and a run folder;
+- `presets`: the preset format (config.json, model.weights.h5, metadata.json), any backend;
+- `released_presets`: the released checkpoints as presets, built once in the cache.
 """
 
 import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["authors_checkpoint", "pytorch_import", "torch_format"],
-    submod_attrs={"pytorch_import": ["load_pytorch_checkpoint"]},
+    submodules=[
+        "authors_checkpoint",
+        "presets",
+        "pytorch_import",
+        "released_presets",
+        "torch_format",
+    ],
+    submod_attrs={
+        "presets": ["Preset", "read_preset", "save_preset"],
+        "pytorch_import": ["load_pytorch_checkpoint"],
+    },
 )
