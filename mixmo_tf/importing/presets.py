@@ -129,8 +129,9 @@ def preset_metadata(
         spec: the dataset it was trained on.
         class_names: its label names, in label order (empty if unknown).
         temperature: the fitted temperature, if any.
-        source: where it came from: `row`, `published`, `source_sha256` for a released
-            checkpoint; `model_dir`, `checkpoint`, `step` for a run. Missing keys are null.
+        source: where it came from: `row`, `published` (the row's published numbers: top-1
+            accuracy in %), `source_sha256` and `source_url` for an authors' file;
+            `model_dir`, `checkpoint`, `step` for a run. Missing keys are null.
     """
     source = source or {}
     return {
@@ -149,6 +150,7 @@ def preset_metadata(
         "row": source.get("row"),
         "published": source.get("published"),
         "source_sha256": source.get("source_sha256"),
+        "source_url": source.get("source_url"),
         "source_run": {key: source.get(key) for key in ("model_dir", "checkpoint", "step")},
     }
 

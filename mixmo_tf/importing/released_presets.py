@@ -3,8 +3,9 @@
 `cached_preset(name_or_url)` answers with a preset folder for a row of the released-rows
 table (or a URL of an authors' file): the one built by an earlier call if there is one, so
 that a second call needs neither the network nor the torch file; else it downloads and checks
-the file (`mixmo_tf.importing.released.fetch_checkpoint`), imports it with the row's recipe
-and writes the preset in `<cache>/presets/<name>`, whole or not at all.
+the file (`mixmo_tf.importing.downloads.fetch_checkpoint`), imports it with the row's recipe
+(its flagfile's settings) and writes the preset in `<cache>/presets/<name>`, whole or not at
+all.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mixmo_tf.models.build import build_model
 # The folder under the cache root that holds the presets built from released files.
 PRESETS_FOLDER = "presets"
 # A name used as a folder name as it is; anything else (a URL) is cached under its hash.
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]*")
 
 
 def cache_root() -> str:
@@ -47,33 +48,29 @@ def cached_preset_folder(name_or_url: str) -> str:
     return os.path.join(cache_root(), PRESETS_FOLDER, folder)
 
 
-def _row_facts(row) -> tuple[str | None, dict | None, dict]:
-    """A released row's name, published numbers and import recipe (Config fields); a URL's
-    file has no row: (None, None, {})."""
-    if row is None:
-        return None, None, {}
-    return row.name, dict(row.published), dict(row.recipe)
-
-
-def build_released_preset(path: str, sha256: str, row, directory: str) -> None:
-    """Imports the authors' file `path` with `row`'s recipe and writes it as a preset.
+def build_released_preset(fetched, directory: str) -> None:
+    """Imports a downloaded authors' file with its row's recipe and writes it as a preset.
 
     The model is built in float32 and without an optimizer: a preset holds what predicts.
 
     Args:
-        path: the downloaded, checked file.
-        sha256: its SHA-256, recorded in the metadata.
-        row: its row of the released table, or None for a URL given by the user.
+        fetched: the `FetchedCheckpoint` (file, SHA-256, row or None for a URL, URL).
         directory: the new preset folder.
     """
-    name, published, recipe = _row_facts(row)
-    settings = {**recipe, "precision": "float32"}
-    checkpoint = read_authors_checkpoint(path)
-    config = import_config(checkpoint.architecture, Config(**settings), recipe.keys())
+    row = fetched.row
+    recipe = row.settings() if row is not None else {}
+    checkpoint = read_authors_checkpoint(fetched.path)
+    flagged = Config(**{**recipe, "precision": "float32"})
+    config = import_config(checkpoint.architecture, flagged, recipe.keys())
     model = build_model(config, with_optimizer=False)
     assign_authors_state(model, checkpoint, config.derived_steps_per_epoch)
     del checkpoint  # its arrays map the whole file
-    source = {"row": name, "published": published, "source_sha256": sha256}
+    source = {
+        "row": row.name if row is not None else None,
+        "published": {"top1_accuracy": row.accuracy} if row is not None else None,
+        "source_sha256": fetched.sha256,
+        "source_url": fetched.url,
+    }
     metadata = preset_metadata(model, config.spec, known_class_names(config.spec), source=source)
     save_preset(model, directory, metadata)
 
@@ -86,14 +83,14 @@ def cached_preset(name_or_url: str) -> str:
         UserError: from the download (an unknown name, with the closest names; no network;
             a file that is not the row's network), or from the import.
     """
-    from mixmo_tf.importing import released
+    from mixmo_tf.importing import downloads
 
     directory = cached_preset_folder(name_or_url)
     if os.path.isfile(os.path.join(directory, METADATA_FILE)):
         return directory  # complete: a preset is renamed into place whole
-    path, sha256, row = released.fetch_checkpoint(name_or_url)
+    fetched = downloads.fetch_checkpoint(name_or_url)
     try:
-        build_released_preset(path, sha256, row, directory)
+        build_released_preset(fetched, directory)
     except PresetFolderError:
         if not os.path.isfile(os.path.join(directory, METADATA_FILE)):
             raise

@@ -25,8 +25,8 @@ from mixmo_tf.serving.export import check_export_dir, restore_for_serving, run_t
 
 
 def _import_source(model_dir: str) -> dict:
-    """What an imported run's imported_from.json says of its file: the SHA-256 and the
-    released row, if any; {} for a run trained here."""
+    """What an imported run's imported_from.json says of its file: the SHA-256, and the
+    released row and URL of a downloaded one; {} for a run trained here."""
     path = RunFolder(model_dir).import_record
     if not os.path.exists(path):
         return {}
@@ -35,7 +35,8 @@ def _import_source(model_dir: str) -> dict:
             record = json.load(stream)
         return {
             "source_sha256": record["sha256"],
-            **{key: record[key] for key in ("row", "published") if key in record},
+            "row": record.get("released_row"),
+            "source_url": record.get("url"),
         }
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UnusableFileError(

@@ -37,7 +37,8 @@ from mixmo_tf.training.checkpoints import restore_run
 
 DIGITS = DATASETS["digits"]
 AUTHORS_FILE = os.path.join(AUTHORS_FIXTURES, "wrn10-1_m2_zip.pt")
-ROW = "cifar10_wrn10-1_cut_mixmo"  # a stand-in row name (the fixture is WRN-10-1, M=2)
+ROW = "cifar10_wrn10-1_cut_mixmo@seed1"  # a stand-in row (the fixture is WRN-10-1, M=2)
+URL = "https://drive.google.com/file/d/stand-in/view"
 
 
 @pytest.fixture(scope="module")
@@ -310,32 +311,38 @@ class StandInRow:
     """What `cached_preset` reads of a row of the released table."""
 
     name: str
-    published: dict
+    accuracy: float
     recipe: dict
+
+    def settings(self) -> dict:
+        return dict(self.recipe)
 
 
 def _stand_in_download(monkeypatch, fetch) -> None:
-    """Makes `fetch` the download of released files."""
-    module = types.ModuleType("mixmo_tf.importing.released")
+    """Makes `fetch` the download of released files (`downloads.fetch_checkpoint`)."""
+    module = types.ModuleType("mixmo_tf.importing.downloads")
     module.fetch_checkpoint = fetch
-    monkeypatch.setitem(sys.modules, "mixmo_tf.importing.released", module)
+    monkeypatch.setitem(sys.modules, "mixmo_tf.importing.downloads", module)
 
 
 def test_a_row_name_is_downloaded_once_and_kept_as_a_preset(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    row = StandInRow(ROW, {"accuracy": 95.0}, {"dataset": "cifar10", "mixing": "cutmix"})
+    row = StandInRow(ROW, 95.0, {"dataset": "cifar10", "mixing": "cutmix"})
     calls = []
+    sha256 = presets.file_sha256(AUTHORS_FILE)
 
     def fetch(name):
         calls.append(name)
-        return AUTHORS_FILE, presets.file_sha256(AUTHORS_FILE), row
+        return types.SimpleNamespace(path=AUTHORS_FILE, sha256=sha256, row=row, url=URL)
 
     _stand_in_download(monkeypatch, fetch)
     first = load_preset(ROW)
     assert calls == [ROW]
     assert first.path == os.path.join(str(tmp_path), "keras_home", "mixmo_tf", "presets", ROW)
-    assert first.metadata["row"] == ROW and first.metadata["published"] == {"accuracy": 95.0}
-    assert first.metadata["source_sha256"] == presets.file_sha256(AUTHORS_FILE)
+    assert first.metadata["row"] == ROW
+    assert first.metadata["published"] == {"top1_accuracy": 95.0}
+    assert (first.metadata["source_sha256"], first.metadata["source_url"]) == (sha256, URL)
+    assert first.metadata["source_run"] == {"model_dir": None, "checkpoint": None, "step": None}
     assert first.spec.name == "cifar10" and first.class_names[0] == "airplane"
 
     # The same function as the import's, in float32.
@@ -364,7 +371,7 @@ def test_an_unknown_name_gets_the_downloads_message_and_caches_nothing(monkeypat
         raise UnknownRow(f"{name} is not a released row; the closest names: {ROW}.")
 
     _stand_in_download(monkeypatch, fetch)
-    misspelt = "cifar10_wrn10-1_cutmixmo"
+    misspelt = "cifar10_wrn10-1_cutmixmo@seed1"
     with pytest.raises(UnknownRow, match=f"^{misspelt} is not a released row; .*{ROW}"):
         mixmo_tf.from_preset(misspelt)
     assert not os.path.exists(os.path.join(released_presets.cache_root(), "presets"))
