@@ -21,6 +21,7 @@ from mixmo_tf.importing.presets import (
     preset_metadata,
     save_preset,
 )
+from mixmo_tf.models.build import build_model
 from mixmo_tf.serving.export import check_export_dir, restore_for_serving, run_temperature
 
 
@@ -58,6 +59,11 @@ def run_preset(model_dir: str, temperature: float | None = None) -> Preset:
     """
     temperature = run_temperature(model_dir, temperature)
     run = restore_for_serving(model_dir)
+    # The restored model keeps the checkpoint's optimizer values pending: compiled later to
+    # fine-tune, its new optimizer would receive them (and fail on their shapes). The preset's
+    # model is a new one holding the restored weights.
+    model = build_model(run.config, with_optimizer=False)
+    model.set_weights(run.model.get_weights())
     source = {
         "model_dir": os.path.abspath(model_dir),
         "checkpoint": os.path.basename(run.checkpoint),
@@ -65,8 +71,8 @@ def run_preset(model_dir: str, temperature: float | None = None) -> Preset:
         **_import_source(model_dir),
     }
     spec = run.config.spec
-    metadata = preset_metadata(run.model, spec, known_class_names(spec), temperature, source)
-    return Preset(run.model, spec, tuple(metadata["class_names"]), metadata, model_dir)
+    metadata = preset_metadata(model, spec, known_class_names(spec), temperature, source)
+    return Preset(model, spec, tuple(metadata["class_names"]), metadata, model_dir)
 
 
 def export_run_preset(

@@ -146,8 +146,11 @@ def test_from_preset_of_a_run_folder_is_its_newest_checkpoint(
     np.testing.assert_allclose(probabilities, run_probabilities, rtol=0, atol=1e-6)
 
 
-def test_a_loaded_preset_fine_tunes(preset):
-    model = mixmo_tf.from_preset(preset)
+@pytest.mark.parametrize("source", ["preset", "run folder"])
+def test_a_loaded_model_fine_tunes(preset, trained_tiny_run, source):
+    # A run folder's model was restored from a TensorFlow checkpoint, whose optimizer state
+    # must not flow into the optimizer compiled here.
+    model = mixmo_tf.from_preset(preset if source == "preset" else trained_tiny_run[0].model_dir)
     # Eagerly: one step needs no traced graph.
     model.compile(optimizer=mixmo_tf.PyTorchSGD(learning_rate=0.05, momentum=0.9), run_eagerly=True)
     rng = np.random.default_rng(0)
