@@ -32,7 +32,7 @@ from mixmo_tf import __version__
 from mixmo_tf.config.datasets import DatasetSpec, spec_from_json
 from mixmo_tf.config.errors import MissingFileError, UnusableFileError, UserError
 from mixmo_tf.config.run_folder import new_folder_atomically
-from mixmo_tf.data.class_names import class_names
+from mixmo_tf.data.class_names import class_names as dataset_class_names
 from mixmo_tf.models import saving  # noqa: F401  (registers every class a MixMo config names)
 from mixmo_tf.models.mixmo_model import MixMoModel
 
@@ -100,14 +100,14 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def known_class_names(spec: DatasetSpec) -> tuple[str, ...]:
+def _known_class_names(spec: DatasetSpec) -> tuple[str, ...]:
     """The dataset's label names, or () if the package knows none (Tiny ImageNet's).
 
     Raises:
         UnusableFileError: a name does not fit one line (`mixmo_tf.data.class_names`).
     """
     try:
-        return class_names(spec)
+        return dataset_class_names(spec)
     except UserError:
         raise
     except ValueError:
@@ -117,7 +117,6 @@ def known_class_names(spec: DatasetSpec) -> tuple[str, ...]:
 def preset_metadata(
     model: MixMoModel,
     spec: DatasetSpec,
-    class_names: tuple[str, ...] = (),
     temperature: float | None = None,
     source: dict | None = None,
 ) -> dict:
@@ -126,8 +125,7 @@ def preset_metadata(
 
     Args:
         model: the model the preset holds.
-        spec: the dataset it was trained on.
-        class_names: its label names, in label order (empty if unknown).
+        spec: the dataset it was trained on (its class names are recorded when known).
         temperature: the fitted temperature, if any.
         source: where it came from: `row`, `published` (the row's published numbers: top-1
             accuracy in %), `source_sha256` and `source_url` for an authors' file;
@@ -145,7 +143,7 @@ def preset_metadata(
         "num_members": model.num_members,
         "num_classes": model.num_classes,
         "dataset": dataclasses.asdict(spec),
-        "class_names": list(class_names),
+        "class_names": list(_known_class_names(spec)),
         "temperature": temperature,
         "row": source.get("row"),
         "published": source.get("published"),

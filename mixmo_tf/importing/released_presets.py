@@ -19,7 +19,6 @@ from mixmo_tf.importing.authors_checkpoint import import_config, read_authors_ch
 from mixmo_tf.importing.presets import (
     METADATA_FILE,
     PresetFolderError,
-    known_class_names,
     preset_metadata,
     save_preset,
 )
@@ -71,7 +70,7 @@ def build_released_preset(fetched, directory: str) -> None:
         "source_sha256": fetched.sha256,
         "source_url": fetched.url,
     }
-    metadata = preset_metadata(model, config.spec, known_class_names(config.spec), source=source)
+    metadata = preset_metadata(model, config.spec, source=source)
     save_preset(model, directory, metadata)
 
 

@@ -17,7 +17,6 @@ from mixmo_tf.config.run_folder import RunFolder
 from mixmo_tf.importing.presets import (
     Preset,
     check_new_preset_folder,
-    known_class_names,
     preset_metadata,
     save_preset,
 )
@@ -71,7 +70,7 @@ def run_preset(model_dir: str, temperature: float | None = None) -> Preset:
         **_import_source(model_dir),
     }
     spec = run.config.spec
-    metadata = preset_metadata(model, spec, known_class_names(spec), temperature, source)
+    metadata = preset_metadata(model, spec, temperature, source)
     return Preset(model, spec, tuple(metadata["class_names"]), metadata, model_dir)
 
 
