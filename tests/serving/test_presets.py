@@ -119,6 +119,7 @@ print(type(preset.model).__name__, preset.spec.name, " ".join(preset.class_names
 """
 
 
+@pytest.mark.slow
 def test_a_fresh_process_without_the_run_predicts_as_the_run(
     preset, images, run_probabilities, tmp_path
 ):
@@ -134,6 +135,37 @@ def test_a_fresh_process_without_the_run_predicts_as_the_run(
     assert process.returncode == 0, process.stderr[-3000:]
     assert process.stdout.split() == ["MixMoModel", "digits", *[str(d) for d in range(10)]]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), run_probabilities, rtol=0, atol=1e-6)
+
+
+_OTHER_BACKEND = """
+import sys
+import numpy as np
+import keras
+import mixmo_tf
+preset = mixmo_tf.load_preset(sys.argv[1])
+np.savez(sys.argv[2], *[np.asarray(weight) for weight in preset.model.get_weights()])
+print(keras.config.backend())
+"""
+
+
+@pytest.mark.slow
+def test_a_preset_written_on_tensorflow_loads_its_weights_under_jax(preset, tmp_path):
+    process = subprocess.run(
+        [sys.executable, "-c", _OTHER_BACKEND, preset, "weights.npz"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": REPO, "KERAS_BACKEND": "jax"},
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert process.stdout.split() == ["jax"]
+    with np.load(tmp_path / "weights.npz") as loaded:
+        weights = [loaded[f"arr_{index}"] for index in range(len(loaded.files))]
+    expected = mixmo_tf.from_preset(preset).get_weights()
+    assert len(weights) == len(expected)
+    for got, want in zip(weights, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_from_preset_of_a_run_folder_is_its_newest_checkpoint(
