@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 
+from mixmo_tf.config.flagfiles import flagfile_settings
 from mixmo_tf.config.settings import Config
 from mixmo_tf.importing.authors_checkpoint import import_config, read_authors_checkpoint
 from mixmo_tf.importing.presets import (
@@ -57,7 +58,8 @@ def build_released_preset(fetched, directory: str) -> None:
         directory: the new preset folder.
     """
     row = fetched.row
-    recipe = row.settings() if row is not None else {}
+    recipe = flagfile_settings(row.flagfile) if row is not None else {}
+    recipe.pop("model_dir", None)  # the row's run folder: no folder is written here
     checkpoint = read_authors_checkpoint(fetched.path)
     flagged = Config(**{**recipe, "precision": "float32"})
     config = import_config(checkpoint.architecture, flagged, recipe.keys())

@@ -347,10 +347,7 @@ class StandInRow:
 
     name: str
     accuracy: float
-    recipe: dict
-
-    def settings(self) -> dict:
-        return dict(self.recipe)
+    flagfile: str
 
 
 def _stand_in_download(monkeypatch, fetch) -> None:
@@ -362,7 +359,9 @@ def _stand_in_download(monkeypatch, fetch) -> None:
 
 def test_a_row_name_is_downloaded_once_and_kept_as_a_preset(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    row = StandInRow(ROW, 95.0, {"dataset": "cifar10", "mixing": "cutmix"})
+    recipe = tmp_path / "row.flags"
+    recipe.write_text("--dataset=cifar10\n--model_dir=runs/row\n--mixing=linear\n--msda=mixup\n")
+    row = StandInRow(ROW, 95.0, str(recipe))
     calls = []
     sha256 = presets.file_sha256(AUTHORS_FILE)
 
@@ -379,6 +378,8 @@ def test_a_row_name_is_downloaded_once_and_kept_as_a_preset(monkeypatch, tmp_pat
     assert (first.metadata["source_sha256"], first.metadata["source_url"]) == (sha256, URL)
     assert first.metadata["source_run"] == {"model_dir": None, "checkpoint": None, "step": None}
     assert first.spec.name == "cifar10" and first.class_names[0] == "airplane"
+    # Imported with the row's recipe: Linear-MixMo (no cut) with input MixUp.
+    assert (first.model.cut_prob, first.model.msda) == (0.0, "mixup")
 
     # The same function as the import's, in float32.
     images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
