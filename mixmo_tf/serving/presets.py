@@ -13,6 +13,7 @@ from mixmo_tf.config.errors import MissingFileError
 from mixmo_tf.config.run_folder import RunFolder
 from mixmo_tf.importing.presets import (
     PRESET_FILES,
+    DamagedPresetError,
     NotAPresetError,
     Preset,
     is_preset_folder,
@@ -65,7 +66,14 @@ def load_preset(name_or_path: str) -> Preset:
         )
     if _names_a_path(name_or_path):
         raise MissingFileError(f"{path} does not exist: give a preset folder or a run folder.")
-    return read_preset(cached_preset(name_or_path))
+    directory = cached_preset(name_or_path)
+    try:
+        return read_preset(directory)
+    except DamagedPresetError as error:
+        raise DamagedPresetError(
+            f"{error} It is the cached preset of {name_or_path}: delete {directory} and it is "
+            "built again."
+        ) from error
 
 
 def from_preset(name_or_path: str) -> MixMoModel:

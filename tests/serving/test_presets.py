@@ -396,6 +396,12 @@ def test_a_row_name_is_downloaded_once_and_kept_as_a_preset(monkeypatch, tmp_pat
     again = mixmo_tf.from_preset(ROW)
     np.testing.assert_allclose(again.predict(images, verbose=0)["ensemble"], want, atol=1e-6)
 
+    # A damaged cached preset says how to have it built again.
+    _truncate(os.path.join(first.path, presets.WEIGHTS_FILE))
+    with pytest.raises(presets.DamagedPresetError) as error:
+        mixmo_tf.from_preset(ROW)
+    assert _one_line(error).endswith(f"delete {first.path} and it is built again.")
+
 
 def test_an_unknown_name_gets_the_downloads_message_and_caches_nothing(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
