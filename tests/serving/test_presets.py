@@ -27,12 +27,12 @@ from helpers.runs import run_main_in_process
 import mixmo_tf
 from mixmo_tf.cli import modes
 from mixmo_tf.config.datasets import DATASETS
-from mixmo_tf.config.errors import MissingFileError, UserError
+from mixmo_tf.config.errors import MissingFileError, UnusableFileError, UserError
 from mixmo_tf.data import load_split, normalize
 from mixmo_tf.importing import presets, released_presets
 from mixmo_tf.importing.pytorch_import import load_pytorch_checkpoint
 from mixmo_tf.serving.presets import load_preset
-from mixmo_tf.serving.run_presets import export_run_preset
+from mixmo_tf.serving.run_presets import export_run_preset, run_preset
 from mixmo_tf.training.checkpoints import restore_run
 
 DIGITS = DATASETS["digits"]
@@ -196,6 +196,22 @@ def test_a_loaded_model_fine_tunes(preset, trained_tiny_run, source):
     assert int(model.optimizer.iterations) == 1
     after = model.trainable_variables
     assert all(not np.array_equal(b, np.array(a)) for b, a in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize("record", [None, "{not json"])
+def test_an_imported_runs_preset_names_the_authors_file(trained_tiny_run, tmp_path, record):
+    config, _ = trained_tiny_run
+    run = shutil.copytree(config.model_dir, tmp_path / "run")
+    imported = {"sha256": "ab" * 32, "released_row": ROW, "url": URL, "epoch": 3}
+    (run / "imported_from.json").write_text(record or json.dumps(imported))
+    if record is not None:
+        with pytest.raises(UnusableFileError) as error:
+            run_preset(str(run))
+        assert "imported_from.json is not the record an import writes" in _one_line(error)
+        return
+    metadata = run_preset(str(run)).metadata
+    assert (metadata["row"], metadata["source_url"]) == (ROW, URL)
+    assert metadata["source_sha256"] == "ab" * 32
 
 
 # ---- refusals, one line each -----------------------------------------------------------------
