@@ -2,6 +2,7 @@
 
 - `graph`: `ServingModule`, the three signatures, and the ensemble's outputs with their
   uncertainty (`mixmo_tf.evaluation.uncertainty`, the one definition evaluation uses too);
+- `run_source`: a run as serving reads it (newest checkpoint in float32, temperature);
 - `export`: versioned SavedModels for TF Serving, from a model or a run folder;
 - `predict`: the served answer for image files (`--mode=predict`);
 - `presets`: `from_preset`, a model from a released row, a preset folder or a run folder;
@@ -12,7 +13,7 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["export", "graph", "predict", "presets", "run_presets"],
+    submodules=["export", "graph", "predict", "presets", "run_presets", "run_source"],
     submod_attrs={
         "export": ["export_run", "export_saved_model"],
         "graph": ["ServingModule", "ensemble_outputs", "uncertainty", "uint8_images"],

@@ -21,7 +21,7 @@ from mixmo_tf.importing.presets import (
     save_preset,
 )
 from mixmo_tf.models.build import build_model
-from mixmo_tf.serving.export import check_export_dir, restore_for_serving, run_temperature
+from mixmo_tf.serving.run_source import check_export_dir, restore_for_serving, run_temperature
 
 
 def _import_source(model_dir: str) -> dict:
@@ -88,9 +88,10 @@ def export_run_preset(
     Raises:
         PresetFolderError: the folder exists and is not empty (nothing is written).
     """
+    default = RunFolder(model_dir).preset
     if export_dir:
-        check_export_dir(model_dir, export_dir)
-    directory = export_dir or RunFolder(model_dir).preset
+        check_export_dir(model_dir, export_dir, default)
+    directory = export_dir or default
     check_new_preset_folder(directory)  # before the checkpoint is read
     preset = run_preset(model_dir, temperature)
     return save_preset(preset.model, directory, preset.metadata)

@@ -27,7 +27,7 @@ from helpers.runs import run_main_in_process
 import mixmo_tf
 from mixmo_tf.cli import modes
 from mixmo_tf.config.datasets import DATASETS
-from mixmo_tf.config.errors import MissingFileError, UnusableFileError, UserError
+from mixmo_tf.config.errors import ConfigError, MissingFileError, UnusableFileError, UserError
 from mixmo_tf.data import load_split, normalize
 from mixmo_tf.importing import presets, released_presets
 from mixmo_tf.importing.pytorch_import import load_pytorch_checkpoint
@@ -329,6 +329,16 @@ def test_a_non_empty_target_is_refused_before_the_run_is_read(tmp_path):
     with pytest.raises(presets.PresetFolderError):
         export_run_preset(str(tmp_path / "no_run"), str(target))
     assert os.listdir(target) == ["notes.txt"]
+
+
+def test_a_preset_among_the_runs_own_files_is_refused(trained_tiny_run):
+    config, _ = trained_tiny_run
+    inside = os.path.join(config.model_dir, "checkpoints", "preset")
+    with pytest.raises(ConfigError) as error:
+        export_run_preset(config.model_dir, inside)
+    default = os.path.join(config.model_dir, "preset")
+    assert f"omit it (the default is {default})" in _one_line(error)
+    assert not os.path.exists(inside)
 
 
 def test_the_default_preset_folder_is_in_the_run(trained_tiny_run, tmp_path, capsys):
