@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 
@@ -33,6 +32,7 @@ from mixmo_tf.config.datasets import DatasetSpec, spec_from_json
 from mixmo_tf.config.errors import MissingFileError, UnusableFileError, UserError
 from mixmo_tf.config.run_folder import new_folder_atomically
 from mixmo_tf.data.class_names import class_names as dataset_class_names
+from mixmo_tf.importing.authors_checkpoint import file_sha256
 from mixmo_tf.models import saving  # noqa: F401  (registers every class a MixMo config names)
 from mixmo_tf.models.mixmo_model import MixMoModel
 
@@ -89,15 +89,6 @@ class Preset:
     def temperature(self) -> float | None:
         """The temperature fitted for the model (divide the logits by it), or None."""
         return self.metadata.get("temperature")
-
-
-def file_sha256(path: str) -> str:
-    """The SHA-256 of a file's bytes, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _known_class_names(spec: DatasetSpec) -> tuple[str, ...]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 
 from mixmo_tf.config.flagfiles import flagfile_settings
 from mixmo_tf.config.settings import Config
+from mixmo_tf.importing import downloads, released
 from mixmo_tf.importing.authors_checkpoint import import_config, read_authors_checkpoint
+from mixmo_tf.importing.downloads import FetchedCheckpoint
 from mixmo_tf.importing.presets import (
     METADATA_FILE,
     PresetFolderError,
@@ -24,37 +25,36 @@ from mixmo_tf.importing.presets import (
     save_preset,
 )
 from mixmo_tf.importing.pytorch_import import assign_authors_state
+from mixmo_tf.importing.released import ReleasedRow
 from mixmo_tf.models.build import build_model
 
-# The folder under the cache root that holds the presets built from released files.
+# Beside the downloads' folder (`downloads.cache_folder()`, `$KERAS_HOME/mixmo_tf/checkpoints`):
+# the presets built from them.
 PRESETS_FOLDER = "presets"
-# A name used as a folder name as it is; anything else (a URL) is cached under its hash.
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]*")
-
-
-def cache_root() -> str:
-    """The folder of mixmo-tf's downloads and built presets: `$KERAS_HOME/mixmo_tf`, else
-    `~/.keras/mixmo_tf` (Keras' own cache folder)."""
-    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(keras_home, "mixmo_tf")
 
 
 def cached_preset_folder(name_or_url: str) -> str:
-    """Where the preset of a row name or URL is built (it may not exist yet)."""
-    if _PLAIN_NAME.fullmatch(name_or_url):
-        folder = name_or_url
-    else:
-        folder = "url-" + hashlib.sha256(name_or_url.encode("utf-8")).hexdigest()[:16]
-    return os.path.join(cache_root(), PRESETS_FOLDER, folder)
+    """Where the preset of a row name or URL is built (it may not exist yet): a row's folder
+    is named by the row (a seeded row's name with or without `@seed1` is one folder), a
+    URL's by its hash."""
+    row = released.find_row(name_or_url)
+    folder = row.name if row else "url-" + hashlib.sha256(name_or_url.encode()).hexdigest()[:16]
+    return os.path.join(os.path.dirname(downloads.cache_folder()), PRESETS_FOLDER, folder)
 
 
-def build_released_preset(fetched, directory: str) -> None:
+def published_numbers(row: ReleasedRow | None) -> dict | None:
+    """What the authors published for a released row: its top-1 accuracy (%); None for no
+    row."""
+    return {"top1_accuracy": row.accuracy} if row is not None else None
+
+
+def build_released_preset(fetched: FetchedCheckpoint, directory: str) -> None:
     """Imports a downloaded authors' file with its row's recipe and writes it as a preset.
 
     The model is built in float32 and without an optimizer: a preset holds what predicts.
 
     Args:
-        fetched: the `FetchedCheckpoint` (file, SHA-256, row or None for a URL, URL).
+        fetched: the downloaded file, its SHA-256, its row (None for a URL of no row), URL.
         directory: the new preset folder.
     """
     row = fetched.row
@@ -68,7 +68,7 @@ def build_released_preset(fetched, directory: str) -> None:
     del checkpoint  # its arrays map the whole file
     source = {
         "row": row.name if row is not None else None,
-        "published": {"top1_accuracy": row.accuracy} if row is not None else None,
+        "published": published_numbers(row),
         "source_sha256": fetched.sha256,
         "source_url": fetched.url,
     }
@@ -84,8 +84,6 @@ def cached_preset(name_or_url: str) -> str:
         UserError: from the download (an unknown name, with the closest names; no network;
             a file that is not the row's network), or from the import.
     """
-    from mixmo_tf.importing import downloads
-
     directory = cached_preset_folder(name_or_url)
     if os.path.isfile(os.path.join(directory, METADATA_FILE)):
         return directory  # complete: a preset is renamed into place whole

@@ -11,6 +11,8 @@ import os
 
 from mixmo_tf.config.errors import MissingFileError
 from mixmo_tf.config.run_folder import RunFolder
+from mixmo_tf.importing import released
+from mixmo_tf.importing.downloads import UnknownCheckpointError
 from mixmo_tf.importing.presets import (
     PRESET_FILES,
     DamagedPresetError,
@@ -21,6 +23,20 @@ from mixmo_tf.importing.presets import (
 )
 from mixmo_tf.importing.released_presets import cached_preset
 from mixmo_tf.models.mixmo_model import MixMoModel
+
+
+class UnknownPresetError(UnknownCheckpointError):
+    """A name that is no folder, no released row and no URL (the closest rows named)."""
+
+
+def _unknown(name: str) -> str:
+    """The message of a name `from_preset` does not know, naming the closest rows."""
+    closest = released.closest_names(name)
+    hint = f"the closest: {', '.join(closest)}; " if closest else ""
+    return (
+        f"{name!r} is neither a folder nor a released row ({hint}`python main.py "
+        "--checkpoint=list` lists them) nor an http(s):// URL."
+    )
 
 
 def _names_a_path(name: str) -> bool:
@@ -42,8 +58,10 @@ def load_preset(name_or_path: str) -> Preset:
         NotAPresetError: a folder that is neither a preset (naming the files it lacks) nor a
             run folder.
         MissingFileError: a path that does not exist.
-        UserError: the preset's files are damaged or of a newer format; a name that is not a
-            released row (with the closest names); a download or import that failed.
+        UnknownPresetError: a name that is no folder, no released row and no URL (naming the
+            closest rows).
+        UserError: the preset's files are damaged or of a newer format; a download or an
+            import that failed.
     """
     path = os.path.expanduser(name_or_path)
     if os.path.isdir(path):
@@ -66,7 +84,10 @@ def load_preset(name_or_path: str) -> Preset:
         )
     if _names_a_path(name_or_path):
         raise MissingFileError(f"{path} does not exist: give a preset folder or a run folder.")
-    directory = cached_preset(name_or_path)
+    try:
+        directory = cached_preset(name_or_path)
+    except UnknownCheckpointError as error:
+        raise UnknownPresetError(_unknown(name_or_path)) from error
     try:
         return read_preset(directory)
     except DamagedPresetError as error:

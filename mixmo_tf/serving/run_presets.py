@@ -14,28 +14,33 @@ import os
 
 from mixmo_tf.config.errors import UnusableFileError
 from mixmo_tf.config.run_folder import RunFolder
+from mixmo_tf.importing import released
 from mixmo_tf.importing.presets import (
     Preset,
     check_new_preset_folder,
     preset_metadata,
     save_preset,
 )
+from mixmo_tf.importing.released_presets import published_numbers
 from mixmo_tf.models.build import build_model
 from mixmo_tf.serving.run_source import check_export_dir, restore_for_serving, run_temperature
 
 
 def _import_source(model_dir: str) -> dict:
     """What an imported run's imported_from.json says of its file: the SHA-256, and the
-    released row and URL of a downloaded one; {} for a run trained here."""
+    released row (with its published numbers) and URL of a downloaded one; {} for a run
+    trained here."""
     path = RunFolder(model_dir).import_record
     if not os.path.exists(path):
         return {}
     try:
         with open(path, encoding="utf-8") as stream:
             record = json.load(stream)
+        row = record.get("released_row")
         return {
             "source_sha256": record["sha256"],
-            "row": record.get("released_row"),
+            "row": row,
+            "published": published_numbers(released.find_row(row) if row else None),
             "source_url": record.get("url"),
         }
     except (OSError, ValueError, KeyError, TypeError) as error:

@@ -3,8 +3,8 @@ of a preset folder, a run folder or a released row's name.
 
 The tiny digits run (WRN-10-1, M=2, 3 steps) is copied, exported as a preset from the copy,
 and the copy deleted: every test below then reads a preset that has no run folder behind it.
-A released row is served by a stand-in for the download (`fetch_checkpoint`) that answers
-with the authors' fixture file; nothing touches the network.
+A released row's download (`downloads.fetch_checkpoint`) is replaced by one that answers with
+the authors' WRN-10-1 fixture file and a stand-in row; nothing touches the network.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 
 import h5py
 import keras
@@ -29,7 +28,8 @@ from mixmo_tf.cli import modes
 from mixmo_tf.config.datasets import DATASETS
 from mixmo_tf.config.errors import ConfigError, MissingFileError, UnusableFileError, UserError
 from mixmo_tf.data import load_split, normalize
-from mixmo_tf.importing import presets, released_presets
+from mixmo_tf.importing import downloads, presets, released
+from mixmo_tf.importing.authors_checkpoint import file_sha256, read_authors_checkpoint
 from mixmo_tf.importing.pytorch_import import load_pytorch_checkpoint
 from mixmo_tf.serving.presets import load_preset
 from mixmo_tf.serving.run_presets import export_run_preset, run_preset
@@ -37,7 +37,8 @@ from mixmo_tf.training.checkpoints import restore_run
 
 DIGITS = DATASETS["digits"]
 AUTHORS_FILE = os.path.join(AUTHORS_FIXTURES, "wrn10-1_m2_zip.pt")
-ROW = "cifar10_wrn10-1_cut_mixmo@seed1"  # a stand-in row (the fixture is WRN-10-1, M=2)
+# A released row, whose download answers here with the WRN-10-1 fixture and a stand-in row.
+ROW = "cifar10_wrn28-10_cut_mixmo"
 URL = "https://drive.google.com/file/d/stand-in/view"
 
 
@@ -103,7 +104,7 @@ def test_metadata_names_versions_dataset_and_source(preset, trained_tiny_run):
     assert metadata["source_run"]["checkpoint"] == "ckpt-3"
     assert metadata["source_run"]["step"] == 3
     weights = os.path.join(preset, presets.WEIGHTS_FILE)
-    assert metadata["weights_sha256"] == presets.file_sha256(weights)
+    assert metadata["weights_sha256"] == file_sha256(weights)
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -193,6 +194,8 @@ def test_an_imported_runs_preset_names_the_authors_file(trained_tiny_run, tmp_pa
         return
     metadata = run_preset(str(run)).metadata
     assert (metadata["row"], metadata["source_url"]) == (ROW, URL)
+    # The published numbers come from the table of released rows.
+    assert metadata["published"] == {"top1_accuracy": released.find_row(ROW).accuracy}
     assert metadata["source_sha256"] == "ab" * 32
 
 
@@ -358,26 +361,20 @@ class StandInRow:
     flagfile: str
 
 
-def _stand_in_download(monkeypatch, fetch) -> None:
-    """Makes `fetch` the download of released files (`downloads.fetch_checkpoint`)."""
-    module = types.ModuleType("mixmo_tf.importing.downloads")
-    module.fetch_checkpoint = fetch
-    monkeypatch.setitem(sys.modules, "mixmo_tf.importing.downloads", module)
-
-
 def test_a_row_name_is_downloaded_once_and_kept_as_a_preset(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     recipe = tmp_path / "row.flags"
     recipe.write_text("--dataset=cifar10\n--model_dir=runs/row\n--mixing=linear\n--msda=mixup\n")
     row = StandInRow(ROW, 95.0, str(recipe))
     calls = []
-    sha256 = presets.file_sha256(AUTHORS_FILE)
+    sha256 = file_sha256(AUTHORS_FILE)
+    architecture = read_authors_checkpoint(AUTHORS_FILE).architecture
 
     def fetch(name):
         calls.append(name)
-        return types.SimpleNamespace(path=AUTHORS_FILE, sha256=sha256, row=row, url=URL)
+        return downloads.FetchedCheckpoint(AUTHORS_FILE, sha256, row, URL, architecture)
 
-    _stand_in_download(monkeypatch, fetch)
+    monkeypatch.setattr(downloads, "fetch_checkpoint", fetch)
     first = load_preset(ROW)
     assert calls == [ROW]
     assert first.path == os.path.join(str(tmp_path), "keras_home", "mixmo_tf", "presets", ROW)
@@ -400,7 +397,7 @@ def test_a_row_name_is_downloaded_once_and_kept_as_a_preset(monkeypatch, tmp_pat
     def offline(name):
         raise AssertionError("downloaded again")
 
-    _stand_in_download(monkeypatch, offline)
+    monkeypatch.setattr(downloads, "fetch_checkpoint", offline)
     again = mixmo_tf.from_preset(ROW)
     np.testing.assert_allclose(again.predict(images, verbose=0)["ensemble"], want, atol=1e-6)
 
@@ -411,17 +408,11 @@ def test_a_row_name_is_downloaded_once_and_kept_as_a_preset(monkeypatch, tmp_pat
     assert _one_line(error).endswith(f"delete {first.path} and it is built again.")
 
 
-def test_an_unknown_name_gets_the_downloads_message_and_caches_nothing(monkeypatch, tmp_path):
+def test_an_unknown_name_names_the_closest_rows_and_caches_nothing(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-
-    class UnknownRow(UserError):
-        pass
-
-    def fetch(name):
-        raise UnknownRow(f"{name} is not a released row; the closest names: {ROW}.")
-
-    _stand_in_download(monkeypatch, fetch)
-    misspelt = "cifar10_wrn10-1_cutmixmo@seed1"
-    with pytest.raises(UnknownRow, match=f"^{misspelt} is not a released row; .*{ROW}"):
-        mixmo_tf.from_preset(misspelt)
-    assert not os.path.exists(os.path.join(released_presets.cache_root(), "presets"))
+    with pytest.raises(downloads.UnknownCheckpointError) as error:
+        mixmo_tf.from_preset("cifar10_wrn28-10_cutmixmo")
+    assert _one_line(error).startswith(
+        f"'cifar10_wrn28-10_cutmixmo' is neither a folder nor a released row (the closest: {ROW}"
+    )
+    assert os.listdir(tmp_path) == []
