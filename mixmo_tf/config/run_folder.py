@@ -20,6 +20,7 @@ Layout of `<model_dir>`::
     eval/                  results.json, report.md and the figures; eval/ensemble/ for
                            an ensemble of runs (--ensemble_dirs)
     export/<version>/      SavedModels for TF Serving (`mixmo_tf.serving.export`)
+    preset/                the run as a preset (`mixmo_tf.serving.presets`)
     imported_from.json     the authors' file an imported run came from
                            (`mixmo_tf.importing.pytorch_import`)
 """
@@ -47,6 +48,7 @@ FINAL_MODEL = "model.keras"
 TEMPERATURE = "temperature.json"
 EVALUATION = "eval"
 EXPORTS = "export"
+PRESET = "preset"
 IMPORT_RECORD = "imported_from.json"
 # Inside the evaluation folder.
 RESULTS = "results.json"
@@ -115,6 +117,10 @@ class RunFolder:
     @property
     def exports(self) -> str:
         return self._join(EXPORTS)
+
+    @property
+    def preset(self) -> str:
+        return self._join(PRESET)
 
     @property
     def import_record(self) -> str:

@@ -117,7 +117,7 @@ def assign_authors_state(
     for name, variable in variables.items():
         variable.assign(to_keras_layout(checkpoint.state[name]))
     step = checkpoint.epoch * steps_per_epoch
-    if model.optimizer is not None:
+    if getattr(model, "optimizer", None) is not None:  # an uncompiled model has none
         # Under mixed_float16 the LossScaleOptimizer's inner optimizer holds the state.
         optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
         for name, buffer in checkpoint.momentum.items():

@@ -24,8 +24,9 @@ import tensorflow as tf
 from mixmo_tf.config.errors import ConfigError, MissingFileError, UnusableFileError, UserError
 from mixmo_tf.data.class_names import class_names
 from mixmo_tf.data.folder import is_image_file
-from mixmo_tf.serving.export import CLASS_NAMES_ASSET, restore_for_serving, run_temperature
+from mixmo_tf.serving.export import CLASS_NAMES_ASSET
 from mixmo_tf.serving.graph import IMAGE_BYTES_SIGNATURE, ServingModule
+from mixmo_tf.serving.run_source import restore_for_serving, run_temperature
 
 DEFAULT_BATCH_SIZE = 32
 _SUMMARY_FIELDS = ("class", "confidence", "entropy", "mutual_information", "disagreement")
