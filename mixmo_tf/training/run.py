@@ -142,10 +142,9 @@ def _check_some_checkpoint_usable(model_dir: str) -> None:
     """Raises checkpoints.CheckpointUnusableError if the run has checkpoints and none is
     usable (which one is used is decided under the run's lock, when training restores)."""
     directory = RunFolder(model_dir).checkpoints
-    state = tf.train.get_checkpoint_state(directory)
     # Newest first: in the usual case the one checked is the one training restores, and the
     # check stops there.
-    paths = list(reversed(state.all_model_checkpoint_paths)) if state else []
+    paths = checkpoints.all_checkpoints(directory)
     if paths and all(checkpoints.unusable_reason(path) for path in paths):
         checkpoints.newest_usable(directory)  # raises, naming each checkpoint and why
 
