@@ -27,6 +27,7 @@ from mixmo_tf.config.run_folder import RunFolder, space_errors_as_os_errors
 from mixmo_tf.config.run_record import recorded_config
 from mixmo_tf.data.class_names import class_names as dataset_class_names
 from mixmo_tf.serving.graph import DEFAULT_TOP_K, ServingModule
+from mixmo_tf.training.backend import require_tensorflow
 from mixmo_tf.training.checkpoints import RestoredRun, restore_run
 
 CLASS_NAMES_ASSET = "class_names.txt"
@@ -35,6 +36,8 @@ EXPORT_INFO_ASSET = "export_info.json"
 # every precision): the graph runs on any CPU or GPU, with the paper's numerics.
 SERVING_PRECISION = "float32"
 _TEMPORARY_PREFIX = ".incomplete-"
+# What a process of another Keras backend is told: a run of any backend exports on TensorFlow.
+_EXPORT = "--mode=export (a TensorFlow SavedModel, written from a run of any backend)"
 
 
 def _writer_is_gone(name: str) -> bool | None:
@@ -134,7 +137,9 @@ def export_saved_model(
 
     Raises:
         OSError: `directory` cannot be created or written.
+        TensorFlowOnlyError: Keras runs on another backend.
     """
+    require_tensorflow(_EXPORT)
     names = tuple(class_names or dataset_class_names(spec))
     os.makedirs(directory, exist_ok=True)
     remove_stale_exports(directory)
@@ -231,6 +236,7 @@ def export_run(
         precision: what the graph computes in. Keep float32: only bench/serving_precision.py
             passes another, to measure a mixed_bfloat16 graph against it (bench/README.md).
     """
+    require_tensorflow(_EXPORT)
     if export_dir:
         check_export_dir(model_dir, export_dir)
     temperature = run_temperature(model_dir, temperature)
