@@ -65,9 +65,7 @@ def test_a_legacy_checkpoint_restores_into_todays_model(reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_legacy_run_resumes_and_its_new_checkpoints_replace_the_tensorflow_ones(
-    tmp_path, capsys
-):
+def test_a_legacy_run_resumes_and_its_new_checkpoints_replace_the_tensorflow_ones(tmp_path, capsys):
     from mixmo_tf.training.run import train
 
     run = tmp_path / "run"
