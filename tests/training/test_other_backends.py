@@ -11,7 +11,8 @@ Proven here, for KERAS_BACKEND=jax and torch (one process each, `helpers/backend
   restores and gives the other backend's logits, and `--mode=export` exports it.
 
 And on TensorFlow alone, without another process: the refusals' messages, by asking for the
-features while Keras says it runs on JAX.
+features (and for the TensorFlow checkpoints of a run of an earlier version) while Keras says
+it runs on JAX.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers.paths import REPO
+from helpers.paths import FIXTURES, REPO
 from helpers.runs import run_main_in_process
 
 import mixmo_tf
@@ -33,7 +34,7 @@ from mixmo_tf import data
 from mixmo_tf.config import recorded_config
 from mixmo_tf.evaluation.predictions import predict_logits
 from mixmo_tf.serving import export
-from mixmo_tf.training import backend, strategies
+from mixmo_tf.training import backend, checkpoints, strategies, tensorflow_checkpoints
 from mixmo_tf.training.checkpoints import restore_run
 
 _SCRIPT = os.path.join(REPO, "tests", "helpers", "backend_run.py")
@@ -119,3 +120,11 @@ def test_tensorflow_only_features_refuse_in_one_line_on_another_backend(monkeypa
         export.export_run(str(tmp_path / "run"))
     assert f"ERROR: {refused.value}\n" == _refusal(_EXPORT, "jax")
     assert os.listdir(tmp_path) == []
+    # A run of an earlier version, whose checkpoints only TensorFlow reads.
+    legacy = os.path.join(FIXTURES, "legacy_wrn10_1_digits", "checkpoints")
+    with pytest.raises(tensorflow_checkpoints.NeedsTensorFlowError) as refused:
+        checkpoints.newest_usable(legacy)
+    assert str(refused.value).endswith(
+        "which Keras on jax cannot read: run it with KERAS_BACKEND=tensorflow (once it has "
+        "trained a step there, its checkpoints are read on every backend)."
+    )
