@@ -70,9 +70,8 @@ def _checkpoint_states(config: Config) -> dict[str, list[np.ndarray]]:
     """Every checkpoint kept in the run folder, restored into a fresh model."""
     states = {}
     model = build_model(config)
-    manager = checkpoints.checkpoint_manager(model, config.model_dir)
-    for path in manager.checkpoints:
-        manager.checkpoint.restore(path).assert_existing_objects_matched()
+    for path in checkpoints.all_checkpoints(run_folder.RunFolder(config.model_dir).checkpoints):
+        checkpoints.load_checkpoint(model, path, with_optimizer=True)
         states[os.path.basename(path)] = _state(model)
     return states
 
