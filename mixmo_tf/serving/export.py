@@ -30,10 +30,13 @@ from mixmo_tf.serving.run_source import (
     restore_for_serving,
     run_temperature,
 )
+from mixmo_tf.training.backend import require_tensorflow
 
 CLASS_NAMES_ASSET = "class_names.txt"
 EXPORT_INFO_ASSET = "export_info.json"
 _TEMPORARY_PREFIX = ".incomplete-"
+# What a process of another Keras backend is told: a run of any backend exports on TensorFlow.
+_EXPORT = "--mode=export (a TensorFlow SavedModel, written from a run of any backend)"
 
 
 def _writer_is_gone(name: str) -> bool | None:
@@ -109,7 +112,9 @@ def export_saved_model(
 
     Raises:
         OSError: `directory` cannot be created or written.
+        TensorFlowOnlyError: Keras runs on another backend.
     """
+    require_tensorflow(_EXPORT)
     names = tuple(class_names or dataset_class_names(spec))
     os.makedirs(directory, exist_ok=True)
     remove_stale_exports(directory)
@@ -172,6 +177,7 @@ def export_run(
         precision: what the graph computes in. Keep float32: only bench/serving_precision.py
             passes another, to measure a mixed_bfloat16 graph against it (bench/README.md).
     """
+    require_tensorflow(_EXPORT)
     if export_dir:
         check_export_dir(model_dir, export_dir, RunFolder(model_dir).exports)
     temperature = run_temperature(model_dir, temperature)
