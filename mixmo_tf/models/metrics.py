@@ -66,8 +66,11 @@ class ExpectedCalibrationError(keras.metrics.Metric):
             ops.equal(ops.argmax(probabilities, axis=-1), ops.cast(labels, "int64")), "float32"
         )
         # The bins of `calibration_bins`: (lo, hi] on float64 edges, the float32 confidence
-        # promoted to float64; a confidence of exactly 0 joins the first bin.
-        above = ops.cast(confidence, "float64")[:, None] > self._inner_boundaries[None, :]
+        # promoted to float64 (float32 on JAX unless jax_enable_x64 is set); a confidence of
+        # exactly 0 joins the first bin.
+        above = ops.greater(
+            ops.cast(confidence, "float64")[:, None], self._inner_boundaries[None, :]
+        )
         bins = ops.sum(ops.cast(above, "int32"), axis=1)
         one_hot_bins = ops.one_hot(bins, self.num_bins)
         if sample_weight is not None:
