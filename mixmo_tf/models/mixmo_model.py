@@ -16,14 +16,14 @@ backend is only how gradients are taken and state is carried: the thin steps of
 from __future__ import annotations
 
 import copy
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from mixmo_tf.config.choices import MSDA_KINDS
-from mixmo_tf.mixing import features, inputs
+from mixmo_tf.mixing import features, inputs, keyed_random
+from mixmo_tf.mixing.keyed_random import Tensor
 from mixmo_tf.models import metrics
 from mixmo_tf.models.legacy import is_legacy_network_config, network_from_legacy_config
 from mixmo_tf.models.network import MixMoNetwork
@@ -41,8 +41,6 @@ else:
     )
 
 _BATCH_STREAM, _REPLICA_STREAM, _SAMPLE_STREAM, _INPUT_MIXING_STREAM = 0, 1, 2, 3
-
-Tensor = Any  # a tensor of the Keras backend
 
 
 class MixMoLoss(NamedTuple):
@@ -70,6 +68,16 @@ def _stack_float32(logits: list[Tensor]) -> Tensor:
     Losses and probabilities are computed in float32 whatever the network's compute precision.
     """
     return ops.cast(ops.stack(logits, axis=1), "float32")
+
+
+def _replica_id():
+    """This replica's index in a `tf.distribute` strategy; 0 outside one and off TensorFlow."""
+    if keras.backend.backend() != "tensorflow":
+        return 0
+    import tensorflow as tf
+
+    replica = tf.distribute.get_replica_context()
+    return 0 if replica is None else replica.replica_id_in_sync_group
 
 
 @keras.saving.register_keras_serializable(package="mixmo_tf")
@@ -227,35 +235,47 @@ class MixMoModel(_BackendSteps, keras.Model):
 
     # ---- training --------------------------------------------------------------------------
 
-    def _step_seeds(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Stateless seeds of this step: per global batch, and per replica for per-sample draws."""
-        step_key = tf.stack(
-            [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
+    def _step_seeds(self, step=None) -> tuple[Tensor, Tensor, Tensor]:
+        """`keyed_random` keys of this step: per global batch, and per replica for per-sample
+        draws (the replica of a `tf.distribute` strategy on TensorFlow, 0 elsewhere).
+
+        Args:
+            step: this step's optimizer iteration; defaults to `self.optimizer.iterations`.
+        """
+        step = self.optimizer.iterations if step is None else step
+        step_key = keyed_random.key(self.seed, step)
+        batch_seed = keyed_random.fold_in(step_key, _BATCH_STREAM)
+        replica_key = keyed_random.fold_in(
+            keyed_random.fold_in(step_key, _REPLICA_STREAM), _replica_id()
         )
-        replica = tf.distribute.get_replica_context()
-        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
-        batch_seed = tf.random.experimental.stateless_fold_in(step_key, _BATCH_STREAM)
-        replica_key = tf.random.experimental.stateless_fold_in(
-            tf.random.experimental.stateless_fold_in(step_key, _REPLICA_STREAM), replica_id
-        )
-        sample_seed = tf.random.experimental.stateless_fold_in(replica_key, _SAMPLE_STREAM)
-        input_mixing_seed = tf.random.experimental.stateless_fold_in(
-            replica_key, _INPUT_MIXING_STREAM
-        )
+        sample_seed = keyed_random.fold_in(replica_key, _SAMPLE_STREAM)
+        input_mixing_seed = keyed_random.fold_in(replica_key, _INPUT_MIXING_STREAM)
         return batch_seed, sample_seed, input_mixing_seed
 
-    def current_cut_probability(self) -> tf.Tensor:
+    def current_cut_probability(self, step=None) -> Tensor:
         """Cut probability in the current epoch: progress = epoch / epochs, epochs counted
         from 1 as in the authors' code, so the last epoch has progress 1 and p = 0
-        (docs/method.md §3)."""
-        completed = tf.math.floordiv(
-            tf.cast(self.optimizer.iterations, tf.int64), self.steps_per_epoch
-        )
-        progress = tf.cast(completed + 1, tf.float32) / self.epochs
+        (docs/method.md §3).
+
+        Args:
+            step: this step's optimizer iteration; defaults to `self.optimizer.iterations`.
+        """
+        step = self.optimizer.iterations if step is None else step
+        completed = keras.ops.floor_divide(step, self.steps_per_epoch)
+        progress = keras.ops.cast(completed + 1, "float32") / self.epochs
         return features.cut_probability(progress, self.cut_prob, self.cut_prob_decay_start)
 
-    def mix_batch(self, data: dict) -> dict[str, tf.Tensor]:
+    def mix_batch(self, data: dict, step=None) -> dict:
         """Samples this step's mixing and returns the members' inputs, masks and targets.
+
+        The draws depend only on (seed, step, replica), so a resumed run continues the same
+        random stream.
+
+        Args:
+            data: a training batch (see the class docstring).
+            step: this step's optimizer iteration, an integer scalar tensor; defaults to
+                `self.optimizer.iterations`. A stateless (JAX) step passes the iteration
+                from the optimizer state it is given.
 
         Returns:
             dict with `images` (list of M `(batch, H, W, C)`), `masks` `(batch, h, w, M)`,
@@ -263,22 +283,23 @@ class MixMoModel(_BackendSteps, keras.Model):
             weights from the masks' actual areas.
         """
         images, labels = data["images"], data["labels"]
-        batch_size = tf.shape(images)[0]
+        batch_size = keras.ops.shape(images)[0]
+        image_height, image_width = images.shape[2], images.shape[3]
         height, width = self.mask_shape
-        batch_seed, sample_seed, input_mixing_seed = self._step_seeds()
+        batch_seed, sample_seed, input_mixing_seed = self._step_seeds(step)
         params = features.sample_mixing_params(
             batch_seed,
             sample_seed,
             batch_size,
             self.num_members,
             self.mixing_alpha,
-            self.current_cut_probability(),
+            self.current_cut_probability(step),
             height,
             width,
         )
         masks = features.mixing_masks(params, height, width)
         if self.msda == "none":
-            targets = tf.one_hot(labels, self.num_classes)
+            targets = keras.ops.one_hot(labels, self.num_classes)
         else:
             msda_params = inputs.sample_input_mixing_params(
                 input_mixing_seed,
@@ -286,10 +307,10 @@ class MixMoModel(_BackendSteps, keras.Model):
                 self.num_members,
                 self.msda_prob,
                 self.msda_alpha,
-                images.shape[2],
-                images.shape[3],
+                image_height,
+                image_width,
             )
-            own = inputs.own_pixel_masks(msda_params, self.msda, images.shape[2], images.shape[3])
+            own = inputs.own_pixel_masks(msda_params, self.msda, image_height, image_width)
             own_share = inputs.corrected_own_share(own, masks)
             if self.num_members > 1:
                 # Single-network MSDA baselines keep the plain roles (docs/method.md §6).
@@ -298,9 +319,9 @@ class MixMoModel(_BackendSteps, keras.Model):
             targets = inputs.soft_labels(
                 labels, data["partner_labels"], own_share, self.num_classes
             )
-        ratios = tf.reduce_mean(masks, axis=[1, 2])
+        ratios = keras.ops.mean(masks, axis=(1, 2))
         return {
-            "images": tf.unstack(images, num=self.num_members, axis=1),
+            "images": keras.ops.unstack(images, num=self.num_members, axis=1),
             "masks": masks,
             "targets": targets,
             "weights": features.loss_weights(ratios, self.loss_power),
