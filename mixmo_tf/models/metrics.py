@@ -66,7 +66,8 @@ class ExpectedCalibrationError(keras.metrics.Metric):
             ops.equal(ops.argmax(probabilities, axis=-1), ops.cast(labels, "int64")), "float32"
         )
         # The bins of `calibration_bins`: (lo, hi] on float64 edges, the float32 confidence
-        # promoted to float64; a confidence of exactly 0 joins the first bin.
+        # promoted to float64 (float32 on JAX unless jax_enable_x64 is set); a confidence of
+        # exactly 0 joins the first bin.
         edges = ops.convert_to_tensor(self._inner_boundaries[None, :])  # torch: no NumPy operand
         above = ops.greater(ops.cast(confidence, "float64")[:, None], edges)
         bins = ops.sum(ops.cast(above, "int32"), axis=1)

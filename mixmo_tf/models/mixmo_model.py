@@ -103,6 +103,13 @@ class MixMoModel(_BackendSteps, keras.Model):
         seed: seed of the training RNG stream. Defaults to 0.
         steps_per_epoch: optimizer steps per epoch, for the cut schedule. Defaults to 1.
         epochs: total epochs, for the cut schedule. Defaults to 1.
+
+    Training: `train_step` is `mix_batch` (this step's member images, masks, soft targets and
+    loss weights) then `step_on_mixed_batch(batch, labels)`: one optimizer step on that batch
+    (`labels` `(batch, M)`, each slot's own label, for the training accuracies), returning
+    the training metrics' values. A test or a study feeds its own masks, targets and weights
+    to `step_on_mixed_batch` to compare a step with another implementation's. Both come from
+    the backend's steps (`steps_tensorflow`, `steps_jax`, `steps_torch`).
     """
 
     def __init__(

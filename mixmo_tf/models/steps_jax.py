@@ -52,20 +52,10 @@ class JaxSteps:
         return self._stateless_step(state, batch, data["labels"])
 
     def step_on_mixed_batch(self, batch: dict, labels) -> dict:
-        """One optimizer step on a batch whose mixing is drawn: the loss, its gradients, SGD.
+        """`MixMoModel.step_on_mixed_batch`: one optimizer step on a mixed batch.
 
-        `train_step` is `mix_batch` then this, on the state `fit` carries; called directly,
-        it reads the state from the variables, runs the step compiled and writes the new
-        state back. A test (or a
-        study) feeds its own masks, targets and weights here to compare a step with another
-        implementation's.
-
-        Args:
-            batch: `mix_batch`'s dict (`images`, `masks`, `targets`, `weights`).
-            labels: `(batch, M)` each slot's own label, for the training accuracies.
-
-        Returns:
-            The training metrics' current values.
+        Called directly (not by `fit`), it reads the state from the variables, runs the
+        step compiled and writes the new state back.
         """
         if getattr(self, "_compiled_step", None) is None:
             self._compiled_step = jax.jit(self._stateless_step)

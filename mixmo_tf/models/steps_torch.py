@@ -19,18 +19,7 @@ class TorchSteps(StatefulSteps):
         return 1
 
     def step_on_mixed_batch(self, batch: dict, labels) -> dict[str, torch.Tensor]:
-        """One optimizer step on a batch whose mixing is drawn: the loss, its gradients, SGD.
-
-        `train_step` is `mix_batch` then this; a test (or a study) feeds its own masks,
-        targets and weights here to compare a step with another implementation's.
-
-        Args:
-            batch: `mix_batch`'s dict (`images`, `masks`, `targets`, `weights`).
-            labels: `(batch, M)` each slot's own label, for the training accuracies.
-
-        Returns:
-            The training metrics' current values.
-        """
+        """`MixMoModel.step_on_mixed_batch`: one optimizer step on a mixed batch."""
         self.zero_grad()
         loss = self.compute_mixmo_loss(batch)
         loss.scaled_loss.backward()

@@ -6,11 +6,13 @@ Run once per backend by a test, with tests/ and the repository on the path:
 
 Off TensorFlow, TensorFlow is made unimportable first (`helpers.no_tensorflow`), as on a
 machine without it. The run builds a WRN-10-1 M=2 `MixMoModel` with the public builder
-(`build_model`, compiled with the run's `PyTorchSGD`), fits it on NumPy arrays for 2 steps,
+(`build_model`, compiled with the run's `PyTorchSGD`), fits it on NumPy arrays for 2 steps
+(and evaluates it on one batch),
 saves `OUT/<backend>.keras` and loads it back with `mixmo_tf.load_model`, then loads each
 given `KERAS_FILE` (written on other backends). It writes `OUT/<backend>.npz`: the members'
 predicted probabilities on `probe_images()` of the trained model, of its reload and of each
-loaded file (`file/<path>`), the training logs, and whether TensorFlow was imported.
+loaded file (`file/<path>`), the training and validation logs, and whether TensorFlow was
+imported.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ def _training_data(members: int) -> dict[str, np.ndarray]:
     return {
         "images": rng.standard_normal((*slots, 32, 32, 3)).astype(np.float32),
         "labels": rng.integers(0, 10, slots).astype(np.int32),
+    }
+
+
+def _evaluation_data() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(4)
+    return {
+        "images": rng.standard_normal((BATCH, 32, 32, 3)).astype(np.float32),
+        "labels": rng.integers(0, 10, BATCH).astype(np.int32),
     }
 
 
@@ -70,7 +80,12 @@ def run(out: str, *keras_files: str) -> None:
     )
     model = build_model(config)
     history = model.fit(
-        _training_data(config.num_members), batch_size=BATCH, epochs=1, shuffle=False, verbose=0
+        _training_data(config.num_members),
+        batch_size=BATCH,
+        epochs=1,
+        shuffle=False,
+        validation_data=_evaluation_data(),
+        verbose=0,
     )
     path = os.path.join(out, f"{backend}.keras")
     model.save(path)

@@ -1,9 +1,9 @@
 """MixMo trains on JAX and PyTorch without TensorFlow, and its .keras files cross backends.
 
 Each backend runs `helpers.backend_fit` in its own process, TensorFlow unimportable off the
-TensorFlow backend: the public builder, `fit` on NumPy arrays for 2 steps with `PyTorchSGD`,
-`model.save` and `load_model`, then the other backends' files. PyTorch trains first, JAX loads
-its file, and this (TensorFlow) process loads both.
+TensorFlow backend: the public builder, `fit` on NumPy arrays for 2 steps with `PyTorchSGD`
+and a validation batch, `model.save` and `load_model`, then the other backends' files.
+PyTorch trains first, JAX loads its file, and this (TensorFlow) process loads both.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def test_trains_saves_and_reloads_without_tensorflow(trained, backend):
     assert not result["imported_tensorflow"]
     assert int(result["iterations"]) == backend_fit.STEPS
     assert np.all(np.isfinite(result["log/loss"]))
+    assert 0 <= float(result["log/val_accuracy"][0]) <= 1
+    assert np.isfinite(result["log/val_ece"]).all()
     np.testing.assert_allclose(result["reloaded"], result["trained"], rtol=1e-6, atol=1e-7)
 
 
