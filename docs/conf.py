@@ -36,6 +36,8 @@ html_title = "mixmo-tf"
 # Every cross-reference must resolve (-n on the command line, here for every build), except:
 nitpicky = True
 _DEPENDENCIES = {"numpy", "np", "tensorflow", "tf", "tensorflow_datasets", "tfds", "keras", "absl"}
+# The other Keras backends, whose per-backend training steps name their tensor types.
+_DEPENDENCIES |= {"jax", "torch"}
 # tfds' own annotations name `file_adapters` unqualified.
 _OTHER_PROJECTS = set(sys.stdlib_module_names) | _DEPENDENCIES | {"file_adapters"}
 nitpick_ignore_regex = [

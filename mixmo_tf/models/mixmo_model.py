@@ -44,21 +44,18 @@ _BATCH_STREAM, _REPLICA_STREAM, _SAMPLE_STREAM, _INPUT_MIXING_STREAM = 0, 1, 2, 
 
 
 class MixMoLoss(NamedTuple):
-    """`compute_mixmo_loss`'s result, float32 scalars but the logits.
+    """`compute_mixmo_loss`'s result, float32 scalars but the logits."""
 
-    Attributes:
-        scaled_loss: what the optimizer differentiates: `loss` divided among tf.distribute
-            replicas and scaled under mixed_float16.
-        loss: cross_entropy + l2 * l2_loss.
-        cross_entropy: batch mean of sum_i w_i * CE(targets_i, logits_i).
-        l2_loss: sum of squares of every trainable variable.
-        logits: `(batch, members, classes)` the members' logits.
-    """
-
+    #: What the optimizer differentiates: `loss` divided among tf.distribute replicas and
+    #: scaled under mixed_float16.
     scaled_loss: Tensor
+    #: cross_entropy + l2 * l2_loss.
     loss: Tensor
+    #: Batch mean of sum_i w_i * CE(targets_i, logits_i).
     cross_entropy: Tensor
+    #: Sum of squares of every trainable variable.
     l2_loss: Tensor
+    #: `(batch, members, classes)` the members' logits.
     logits: Tensor
 
 
