@@ -11,9 +11,10 @@ batches: the same batches on every backend, and no TensorFlow in the JAX and PyT
 children.
 
 Prints one JSON line per (variant, network): the median over rounds of the child's median
-step time, the rounds' spread, and its ratio to the first variant's, both as a ratio of
-medians (`over_first`) and as the median over rounds of the ratio within a round
-(`paired_over_first`, which a drift between rounds does not move).
+step time, the rounds' spread, the fastest step, and the ratios to the first variant's: of
+the medians (`over_first`), the median over rounds of the ratio within a round
+(`paired_over_first`, which a drift between rounds does not move) and of the fastest steps
+(`fastest_over_first`, the least disturbed on a loaded machine).
 
 Examples:
     TF_ENABLE_ONEDNN_OPTS=1 python bench/backends.py --networks=16-4 --rounds=5
@@ -203,6 +204,8 @@ def variant_record(variant: Variant, command: list[str], lines: list[dict]) -> d
         # (slowest - fastest) / median of the rounds' medians.
         "spread": (max(medians) - min(medians)) / median,
         "step_durations": [line["step_durations"] for line in lines],
+        # The least disturbed step: on a loaded machine, the closest to the step's own time.
+        "fastest_step_s": min(min(line["step_durations"]) for line in lines),
         "achieved_gflops": first["training_gflop_per_step"] / median,
         "round_load_averages": [line["load_average"] for line in lines],
         "peak_rss_mib": max(line["peak_rss_mib"] for line in lines),
@@ -232,6 +235,7 @@ def add_ratios(records: list[dict[str, Any]]) -> None:
             first_variant=first["variant"],
             over_first=record["median_step_s"] / first["median_step_s"],
             paired_over_first=statistics.median(paired),
+            fastest_over_first=record["fastest_step_s"] / first["fastest_step_s"],
         )
 
 
