@@ -54,7 +54,7 @@ def measure(network: str, rounds: int, warmup_rounds: int, folder: str) -> dict:
         assert checkpoints.unusable_reason(path) is None
 
     def restore() -> None:
-        manager.checkpoint.restore(path).assert_existing_objects_matched()
+        checkpoints.load_checkpoint(model, path, with_optimizer=True)
 
     def save() -> None:
         checkpoints.save(manager, 1)

@@ -172,7 +172,7 @@ def measure(path: str, kind: str) -> dict[str, Any]:
     from mixmo_tf.config import Config
     from mixmo_tf.importing import authors_checkpoint, pytorch_import
     from mixmo_tf.models import build
-    from mixmo_tf.training.checkpoints import checkpoint_manager
+    from mixmo_tf.training import checkpoints
     from mixmo_tf.tuning.device_rules import resolve_device_defaults
 
     imports_s = time.perf_counter() - start
@@ -244,7 +244,9 @@ def measure(path: str, kind: str) -> dict[str, Any]:
                 # The folder's two large writes alone: peak RSS over the RSS before each.
                 record["write_parts"] = {}
                 writes = {
-                    "tf_checkpoint": lambda folder: checkpoint_manager(model, folder).save(step),
+                    "checkpoint": lambda folder: checkpoints.save(
+                        checkpoints.checkpoint_manager(model, folder), step
+                    ),
                     "keras_save": lambda folder: model.save(os.path.join(folder, "model.keras")),
                 }
                 for name, write in writes.items():

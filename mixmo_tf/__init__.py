@@ -15,12 +15,13 @@ Config` and the command line's flag parsing load no TensorFlow):
 - `models`: backbone registry, networks, `MixMoModel`, `build_model`, `load_model`, and what
   a model is compiled with (metrics, `PyTorchSGD`, the schedule, the dtype policy);
 - `importing`: the authors' released checkpoints (`load_pytorch_checkpoint`), read without
-  PyTorch;
+  PyTorch, and the preset format (config.json, model.weights.h5, metadata.json);
 - `training`: a run (`train`), checkpoints, guards, strategies, the multi-worker loop;
 - `tuning`: defaults measured on this machine (`--precision=auto`, oneDNN for training) and
   the device rules;
 - `evaluation`: metrics, temperature scaling, reports of trained runs (`evaluate`);
-- `serving`: the serving graph, SavedModel export, predictions on files;
+- `serving`: the serving graph, SavedModel export, predictions on files, and `from_preset`
+  (a model from a released row's name, a preset folder or a run folder);
 - `cli`: the command line of main.py.
 """
 
@@ -66,7 +67,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "wrn16_4",
             "wrn28_10",
         ],
-        "serving": ["export_saved_model"],
+        "serving": ["export_saved_model", "from_preset", "load_preset"],
         "training": ["train"],
     },
 )

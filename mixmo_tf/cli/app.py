@@ -145,7 +145,7 @@ def _run_mode(quiet_tensorflow: bool) -> int:
     if values.mode == "import":
         return modes.import_checkpoint(imported, config, given)
     if values.mode == "export":
-        return modes.export(values.model_dir, values.export_dir, values.temperature)
+        return modes.export(values.model_dir, values.export_dir, values.temperature, values.format)
     return modes.predict(
         values.images, values.model_dir, values.saved_model, values.output, values.temperature
     )

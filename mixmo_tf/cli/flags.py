@@ -19,6 +19,9 @@ from mixmo_tf.config.ranges import TEMPERATURE
 from mixmo_tf.config.settings import Config, recorded_fields, valid_range
 
 MODES = ("train", "evaluate", "export", "predict", "import")
+# What --mode=export writes: a TF Serving SavedModel, or a preset that any Keras 3 backend
+# loads with mixmo_tf.from_preset.
+EXPORT_FORMATS = ("savedmodel", "preset")
 
 _HELP = {
     "dataset": f"Dataset: {', '.join(sorted(DATASETS))}, tfds:NAME or folder:PATH. cifar10, "
@@ -154,7 +157,7 @@ TOPICS = {
         "jit_compile",
     ),
     "evaluation": ("ensemble_dirs", "corruptions", "corruptions_dir", "ood_dataset"),
-    "serving": ("export_dir", "temperature", "images", "saved_model", "output"),
+    "serving": ("format", "export_dir", "temperature", "images", "saved_model", "output"),
     "import": ("checkpoint",),
 }
 _HELP_WIDTH = 100
@@ -169,6 +172,7 @@ _MODES_READING = {
     "model_dir": MODES,
     "smoke": ("train", "evaluate"),  # evaluate: the run that --smoke trained, <model_dir>_smoke
     "checkpoint": ("import",),
+    "format": ("export",),
     "export_dir": ("export",),
     "temperature": ("export", "predict"),
     "images": ("predict",),
@@ -272,7 +276,8 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
         MODES,
         "train: train or resume; evaluate: test the newest checkpoint of --model_dir (the "
         "run's recorded settings apply; writes <model_dir>/eval/); export: write the newest "
-        "checkpoint of --model_dir as a TF Serving SavedModel; predict: classify --images; import: "
+        "checkpoint of --model_dir as a TF Serving SavedModel (or a preset: --format); predict: "
+        "classify --images; import: "
         "turn the MixMo authors' PyTorch --checkpoint into the new run folder --model_dir.",
         flag_values=values,
     )
@@ -350,11 +355,21 @@ def given_fields(values: flags.FlagValues = flags.FLAGS) -> list[str]:
 
 def _define_serving_flags(values: flags.FlagValues) -> None:
     """The flags of --mode=export and --mode=predict (not Config fields: they read a run)."""
+    flags.DEFINE_enum(
+        "format",
+        "savedmodel",
+        EXPORT_FORMATS,
+        "--mode=export: savedmodel (TF Serving's versioned SavedModel) or preset (a folder of "
+        "config.json, model.weights.h5 and metadata.json that mixmo_tf.from_preset loads on "
+        "any Keras 3 backend, without the run folder).",
+        flag_values=values,
+    )
     flags.DEFINE_string(
         "export_dir",
         None,
         "--mode=export: base folder of the SavedModel versions (default <model_dir>/export); "
-        "each export adds the next version <export_dir>/<n>.",
+        "each export adds the next version <export_dir>/<n>. With --format=preset: the new "
+        "preset folder (default <model_dir>/preset), which must not exist or be empty.",
         flag_values=values,
     )
     flags.DEFINE_float(

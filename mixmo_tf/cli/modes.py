@@ -140,11 +140,20 @@ def evaluate(runs: Sequence[Config], options: EvaluationOptions) -> int:
     return _reporting_errors(work)
 
 
-def export(model_dir: str, export_dir: str | None, temperature: float | None) -> int:
-    """`--mode=export`: exports the run's newest checkpoint; prints the version folder."""
+def export(
+    model_dir: str,
+    export_dir: str | None,
+    temperature: float | None,
+    export_format: str = "savedmodel",
+) -> int:
+    """`--mode=export`: exports the run's newest checkpoint as a SavedModel version or a
+    preset (`export_format`); prints the folder written."""
 
     def work() -> int:
-        path = serving.export.export_run(model_dir, export_dir, temperature)
+        if export_format == "preset":
+            path = serving.run_presets.export_run_preset(model_dir, export_dir, temperature)
+        else:
+            path = serving.export.export_run(model_dir, export_dir, temperature)
         print(f"Exported {model_dir} to {path}")
         return exit_codes.SUCCESS
 

@@ -17,6 +17,7 @@ import sys
 
 from mixmo_tf.config.settings import Config
 from mixmo_tf.tuning import onednn
+from mixmo_tf.tuning.machine import keras_backend
 
 # The choice that restarted the command (JSON): the restarted command takes it as made,
 # without repeating its line or measuring again (even if the cache could not be written).
@@ -32,7 +33,10 @@ def _announce(choice: onednn.rules.OnednnChoice) -> None:
 
 def before_tensorflow(config: Config) -> bool:
     """Sets the cached choice for this process; returns whether it still has to be measured
-    (after TensorFlow starts: `measure_and_restart`)."""
+    (after TensorFlow starts: `measure_and_restart`). Nothing on another Keras backend than
+    TensorFlow: oneDNN is TensorFlow's."""
+    if keras_backend() != "tensorflow":
+        return False
     restarted = os.environ.pop(_RESTARTED, None)
     if restarted:
         onednn.apply(onednn.rules.OnednnChoice(**json.loads(restarted)))

@@ -20,6 +20,7 @@ Layout of `<model_dir>`::
     eval/                  results.json, report.md and the figures; eval/ensemble/ for
                            an ensemble of runs (--ensemble_dirs)
     export/<version>/      SavedModels for TF Serving (`mixmo_tf.serving.export`)
+    preset/                the run as a preset (`mixmo_tf.serving.presets`)
     imported_from.json     the authors' file an imported run came from
                            (`mixmo_tf.importing.pytorch_import`)
 """
@@ -47,6 +48,7 @@ FINAL_MODEL = "model.keras"
 TEMPERATURE = "temperature.json"
 EVALUATION = "eval"
 EXPORTS = "export"
+PRESET = "preset"
 IMPORT_RECORD = "imported_from.json"
 # Inside the evaluation folder.
 RESULTS = "results.json"
@@ -57,6 +59,8 @@ OOD_FIGURE = "ood_scores.png"
 ENSEMBLE_EVALUATION = "ensemble"
 # Inside logs/: Keras' TensorBoard callback writes train/ and validation/.
 VALIDATION_LOGS = "validation"
+# How `write_atomically` names a file while it is being written.
+PARTIAL_PREFIX = ".partial-"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +121,10 @@ class RunFolder:
         return self._join(EXPORTS)
 
     @property
+    def preset(self) -> str:
+        return self._join(PRESET)
+
+    @property
     def import_record(self) -> str:
         return self._join(IMPORT_RECORD)
 
@@ -174,12 +182,20 @@ def out_of_space(error: BaseException) -> OSError | None:
     else None.
 
     TensorFlow's file errors carry no errno, only the text "<path>; <strerror>", and their
-    codes (RESOURCE_EXHAUSTED, OUT_OF_RANGE) are shared with other failures.
+    codes (RESOURCE_EXHAUSTED, OUT_OF_RANGE) are shared with other failures. HDF5's (a Keras
+    weights file's) name the file and the errno in their text.
     """
+    if isinstance(error, OSError) and error.errno in OUT_OF_SPACE:
+        return error
+    text = str(error)
+    written = re.search(r"filename = '([^']+)'.*?errno = (\d+)", text, re.DOTALL)
+    if written and int(written.group(2)) in OUT_OF_SPACE:
+        number = int(written.group(2))
+        return OSError(number, os.strerror(number), written.group(1))
     if isinstance(error, OSError):
-        return error if error.errno in OUT_OF_SPACE else None
+        return None
     for number in OUT_OF_SPACE:
-        found = re.search(rf"(\S+); {re.escape(os.strerror(number))}", str(error))
+        found = re.search(rf"(\S+); {re.escape(os.strerror(number))}", text)
         if found:
             return OSError(number, os.strerror(number), found.group(1))
     return None
@@ -286,7 +302,7 @@ def write_atomically(path: str, write: Callable[[str], None], suffix: str = "") 
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix=suffix)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=PARTIAL_PREFIX, suffix=suffix)
     os.close(handle)
     try:
         write(temporary)

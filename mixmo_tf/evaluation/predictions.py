@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+import keras
 import numpy as np
-import tensorflow as tf
 
 from mixmo_tf import data
 from mixmo_tf.config.datasets import DatasetSpec
 from mixmo_tf.models.mixmo_model import MixMoModel
+
+
+def logits_function(
+    model: MixMoModel, image_shape: Sequence[int]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """normalised images `(batch, H, W, C)` -> member logits `(batch, members, classes)`
+    float32, as NumPy arrays on every Keras backend.
+
+    On TensorFlow one traced function, whatever the batch size (the last batch is smaller);
+    on the other backends the model's own calls.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return lambda images: keras.ops.convert_to_numpy(
+            model.prediction_logits(images, training=False)
+        )
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((None, *image_shape), tf.float32)]
+    traced = tf.function(model.prediction_logits, input_signature=signature)
+    return lambda images: traced(images).numpy()
 
 
 def predict_logits(
@@ -24,11 +46,9 @@ def predict_logits(
         images: `(examples, H, W, C)` uint8, normalised here as in training.
         num_batches: predict only the first batches (smoke runs); 0: all of them.
     """
-    # One trace whatever the batch size (the last batch is smaller).
-    signature = [tf.TensorSpec((None, *spec.image_shape), tf.float32)]
-    predict = tf.function(model.prediction_logits, input_signature=signature)
+    predict = logits_function(model, spec.image_shape)
     logits, kept = [], []
     for batch in data.eval_dataset(images, labels, spec, batch_size, num_batches):
-        logits.append(predict(batch["images"]).numpy())
+        logits.append(predict(batch["images"].numpy()))
         kept.append(batch["labels"].numpy())
     return np.concatenate(logits), np.concatenate(kept).astype(np.int64)

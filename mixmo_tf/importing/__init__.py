@@ -4,13 +4,26 @@
 - `authors_checkpoint`: the authors' checkpoints, read and checked (no TensorFlow);
 - `pytorch_import`: those checkpoints as a `MixMoModel` and a run folder;
 - `released`: the table of the authors' released checkpoints, one row per file (no TensorFlow);
-- `downloads`: a row's file (or a URL's) downloaded, checked and cached (no TensorFlow).
+- `downloads`: a row's file (or a URL's) downloaded, checked and cached (no TensorFlow);
+- `presets`: the preset format (config.json, model.weights.h5, metadata.json), any backend;
+- `released_presets`: the released checkpoints as presets, built once in the cache.
 """
 
 import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["authors_checkpoint", "downloads", "pytorch_import", "released", "torch_format"],
-    submod_attrs={"pytorch_import": ["load_pytorch_checkpoint"]},
+    submodules=[
+        "authors_checkpoint",
+        "downloads",
+        "presets",
+        "pytorch_import",
+        "released",
+        "released_presets",
+        "torch_format",
+    ],
+    submod_attrs={
+        "presets": ["Preset", "read_preset", "save_preset"],
+        "pytorch_import": ["load_pytorch_checkpoint"],
+    },
 )

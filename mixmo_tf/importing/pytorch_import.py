@@ -44,7 +44,7 @@ from mixmo_tf.importing.authors_checkpoint import (
 from mixmo_tf.models.build import build_model
 from mixmo_tf.models.mixmo_model import MixMoModel
 from mixmo_tf.models.network import MixMoNetwork
-from mixmo_tf.training.checkpoints import checkpoint_manager
+from mixmo_tf.training import checkpoints
 from mixmo_tf.tuning.device_rules import resolve_device_defaults
 
 # The authors' block modules -> this project's layer-name suffixes.
@@ -117,7 +117,7 @@ def assign_authors_state(
     for name, variable in variables.items():
         variable.assign(to_keras_layout(checkpoint.state[name]))
     step = checkpoint.epoch * steps_per_epoch
-    if model.optimizer is not None:
+    if getattr(model, "optimizer", None) is not None:  # an uncompiled model has none
         # Under mixed_float16 the LossScaleOptimizer's inner optimizer holds the state.
         optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
         for name, buffer in checkpoint.momentum.items():
@@ -162,8 +162,8 @@ def write_imported_run(model: MixMoModel, config: Config, record: dict) -> None:
         folder = RunFolder(staging)
         record_run_config(config, folder=staging)
         record_spec(config.spec, staging)
-        step = int(model.optimizer.iterations.numpy())
-        checkpoint_manager(model, staging).save(checkpoint_number=step)
+        step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        checkpoints.save(checkpoints.checkpoint_manager(model, staging), step)
         write_atomically(folder.final_model, model.save, ".keras")
         write_text_atomically(folder.import_record, json.dumps(record, indent=2, sort_keys=True))
 

@@ -67,7 +67,8 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         )
         # The bins of `calibration_bins`: (lo, hi] on float64 edges, the float32 confidence
         # promoted to float64; a confidence of exactly 0 joins the first bin.
-        above = ops.cast(confidence, "float64")[:, None] > self._inner_boundaries[None, :]
+        edges = ops.convert_to_tensor(self._inner_boundaries[None, :])  # torch: no NumPy operand
+        above = ops.greater(ops.cast(confidence, "float64")[:, None], edges)
         bins = ops.sum(ops.cast(above, "int32"), axis=1)
         one_hot_bins = ops.one_hot(bins, self.num_bins)
         if sample_weight is not None:

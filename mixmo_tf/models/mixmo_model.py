@@ -16,10 +16,9 @@ backend is only how gradients are taken and state is carried: the thin steps of
 from __future__ import annotations
 
 import copy
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from mixmo_tf.config.choices import MSDA_KINDS
@@ -42,8 +41,6 @@ else:
     )
 
 _BATCH_STREAM, _REPLICA_STREAM, _SAMPLE_STREAM, _INPUT_MIXING_STREAM = 0, 1, 2, 3
-
-Tensor = Any  # a tensor of the Keras backend
 
 
 class MixMoLoss(NamedTuple):

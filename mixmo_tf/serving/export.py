@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import sys
@@ -22,19 +21,22 @@ import keras
 import tensorflow as tf
 
 from mixmo_tf.config.datasets import DatasetSpec
-from mixmo_tf.config.errors import ConfigError, UnusableFileError
 from mixmo_tf.config.run_folder import RunFolder, space_errors_as_os_errors
-from mixmo_tf.config.run_record import recorded_config
 from mixmo_tf.data.class_names import class_names as dataset_class_names
 from mixmo_tf.serving.graph import DEFAULT_TOP_K, ServingModule
-from mixmo_tf.training.checkpoints import RestoredRun, restore_run
+from mixmo_tf.serving.run_source import (
+    SERVING_PRECISION,
+    check_export_dir,
+    restore_for_serving,
+    run_temperature,
+)
+from mixmo_tf.training.backend import require_tensorflow
 
 CLASS_NAMES_ASSET = "class_names.txt"
 EXPORT_INFO_ASSET = "export_info.json"
-# Serving computes in float32 whatever precision trained the run (variables are float32 in
-# every precision): the graph runs on any CPU or GPU, with the paper's numerics.
-SERVING_PRECISION = "float32"
 _TEMPORARY_PREFIX = ".incomplete-"
+# What a process of another Keras backend is told: a run of any backend exports on TensorFlow.
+_EXPORT = "--mode=export (a TensorFlow SavedModel, written from a run of any backend)"
 
 
 def _writer_is_gone(name: str) -> bool | None:
@@ -77,30 +79,6 @@ def remove_stale_exports(directory: str) -> None:
             )
 
 
-def read_temperature(model_dir: str) -> float | None:
-    """The temperature fitted for a run, from `<model_dir>/temperature.json`, if there is one.
-
-    The file is `{"temperature": T}` with T > 0 (written by the run's calibration).
-
-    Raises:
-        UnusableFileError: the file exists but holds no valid temperature.
-    """
-    path = RunFolder(model_dir).temperature
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as stream:
-            temperature = float(json.load(stream)["temperature"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise UnusableFileError(
-            f'{path} must be {{"temperature": <number > 0>}} ({error!r}); fix or remove it, '
-            "or pass --temperature."
-        ) from error
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise UnusableFileError(f"{path} holds temperature {temperature}; it must be > 0.")
-    return temperature
-
-
 def _versions(directory: str) -> list[int]:
     """The integer version folders of an export directory."""
     if not os.path.isdir(directory):
@@ -134,7 +112,9 @@ def export_saved_model(
 
     Raises:
         OSError: `directory` cannot be created or written.
+        TensorFlowOnlyError: Keras runs on another backend.
     """
+    require_tensorflow(_EXPORT)
     names = tuple(class_names or dataset_class_names(spec))
     os.makedirs(directory, exist_ok=True)
     remove_stale_exports(directory)
@@ -181,40 +161,6 @@ def _publish(saved: str, directory: str) -> str:
             version += 1
 
 
-def run_temperature(model_dir: str, temperature: float | None = None) -> float | None:
-    """`temperature` if given (checked), else the run's fitted one, else None."""
-    if temperature is None:
-        return read_temperature(model_dir)
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ConfigError(f"--temperature must be > 0. Received: temperature={temperature}")
-    return temperature
-
-
-def check_export_dir(model_dir: str, export_dir: str) -> None:
-    """Refuses an `--export_dir` among the run's own files: the run folder itself or a folder
-    of its checkpoints, logs or evaluation, where the version folders would mix with them.
-
-    Raises:
-        ConfigError: naming the flag and the default.
-    """
-    folder = RunFolder(model_dir)
-    target = os.path.realpath(export_dir)
-    if target == os.path.realpath(model_dir) or any(
-        os.path.commonpath([os.path.realpath(taken), target]) == os.path.realpath(taken)
-        for taken in (folder.checkpoints, folder.logs, folder.evaluation)
-    ):
-        raise ConfigError(
-            f"--export_dir={export_dir} is {model_dir} or lies in its checkpoints, logs or "
-            f"eval folder, among the run's own files: omit it (the default is "
-            f"{folder.exports}) or name a folder of its own."
-        )
-
-
-def restore_for_serving(model_dir: str, precision: str = SERVING_PRECISION) -> RestoredRun:
-    """The run in `model_dir` at its newest checkpoint, computing in `precision` (float32)."""
-    return restore_run(recorded_config(model_dir), precision=precision)
-
-
 def export_run(
     model_dir: str,
     export_dir: str | None = None,
@@ -227,12 +173,13 @@ def export_run(
         model_dir: the run's folder.
         export_dir: the base folder of the versions, not among the run's own files
             (`check_export_dir`). Defaults to `<model_dir>/export`.
-        temperature: overrides the run's fitted temperature (`read_temperature`).
+        temperature: overrides the run's fitted temperature (`run_source.read_temperature`).
         precision: what the graph computes in. Keep float32: only bench/serving_precision.py
             passes another, to measure a mixed_bfloat16 graph against it (bench/README.md).
     """
+    require_tensorflow(_EXPORT)
     if export_dir:
-        check_export_dir(model_dir, export_dir)
+        check_export_dir(model_dir, export_dir, RunFolder(model_dir).exports)
     temperature = run_temperature(model_dir, temperature)
     run = restore_for_serving(model_dir, precision)
     info = {

@@ -20,7 +20,7 @@ Only core TensorFlow ops: no Python runs at serving time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -29,6 +29,7 @@ import tensorflow as tf
 from mixmo_tf.config.datasets import DatasetSpec
 from mixmo_tf.data.decoding import decode_image, is_jpeg
 from mixmo_tf.data.pipeline import normalize
+from mixmo_tf.evaluation.predictions import logits_function
 from mixmo_tf.evaluation.uncertainty import uncertainty
 
 SERVING_DEFAULT = "serving_default"
@@ -177,6 +178,39 @@ def _decode_image(encoded: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
     )
 
 
+def decode_images(image_bytes: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
+    """JPEG or PNG files `(batch,)` string -> float32 pixels `(batch, H, W, C)` in [0, 255],
+    each resized to `image_shape` if its size differs (`_decode_image`)."""
+    return tf.map_fn(
+        lambda encoded: _decode_image(encoded, image_shape),
+        image_bytes,
+        fn_output_signature=tf.TensorSpec(tuple(image_shape), tf.float32),
+    )
+
+
+def image_bytes_function(
+    model: keras.Model,
+    spec: DatasetSpec,
+    class_names: Sequence[str],
+    temperature: float = 1.0,
+    top_k: int = DEFAULT_TOP_K,
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """The `predict_image_bytes` signature's function for a model of any Keras backend:
+    TensorFlow decodes the files and computes the outputs from the model's logits, which the
+    model computes on its own backend. Same arguments as `ServingModule`'s."""
+    names = tf.constant(tuple(class_names))
+    image_shape = tuple(spec.image_shape)
+    top_k = min(top_k, model.num_classes)
+    decode = tf.function(lambda encoded: normalize(decode_images(encoded, image_shape), spec))
+    logits_of = logits_function(model, image_shape)
+
+    def predict(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = tf.constant(logits_of(decode(image_bytes).numpy()))
+        return ensemble_outputs(logits, names, temperature, top_k)
+
+    return predict
+
+
 class ServingModule(tf.Module):
     """The three serving functions of a MixMo model, ready for `tf.saved_model.save`.
 
@@ -225,12 +259,7 @@ class ServingModule(tf.Module):
             return outputs(normalize(_check_image_batch(images, image_shape, "uint8"), spec))
 
         def predict_image_bytes(image_bytes):
-            pixels = tf.map_fn(
-                lambda encoded: _decode_image(encoded, image_shape),
-                image_bytes,
-                fn_output_signature=tf.TensorSpec(image_shape, tf.float32),
-            )
-            return outputs(normalize(pixels, spec))
+            return outputs(normalize(decode_images(image_bytes, image_shape), spec))
 
         def predict_normalized(images):
             return outputs(_check_finite(_check_image_batch(images, image_shape, "float32")))

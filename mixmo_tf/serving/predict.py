@@ -24,8 +24,10 @@ import tensorflow as tf
 from mixmo_tf.config.errors import ConfigError, MissingFileError, UnusableFileError, UserError
 from mixmo_tf.data.class_names import class_names
 from mixmo_tf.data.folder import is_image_file
-from mixmo_tf.serving.export import CLASS_NAMES_ASSET, restore_for_serving, run_temperature
-from mixmo_tf.serving.graph import IMAGE_BYTES_SIGNATURE, ServingModule
+from mixmo_tf.serving.export import CLASS_NAMES_ASSET
+from mixmo_tf.serving.graph import IMAGE_BYTES_SIGNATURE, ServingModule, image_bytes_function
+from mixmo_tf.serving.run_source import restore_for_serving, run_temperature
+from mixmo_tf.training.backend import is_tensorflow
 
 DEFAULT_BATCH_SIZE = 32
 _SUMMARY_FIELDS = ("class", "confidence", "entropy", "mutual_information", "disagreement")
@@ -89,11 +91,17 @@ def predictor_from_saved_model(path: str) -> Predictor:
 
 
 def predictor_from_run(model_dir: str, temperature: float | None = None) -> Predictor:
-    """The serving function of a run's newest checkpoint, built in memory (nothing written)."""
+    """The serving function of a run's newest checkpoint, built in memory (nothing written):
+    the serving graph on TensorFlow, the same decoding and outputs around the model's own
+    calls on the other Keras backends (`graph.image_bytes_function`)."""
     temperature = run_temperature(model_dir, temperature)
     run = restore_for_serving(model_dir)
     spec = run.config.spec
-    module = ServingModule(run.model, spec, class_names(spec), temperature or 1.0)
+    names = tuple(class_names(spec))
+    if not is_tensorflow():  # the model's logits computed on its own backend
+        predict = image_bytes_function(run.model, spec, names, temperature or 1.0)
+        return Predictor(predict, names, model_dir)
+    module = ServingModule(run.model, spec, names, temperature or 1.0)
     return Predictor(module.predict_image_bytes, module.class_names, model_dir)
 
 

@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable
 
 import keras
-import tensorflow as tf
 
 from mixmo_tf.config.errors import UserError
 from mixmo_tf.training import checkpoints, run_guard
@@ -81,7 +80,7 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
 
     def __init__(
         self,
-        manager: tf.train.CheckpointManager,
+        manager: checkpoints.CheckpointManager,
         learning_rate_at: Callable[[int], float],
         every_steps: int = 0,
         stop_request=None,
@@ -94,7 +93,7 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
         self._last_saved_step = -1
 
     def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def _save(self, step: int) -> None:
         if step == self._last_saved_step:
@@ -145,7 +144,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, learning_rate_at: Callable[[int], float], manager: tf.train.CheckpointManager
+        self, learning_rate_at: Callable[[int], float], manager: checkpoints.CheckpointManager
     ):
         super().__init__()
         self.learning_rate_at = learning_rate_at
@@ -155,7 +154,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = float((logs or {}).get("loss", 0.0))
         if math.isfinite(loss):
             return
-        step = int(self.model.optimizer.iterations.numpy())
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         raise _divergence_error(
             f"the training loss became {loss}", step, self.learning_rate_at, self.manager
         )

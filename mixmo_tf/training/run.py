@@ -23,7 +23,7 @@ from mixmo_tf.data import sources
 from mixmo_tf.models.build import build_model
 from mixmo_tf.models.mixmo_model import MixMoModel
 from mixmo_tf.models.schedules import learning_rate_schedule
-from mixmo_tf.training import callbacks, checkpoints, multi_worker, run_guard
+from mixmo_tf.training import backend, callbacks, checkpoints, multi_worker, run_guard
 from mixmo_tf.training.strategies import check_batch_split, make_strategy
 from mixmo_tf.tuning import onednn
 from mixmo_tf.tuning.precision_choice import choose_training_precision
@@ -142,10 +142,9 @@ def _check_some_checkpoint_usable(model_dir: str) -> None:
     """Raises checkpoints.CheckpointUnusableError if the run has checkpoints and none is
     usable (which one is used is decided under the run's lock, when training restores)."""
     directory = RunFolder(model_dir).checkpoints
-    state = tf.train.get_checkpoint_state(directory)
     # Newest first: in the usual case the one checked is the one training restores, and the
     # check stops there.
-    paths = list(reversed(state.all_model_checkpoint_paths)) if state else []
+    paths = checkpoints.all_checkpoints(directory)
     if paths and all(checkpoints.unusable_reason(path) for path in paths):
         checkpoints.newest_usable(directory)  # raises, naming each checkpoint and why
 
@@ -166,7 +165,9 @@ def train(config: Config) -> MixMoModel:
     config = dataclasses.replace(config, precision=precision.precision)
     print(precision.message())
     # How the run's first start chose; a resume keeps that record (and the precision).
-    speed = {"precision": precision.record(), "onednn": onednn.chosen(onednn_enabled()).record()}
+    speed = {"precision": precision.record()}
+    if backend.is_tensorflow():  # oneDNN is TensorFlow's
+        speed["onednn"] = onednn.chosen(onednn_enabled()).record()
     # One writer per run folder (a multi-worker run's chief); SIGTERM / SIGINT checkpoint at
     # the next step, then stop. Other workers write to a scratch folder, deleted at the end.
     chief = multi_worker.is_chief(strategy)

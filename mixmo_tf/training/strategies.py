@@ -9,6 +9,7 @@ import urllib.parse
 import tensorflow as tf
 
 from mixmo_tf.config.errors import UserError
+from mixmo_tf.training.backend import require_tensorflow
 
 # How long to wait for a TPU worker's port to answer before saying none is reachable.
 _TPU_CONNECT_TIMEOUT_SECONDS = 10
@@ -28,9 +29,11 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
 
     Raises:
         StrategyError: "tpu" and no TPU is reachable.
+        TensorFlowOnlyError: any but "default" while Keras runs on another backend.
     """
     if name == "default":
-        return tf.distribute.get_strategy()
+        return tf.distribute.get_strategy()  # on every backend: one device, no replicas
+    require_tensorflow(f"--distribution={name} (tf.distribute)")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":

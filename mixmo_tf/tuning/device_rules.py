@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import tensorflow as tf
+import keras
 
 from mixmo_tf.config.choices import PRECISIONS
 from mixmo_tf.config.settings import Config
@@ -31,12 +31,38 @@ def cpu_has_amx_bf16(cpu_info_path: str = CPU_INFO) -> bool:
     return "amx_bf16" in cpu_flags(cpu_info_path)
 
 
+def gpu_capability() -> tuple[int, ...] | None:
+    """The compute capability of the first GPU that Keras' backend computes on, `()` if the
+    backend does not say it, None without a GPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        return tuple(capability or ())
+    if backend == "torch":
+        import torch
+
+        return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
+    if backend == "jax":
+        import jax
+
+        gpus = [device for device in jax.devices() if device.platform == "gpu"]
+        if not gpus:
+            return None
+        capability = getattr(gpus[0], "compute_capability", "")  # e.g. "8.0"
+        return tuple(int(part) for part in capability.split(".") if part.isdigit())
+    return None
+
+
 def default_precision() -> str:
     """The faster precision for this machine's training device (see the module docstring)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-        has_tensor_cores = capability is not None and tuple(capability) >= _TENSOR_CORE_CAPABILITY
+    capability = gpu_capability()
+    if capability is not None:
+        has_tensor_cores = capability != () and capability >= _TENSOR_CORE_CAPABILITY
         return "mixed_float16" if has_tensor_cores else "float32"
     return "mixed_bfloat16" if cpu_has_amx_bf16() else "float32"
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.metadata
+import json
 import os
 import platform
 
 CPU_INFO = "/proc/cpuinfo"
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+BACKEND_VARIABLE = "KERAS_BACKEND"
 # The folder of this package's caches; default: $XDG_CACHE_HOME/mixmo_tf or ~/.cache/mixmo_tf.
 CACHE_VARIABLE = "MIXMO_TF_CACHE"
 # The /proc/cpuinfo flags that decide how fast bfloat16 and oneDNN are.
@@ -134,3 +136,18 @@ def cache_folder() -> str:
     if not os.path.isabs(base):
         base = os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "mixmo_tf")
+
+
+def keras_backend() -> str:
+    """The backend Keras will compute with, read as Keras reads it (KERAS_BACKEND, else the
+    "backend" of $KERAS_HOME/keras.json or ~/.keras/keras.json, else TensorFlow) without
+    importing Keras, which would start TensorFlow before its oneDNN setting is made."""
+    if os.environ.get(BACKEND_VARIABLE):
+        return os.environ[BACKEND_VARIABLE]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as stream:
+            backend = json.load(stream).get("backend")
+    except (OSError, ValueError, AttributeError):
+        backend = None
+    return backend if isinstance(backend, str) else "tensorflow"

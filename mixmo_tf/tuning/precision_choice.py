@@ -7,11 +7,11 @@ version, oneDNN setting and network (`mixmo_tf.tuning.step_times`).
 
 from __future__ import annotations
 
-import tensorflow as tf
+import keras
 
 from mixmo_tf.config.settings import Config
 from mixmo_tf.tuning import rules
-from mixmo_tf.tuning.device_rules import default_precision
+from mixmo_tf.tuning.device_rules import default_precision, gpu_capability
 from mixmo_tf.tuning.machine import this_machine
 from mixmo_tf.tuning.step_times import StepTimeCache, step_key
 from mixmo_tf.tuning.step_timing import onednn_enabled, time_training_steps
@@ -34,7 +34,11 @@ def choose_training_precision(
     recorded = rules.recorded_precision(config.model_dir) if config.model_dir else None
     if recorded:
         return rules.PrecisionChoice(recorded, "recorded")
-    if tf.config.list_physical_devices("GPU") or config.distribution in _RULE_DISTRIBUTIONS:
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        # The step timing and the device rules measured TensorFlow's kernels.
+        return rules.PrecisionChoice("float32", f"auto: measured on TensorFlow only, not {backend}")
+    if gpu_capability() is not None or config.distribution in _RULE_DISTRIBUTIONS:
         return rules.PrecisionChoice(default_precision(), "device rule")
     machine = this_machine()
     candidates = rules.precisions_to_time(config, machine)

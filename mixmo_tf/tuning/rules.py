@@ -88,8 +88,9 @@ class PrecisionChoice:
     Attributes:
         precision: the chosen precision.
         reason: "given" (--precision), "recorded" (the resumed run's), "measured" (now),
-            "cached" (measured before on this machine), "no bfloat16 instructions", or
-            "device rule" (GPUs and multi-worker runs: `tuning.device_rules.default_precision`).
+            "cached" (measured before on this machine), "no bfloat16 instructions",
+            "device rule" (GPUs and multi-worker runs: `tuning.device_rules.default_precision`),
+            or why another Keras backend than TensorFlow was not measured.
         seconds: the step times behind a measured or cached choice, by precision.
     """
 

@@ -565,7 +565,7 @@ def test_import_checkpoint_lines_time_the_import_and_its_phases(capsys, monkeypa
         )
     assert list(by_target[False]["phases"]) == ["read", "build", "assign"]
     assert list(by_target[True]["phases"]) == ["read", "build", "assign", "write"]
-    assert set(by_target[True]["write_parts"]) == {"tf_checkpoint", "keras_save"}
+    assert set(by_target[True]["write_parts"]) == {"checkpoint", "keras_save"}
     folder = by_target[True]["folder_mib"]
     assert {"model.keras", "imported_from.json", "run_config.json", "checkpoints"} <= set(folder)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["wrn10-1_m2_weights_zip.pt"]

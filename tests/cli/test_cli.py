@@ -209,12 +209,12 @@ def test_main_trains_and_resumes_a_flagfile_on_a_real_format_archive(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "val_accuracy" in first.stdout
     assert "val_member_1_accuracy" in first.stdout and "val_nll" in first.stdout
-    assert os.path.exists(smoke_dir / "checkpoints" / "ckpt-3.index")
+    assert os.path.exists(smoke_dir / "checkpoints" / "ckpt-3.weights.h5")
 
     resumed = run_main(*common)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from step 3 of 6" in resumed.stdout
     assert "Epoch 2/2" in resumed.stdout and "Epoch 1/2" not in resumed.stdout
-    assert os.path.exists(smoke_dir / "checkpoints" / "ckpt-6.index")
+    assert os.path.exists(smoke_dir / "checkpoints" / "ckpt-6.weights.h5")
     assert os.path.exists(smoke_dir / "model.keras")
     assert glob.glob(str(smoke_dir / "logs" / "**" / "events.out.tfevents.*"), recursive=True)

@@ -72,13 +72,14 @@ def test_every_path_of_a_run_folder_lies_in_it_under_its_documented_name():
         for name in dir(RunFolder)
         if isinstance(getattr(RunFolder, name), property)
     }
-    assert len(paths) == 13 and all(path.startswith("runs/x" + os.sep) for path in paths)
+    assert len(paths) == 14 and all(path.startswith("runs/x" + os.sep) for path in paths)
     # The module docstring's layout names every file and folder.
     for name in (
         run_folder.RUN_CONFIG,
         run_folder.DATASET_SPEC,
         run_folder.LOCK,
         run_folder.IMPORT_RECORD,
+        run_folder.PRESET,
     ):
         assert name in run_folder.__doc__
 

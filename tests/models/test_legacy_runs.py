@@ -3,11 +3,13 @@
 The fixture (tests/fixtures/legacy_wrn10_1_digits, see its README) was written by the code
 of commit e330368, whose network was a plain functional model: its `.keras` file and its
 tf.train checkpoint must both give back that code's predictions, with the network's parts
-held by the loaded `MixMoNetwork`.
+held by the loaded `MixMoNetwork`; the run resumes from that checkpoint, and the checkpoints
+it then writes (Keras weights files) replace it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -60,3 +62,20 @@ def test_a_legacy_checkpoint_restores_into_todays_model(reference, tmp_path):
     step, _ = checkpoints.restore_latest(checkpoints.checkpoint_manager(model, str(run)))
     assert step == 2
     _assert_predicts_reference(model, reference)
+
+
+@pytest.mark.slow
+def test_a_legacy_run_resumes_and_its_new_checkpoints_replace_the_tensorflow_ones(tmp_path, capsys):
+    from mixmo_tf.training.run import train
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    config = dataclasses.replace(
+        run_record.recorded_config(str(run)), epochs=3, checkpoint_every_steps=1
+    )
+    train(config)
+    assert f"Resuming from step 2 of 6 ({run}/checkpoints/ckpt-2)." in capsys.readouterr().out
+    assert sorted(os.listdir(run / "checkpoints")) == [
+        f"ckpt-{step}.weights.h5" for step in (4, 5, 6)
+    ]
+    assert checkpoints.restore_run(config).step == 6

@@ -34,7 +34,7 @@ from mixmo_tf.data import load_split, normalize
 from mixmo_tf.data.class_names import class_names
 from mixmo_tf.evaluation import ood
 from mixmo_tf.evaluation.predictions import predict_logits
-from mixmo_tf.serving import export, graph
+from mixmo_tf.serving import export, graph, run_source
 from mixmo_tf.training.checkpoints import restore_run
 
 DIGITS = DATASETS["digits"]
@@ -379,15 +379,15 @@ def test_a_fitted_temperature_is_applied_recorded_and_overridable(run, loaded, t
     mean_log = np.log(unscaled["member_probabilities"].numpy().astype(np.float64)).mean(axis=1)
     expected = tf.nn.softmax(mean_log / 2.5).numpy()
     np.testing.assert_allclose(scaled["probabilities"].numpy(), expected, atol=1e-5)
-    assert export.run_temperature(config.model_dir, 0.7) == 0.7
-    assert export.run_temperature(config.model_dir) is None
+    assert run_source.run_temperature(config.model_dir, 0.7) == 0.7
+    assert run_source.run_temperature(config.model_dir) is None
 
 
 @pytest.mark.parametrize("content", ['{"temperature": -1}', '{"t": 1.5}', "not json"])
 def test_an_invalid_temperature_file_is_refused(tmp_path, content):
     (tmp_path / run_folder.TEMPERATURE).write_text(content)
     with pytest.raises(ValueError, match="temperature"):
-        export.read_temperature(str(tmp_path))
+        run_source.read_temperature(str(tmp_path))
 
 
 def test_an_export_takes_the_next_free_version_and_never_replaces_one(run, tmp_path, monkeypatch):

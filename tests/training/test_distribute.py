@@ -80,7 +80,7 @@ def test_mirrored_strategy_on_two_devices_trains_with_shared_batch_choices(tmp_p
     assert first == second
     first, second = report["sample_seeds"]
     assert first != second
-    assert os.path.exists(tmp_path / "checkpoints" / "ckpt-6.index")
+    assert os.path.exists(tmp_path / "checkpoints" / "ckpt-6.weights.h5")
 
     # Validated as one device validates the same weights (Keras' own fit fails on the uneven
     # batch).

@@ -222,9 +222,7 @@ def test_two_workers_train_to_identical_weights_with_one_set_of_checkpoints(unin
     assert all(np.isfinite(v).all() for v in first)
 
     checkpoints = sorted(os.listdir(model_dir / "checkpoints"))
-    assert checkpoints == ["checkpoint"] + [
-        f"ckpt-{step}.{part}" for step in (4, 5, 6) for part in ("data-00000-of-00001", "index")
-    ]
+    assert checkpoints == [f"ckpt-{step}.weights.h5" for step in (4, 5, 6)]
     assert sorted(os.listdir(model_dir)) == [
         "checkpoints",
         "logs",
@@ -286,7 +284,7 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step_with_exit_code_3(tmp_
     assert (chief_code, worker_code) == (3, 3), chief_err[-2000:] + worker_err[-2000:]
     assert "Stopped by a signal to another worker at step 6; saved " in chief_err
     assert "Stopped by SIGTERM at step 6" in worker_err
-    assert (tmp_path / "run" / "checkpoints" / "ckpt-6.index").exists()
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-6.weights.h5").exists()
     assert "Traceback" not in chief_err + worker_err
 
 

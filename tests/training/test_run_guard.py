@@ -46,7 +46,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import disk_limits
-from helpers.paths import REPO
+from helpers.paths import FIXTURES, REPO
 from helpers.runs import run_main_in_process as _run_main
 from helpers.runs import smoke_config
 
@@ -70,9 +70,8 @@ def _checkpoint_states(config: Config) -> dict[str, list[np.ndarray]]:
     """Every checkpoint kept in the run folder, restored into a fresh model."""
     states = {}
     model = build_model(config)
-    manager = checkpoints.checkpoint_manager(model, config.model_dir)
-    for path in manager.checkpoints:
-        manager.checkpoint.restore(path).assert_existing_objects_matched()
+    for path in checkpoints.all_checkpoints(run_folder.RunFolder(config.model_dir).checkpoints):
+        checkpoints.load_checkpoint(model, path, with_optimizer=True)
         states[os.path.basename(path)] = _state(model)
     return states
 
@@ -290,7 +289,7 @@ def test_sigterm_mid_epoch_checkpoints_exits_3_and_the_rerun_matches(tmp_path, u
         cwd=REPO,
         env=env,
     )
-    first = tmp_path / "checkpoints" / "ckpt-5.index"
+    first = tmp_path / "checkpoints" / "ckpt-5.weights.h5"
     deadline = time.monotonic() + 120
     while not first.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -303,7 +302,7 @@ def test_sigterm_mid_epoch_checkpoints_exits_3_and_the_rerun_matches(tmp_path, u
     assert last_line.startswith("Stopped by SIGTERM at step ")
     step = int(last_line.split(" at step ")[1].split(";")[0])
     assert 5 <= step < 30  # mid-epoch: after the signal, before the epoch's end
-    assert (tmp_path / "checkpoints" / f"ckpt-{step}.index").exists()
+    assert (tmp_path / "checkpoints" / f"ckpt-{step}.weights.h5").exists()
     _assert_rerun_finishes_as(tmp_path, uninterrupted)
 
 
@@ -323,7 +322,7 @@ def test_sigint_mid_epoch_checkpoints_and_the_rerun_matches(tmp_path, uninterrup
     with pytest.raises(run_guard.Interrupted, match="Stopped by SIGINT at step 7; saved "):
         train(_signal_config(tmp_path))
     assert signal.getsignal(signal.SIGINT) is handler_before  # restored
-    assert (tmp_path / "checkpoints" / "ckpt-7.index").exists()
+    assert (tmp_path / "checkpoints" / "ckpt-7.weights.h5").exists()
     monkeypatch.undo()
     _assert_rerun_finishes_as(tmp_path, uninterrupted)
 
@@ -353,7 +352,7 @@ def test_a_second_ctrl_c_during_the_stop_save_waits_for_it(tmp_path, monkeypatch
     with pytest.raises(run_guard.Interrupted, match="Stopped by SIGINT at step 2; saved "):
         train(_smoke(tmp_path, checkpoint_every_steps=0))
     assert "Still saving the checkpoint of the stop: it ends in seconds." in capsys.readouterr().err
-    assert (tmp_path / "checkpoints" / "ckpt-2.index").exists()
+    assert (tmp_path / "checkpoints" / "ckpt-2.weights.h5").exists()
 
 
 def test_a_second_ctrl_c_before_the_stop_save_stops_at_once_and_says_so(tmp_path, monkeypatch):
@@ -448,11 +447,11 @@ def test_a_stop_during_the_onednn_timing_ends_its_children_and_says_one_line(sto
 
 
 def _checkpoint_files(directory) -> list[str]:
-    return sorted(name for name in os.listdir(directory) if name != "checkpoint")
+    return sorted(os.listdir(directory))
 
 
 def _data_size(checkpoint: str) -> int:
-    return os.path.getsize(checkpoint + ".data-00000-of-00001")
+    return os.path.getsize(checkpoint + checkpoints.SUFFIX)
 
 
 def test_a_checkpoint_over_the_file_size_limit_leaves_nothing_and_names_the_room(tmp_path):
@@ -461,7 +460,7 @@ def test_a_checkpoint_over_the_file_size_limit_leaves_nothing_and_names_the_room
     first = checkpoints.save(manager, 1)
     size = _data_size(first)
     needed = checkpoints.checkpoint_bytes(manager)
-    assert needed == pytest.approx(size, rel=0.02)  # the index adds a few KiB beside it
+    assert needed == pytest.approx(size, rel=0.02)
     kept = _checkpoint_files(manager.directory)
 
     with (
@@ -475,7 +474,7 @@ def test_a_checkpoint_over_the_file_size_limit_leaves_nothing_and_names_the_room
         f"most {run_folder.megabytes(size // 2)} (ulimit -f). Raise the file size limit "
         f"(ulimit -f) or write elsewhere, then rerun the same command: it resumes from {first}."
     )
-    assert _checkpoint_files(manager.directory) == kept  # no ckpt-2_temp, no ckpt-2 file
+    assert _checkpoint_files(manager.directory) == kept  # no temporary file, no ckpt-2 file
     assert checkpoints.newest_usable(manager.directory) == first
 
     assert checkpoints.save(manager, 2).endswith("ckpt-2")  # room again: saves as usual
@@ -513,16 +512,32 @@ def test_leftovers_of_interrupted_saves_are_removed_and_recorded_checkpoints_kep
         checkpoints.save(manager, step)
     directory = manager.directory
     kept = _checkpoint_files(directory)
+    # A save of step 5 killed while writing its file under the temporary name, and files
+    # that are not the run's checkpoints (left alone).
+    for name in (f"{run_folder.PARTIAL_PREFIX}x1y2{checkpoints.SUFFIX}", "notes.txt"):
+        shutil.copy(os.path.join(directory, "ckpt-4.weights.h5"), os.path.join(directory, name))
+
+    checkpoints.remove_unfinished(directory)
+    assert _checkpoint_files(directory) == sorted([*kept, "notes.txt"])
+    assert checkpoints.newest_usable(directory).endswith("ckpt-4")
+
+
+def test_leftovers_of_an_interrupted_tensorflow_save_of_an_earlier_version_are_removed(
+    tmp_path,
+):
+    directory = str(tmp_path / "checkpoints")
+    shutil.copytree(os.path.join(FIXTURES, "legacy_wrn10_1_digits", "checkpoints"), directory)
+    kept = _checkpoint_files(directory)
     # A save of step 5 killed while writing, one of step 6 killed before the index named
     # it, and a file of an older checkpoint the index does not name (left alone: not ours).
     os.makedirs(os.path.join(directory, "ckpt-5_temp"))
     open(os.path.join(directory, "ckpt-5_temp", "part-00000-of-00001.index"), "w").close()
     for name in ("ckpt-6.index", "ckpt-6.data-00000-of-00001", "ckpt-1.index"):
-        shutil.copy(os.path.join(directory, "ckpt-4.index"), os.path.join(directory, name))
+        shutil.copy(os.path.join(directory, "ckpt-2.index"), os.path.join(directory, name))
 
     checkpoints.remove_unfinished(directory)
     assert _checkpoint_files(directory) == sorted([*kept, "ckpt-1.index"])
-    assert checkpoints.newest_usable(directory).endswith("ckpt-4")
+    assert checkpoints.newest_usable(directory).endswith("ckpt-2")
 
 
 # Trains like main.py, but from the end of step `at_step` on, this process may write files of
@@ -575,7 +590,7 @@ def test_a_full_disk_mid_run_stops_with_one_line_and_the_rerun_matches(tmp_path,
         f"(ulimit -f) or write elsewhere, then rerun the same command: it resumes from "
         f"{directory / 'ckpt-5'}."
     )
-    assert _checkpoint_files(directory) == ["ckpt-5.data-00000-of-00001", "ckpt-5.index"]
+    assert _checkpoint_files(directory) == ["ckpt-5.weights.h5"]
     _assert_rerun_finishes_as(tmp_path, uninterrupted)  # from ckpt-5, bit for bit
 
 
