@@ -183,6 +183,7 @@ def time_rounds(
         for variant in round_order(chosen, round_index):
             print(f"round {round_index + 1}: {variant.command_text(command)}", file=sys.stderr)
             record = train_step.child_record(command, env=variant.child_environment())
+            print(f"  median {record['median_step_s']:.3f} s/step", file=sys.stderr, flush=True)
             lines[variant.name].append(record)
     return lines
 

@@ -7,8 +7,11 @@ machine that has none. The driver's rounds, order and ratios are checked on stan
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import backends
 import frameworks
@@ -23,6 +26,21 @@ from pipeline_batches import pipeline_batches
 
 BENCH = os.path.join(REPO, "bench")
 TESTS = os.path.join(REPO, "tests")
+# Runs bench/train_step.py as __main__ with TensorFlow unimportable (tests/helpers), then
+# prints which modules of TensorFlow the run imported: none, or an import failed before.
+_WITHOUT_TENSORFLOW = """
+import runpy, sys
+sys.path[:0] = [{tests!r}, {bench!r}]
+from helpers.no_tensorflow import block_tensorflow
+block_tensorflow({backend!r})
+sys.argv = [{script!r}, *{args!r}]
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+except SystemExit as finished:  # absl's app.run exits, 0 on success
+    if finished.code:
+        raise
+print("imported:", sorted(name for name in sys.modules if name.split(".")[0] == "tensorflow"))
+"""
 
 
 @pytest.mark.parametrize("msda", ["none", "cutmix"])
@@ -69,6 +87,41 @@ def test_pipeline_batches_are_refused_on_another_backend(monkeypatch):
     assert parsed_flags(train_step).batches == "synthetic"
     with pytest.raises(flags.IllegalFlagValueError, match="needs the TensorFlow backend"):
         parsed_flags(train_step, "--batches=pipeline")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_train_step_runs_without_tensorflow_on_jax_and_torch(backend):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    pytest.importorskip("helpers.no_tensorflow")  # the suite's TensorFlow blocker
+    script = os.path.join(BENCH, "train_step.py")
+    args = [
+        *TINY_RUN,
+        "--members=2",
+        "--timed_steps=1",
+        "--ceiling_networks=10-1",
+        "--ceiling_size=64",
+    ]
+    code = _WITHOUT_TENSORFLOW.format(
+        tests=TESTS, bench=BENCH, backend=backend, script=script, args=args
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": REPO},
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    *records, imported = completed.stdout.splitlines()
+    assert imported == "imported: []"
+    (line,) = [json.loads(record) for record in records]
+    assert (line["backend"], line["batches"], line["members"]) == (backend, "synthetic", 2)
+    assert backend in line and "tensorflow" not in line and "onednn" not in line
+    assert line["median_step_s"] > 0 and line["matmul_ceiling_gflops"] > 0
 
 
 # ---- bench/backends.py, on stand-in children -----------------------------------------------
@@ -138,6 +191,8 @@ def test_backends_alternate_and_compare_every_variant_to_the_first(capsys, monke
     # Paired within rounds: 3.0, 3.0 and 1.5 times the baseline.
     assert torch["paired_over_first"] == pytest.approx(3.0)
     assert by_variant["jax"]["paired_over_first"] == pytest.approx(2.0)
+    assert torch["fastest_step_s"] == 1.5
+    assert torch["fastest_over_first"] == pytest.approx(1.5 / 1.0)
     assert torch["fraction_of_ceiling"] == pytest.approx(2.0 / 3.0 / 4.0)
     assert torch["round_load_averages"] == [3.0, 4.0, 9.0]
     assert by_variant[backends.BASELINE]["library"] == str(tmp_path)
