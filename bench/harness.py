@@ -1,9 +1,12 @@
 """Measurement helpers shared by the bench/ scripts: environment, timing, memory, FLOPs, flags.
 
 Every script prints one JSON line per measurement through `emit`, which adds the environment
-(versions, threads, cores, CPU model, oneDNN, the command), so each line stands on its own.
-Timings interleave the compared variants (`interleaved_medians`) so that a shared machine's
-slow drifts hit all of them alike, and report medians over timed rounds after warm-up.
+(backend and versions, threads, cores, CPU model, oneDNN, the command), so each line stands on
+its own. Timings interleave the compared variants (`interleaved_medians`) so that a shared
+machine's slow drifts hit all of them alike, and report medians over timed rounds after warm-up.
+
+This module runs on every Keras backend and imports no TensorFlow of its own: what differs
+between the backends is in `frameworks`.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+import frameworks
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import app, flags
 
 from mixmo_tf.config import Config
@@ -31,7 +34,7 @@ from mixmo_tf.config.choices import PRECISIONS
 from mixmo_tf.config.datasets import DatasetSpec
 from mixmo_tf.models import MixMoModel, MixMoNetwork
 from mixmo_tf.models.build import build_model
-from mixmo_tf.tuning import machine, step_timing
+from mixmo_tf.tuning import machine
 from mixmo_tf.tuning.device_rules import resolve_device_defaults
 
 PLAIN = 1  # M of the plain single network, the baseline of every ratio.
@@ -76,26 +79,24 @@ def cpu_flags() -> list[str]:
     return [flag for flag in machine.cpu_flags(_CPU_INFO) if flag in _RECORDED_FLAGS]
 
 
-def environment() -> dict[str, Any]:
-    """What a measurement depends on besides its own settings, and the command that made it.
-
-    Thread settings of 0 mean TensorFlow's default (one thread per core).
-    """
+def machine_environment() -> dict[str, Any]:
+    """What a measurement depends on besides its settings and the backend, and its command."""
     return {
-        "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "cores": os.cpu_count(),
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
         # Other work on a shared machine slows a measurement: the 1-minute load average.
         "load_average": round(os.getloadavg()[0], 2),
-        "onednn": step_timing.onednn_enabled(),
-        # Set to emulate an older CPU: oneDNN then leaves out the newer instructions.
-        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "all"),
         "command": "python " + " ".join(sys.argv),
     }
+
+
+def environment() -> dict[str, Any]:
+    """What a measurement depends on besides its own settings, and the command that made it:
+    the backend's framework, threads and device (`frameworks.framework_facts`) and the
+    machine."""
+    return {**frameworks.framework_facts(), **machine_environment()}
 
 
 @contextlib.contextmanager
@@ -106,9 +107,14 @@ def progress_to_stderr() -> Iterator[None]:
         yield
 
 
-def emit(record: dict[str, Any]) -> None:
-    """Prints `record` plus `environment()` as one JSON line, flushed at once."""
-    print(json.dumps({**record, **environment()}), flush=True)
+def emit(record: dict[str, Any], measured_here: bool = True) -> None:
+    """Prints `record` plus `environment()` as one JSON line, flushed at once.
+
+    With `measured_here` False (a record of measurements made in child processes, which
+    holds their backend's facts) only `machine_environment()` is added.
+    """
+    environment_fields = environment() if measured_here else machine_environment()
+    print(json.dumps({**record, **environment_fields}), flush=True)
 
 
 # ---- timing ----------------------------------------------------------------------------------
@@ -238,6 +244,32 @@ def synthetic_data(
     return images, labels
 
 
+def synthetic_batches(config: Config, count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` training batches of `config`'s shapes with random content, as backend tensors.
+
+    The training step's input (what the pipeline yields, `mixmo_tf.data.train_dataset`):
+    `images` `(B, M, H, W, C)` float32 normalised, `labels` `(B, M)` int32, and with input
+    mixing `partner_images` / `partner_labels` of the same shapes. Made without tf.data, so
+    that a step can be timed on any backend; the step's work does not depend on the content.
+    """
+    rng = np.random.default_rng(seed)
+    slots = (config.batch_size, config.num_members)
+    names = ("images", "labels")
+    if config.msda != "none":
+        names += ("partner_images", "partner_labels")
+    return [
+        {
+            name: keras.ops.convert_to_tensor(
+                rng.integers(0, config.spec.num_classes, slots, dtype=np.int32)
+                if name.endswith("labels")
+                else rng.standard_normal((*slots, *config.spec.image_shape), dtype=np.float32)
+            )
+            for name in names
+        }
+        for _ in range(count)
+    ]
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory in MiB so far.
 
@@ -256,18 +288,19 @@ def matmul_ceiling_gflops(dtype: str, size: int = 4096, repeats: int = 5) -> flo
     """This machine's achieved GFLOP/s on a square `size` matmul in `dtype`.
 
     The practical ceiling a convolution network's training can approach: 2 * size^3 FLOPs
-    per product, median of `repeats` timed products after one warm-up. The product is
-    summed inside the function (size^2 adds, negligible) so that reading one scalar
-    synchronises without copying the matrix out.
+    per product, median of `repeats` timed products after one warm-up, compiled as the
+    backend compiles a training step (`frameworks.compiled`). The product is summed inside
+    the function (size^2 adds, negligible) so that reading one scalar synchronises without
+    copying the matrix out.
 
     Args:
         dtype: "float32", "bfloat16" or "float16".
         size: matrix side.
         repeats: timed products.
     """
-    left = tf.cast(tf.random.stateless_uniform((size, size), seed=(0, 0)), dtype)
-    right = tf.cast(tf.random.stateless_uniform((size, size), seed=(0, 1)), dtype)
-    product_sum = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
+    operands = np.random.default_rng(0).random((2, size, size), dtype=np.float32)
+    left, right = (keras.ops.cast(operand, dtype) for operand in operands)
+    product_sum = frameworks.compiled(lambda a, b: keras.ops.sum(keras.ops.matmul(a, b)))
     timing = interleaved_medians(
         {"matmul": lambda: float(product_sum(left, right))}, warmup=1, timed=repeats
     )

@@ -23,8 +23,9 @@ import harness
 import keras
 import tensorflow as tf
 from absl import flags
+from pipeline_batches import pipeline_batches
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
-from train_step import define_run_flags, pipeline_batches, step_config, step_function
+from train_step import define_run_flags, step_config, step_function
 
 from mixmo_tf.models.build import build_model
 

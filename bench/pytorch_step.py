@@ -53,7 +53,8 @@ import harness
 import keras
 import numpy as np
 from absl import flags
-from train_step import NUM_EXAMPLES, prepare_steps
+from pipeline_batches import NUM_EXAMPLES
+from train_step import prepare_steps
 
 from mixmo_tf.cli import exit_codes
 from mixmo_tf.config import Config

@@ -8,7 +8,6 @@ share absl's global FLAGS), and peak_memory.py runs its two real child processes
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -34,33 +33,12 @@ import startup
 import suite_time
 import train_step
 from absl import flags
+from helpers.bench_scripts import TINY_RUN, parsed_flags, run_script
 
 from mixmo_tf.config.datasets import dataset_spec
 from mixmo_tf.models import MixMoNetwork, build_mixmo_network
 from mixmo_tf.training.run import train
 from mixmo_tf.tuning import machine, onednn
-
-ENVIRONMENT_KEYS = {"tensorflow", "keras", "intra_op_threads", "cores", "cpu_model", "command"}
-TINY_RUN = ("--networks=10-1", "--batch_size=8", "--warmup_steps=1")
-
-
-def parsed_flags(module: ModuleType, *args: str) -> flags.FlagValues:
-    """A bench script's flags, parsed from `args` on fresh FlagValues."""
-    values = flags.FlagValues()
-    module.define_flags(values)
-    values(["bench", *args])
-    return values
-
-
-def run_script(module: ModuleType, capsys, *args: str) -> list[dict]:
-    """Runs a bench script's `run` on fresh flags; returns its JSON lines, checked."""
-    module.run(parsed_flags(module, *args))
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert lines
-    for line in lines:
-        assert ENVIRONMENT_KEYS <= line.keys()
-        assert line["cores"] >= 1 and line["command"].startswith("python ")
-    return lines
 
 
 def by_bench(lines: list[dict], bench: str) -> dict[int, dict]:
