@@ -87,7 +87,8 @@ _HELP = {
     "multi_worker_mirrored (the workers in TF_CONFIG; see docs/training.md), tpu (--tpu).",
     "tpu": "With --distribution=tpu: a Cloud TPU name or grpc://host:port address; empty for "
     "the TPU of this TPU VM.",
-    "jit_compile": "Compile the train step with XLA. Off by default: on CPU it makes the step "
+    "jit_compile": "Compile the train step with XLA (TensorFlow; on JAX the step is always "
+    "compiled with XLA, on PyTorch never). Off by default: on CPU it makes the step "
     "slower, most of all in mixed_bfloat16 (bench/README.md). On CPU it needs "
     "integer --mixing_alpha and --msda_alpha (ratios then come from sums of exponentials; XLA "
     "has no CPU Gamma kernel).",

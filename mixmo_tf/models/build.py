@@ -6,6 +6,7 @@ uncompiled and load a checkpoint's weights into it (`mixmo_tf.training.checkpoin
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from mixmo_tf.config.backbones import build_backbone
@@ -15,6 +16,15 @@ from mixmo_tf.models.network import network_from_backbone
 from mixmo_tf.models.optimizers import make_optimizer
 from mixmo_tf.models.precision import dtype_policy
 from mixmo_tf.models.schedules import learning_rate_schedule
+
+
+def _jit_compile(config: Config) -> bool | str:
+    """`--jit_compile` is TensorFlow's choice of XLA over its own graph; JAX compiles its step
+    with XLA in any case (Keras' "auto"; without it every op runs on its own, about 10 times
+    slower: bench/README.md) and PyTorch runs eagerly ("auto" as well)."""
+    if keras.backend.backend() == "tensorflow":
+        return config.jit_compile
+    return "auto"
 
 
 def build_model(config: Config, with_optimizer: bool = True) -> MixMoModel:
@@ -54,6 +64,6 @@ def build_model(config: Config, with_optimizer: bool = True) -> MixMoModel:
         return model
     optimizer = make_optimizer(config.optimizer, learning_rate_schedule(config), config.momentum)
     # Under mixed_float16, compile wraps the optimizer in a LossScaleOptimizer.
-    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+    model.compile(optimizer=optimizer, jit_compile=_jit_compile(config))
     model.optimizer.build(model.trainable_variables)
     return model
