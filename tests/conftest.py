@@ -51,6 +51,7 @@ def pytest_ignore_collect(collection_path, config):
         return None
     return None if _MARKS_BACKENDS.search(collection_path.read_text(encoding="utf-8")) else True
 
+
 # The modules with the longest tests (the digits learning run, the two-worker launches, the
 # evaluated digits runs, the processes stopped by signals, timed or filtered) are collected
 # first: pytest -n 2 hands tests out in collection order, so its two workers then finish
