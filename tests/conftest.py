@@ -53,14 +53,16 @@ def pytest_ignore_collect(collection_path, config):
 
 
 # The modules with the longest tests (the digits learning run, the two-worker launches, the
-# evaluated digits runs, the processes stopped by signals, timed or filtered) are collected
-# first: pytest -n 2 hands tests out in collection order, so its two workers then finish
-# together instead of one waiting on a long tail.
+# bench scripts' runs, the processes stopped by signals, the evaluated digits runs, timed or
+# filtered), longest first, are collected first: pytest -n 2 hands whole modules out in
+# collection order (pytest.ini's --dist=loadscope), so its two workers then finish together
+# instead of one waiting on a long tail.
 _LONGEST_FIRST = (
     "test_training.py",
     "test_multi_worker.py",
-    "test_evaluation_runs.py",
+    "test_bench.py",
     "test_run_guard.py",
+    "test_evaluation_runs.py",
     "test_tuning.py",
     "test_decoder_messages.py",
 )
