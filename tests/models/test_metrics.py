@@ -16,8 +16,6 @@ import pytest
 from mixmo_tf.evaluation import metrics as evaluation_metrics
 from mixmo_tf.models.metrics import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
 
-pytestmark = pytest.mark.backends
-
 NUM_CLASSES = 10
 
 

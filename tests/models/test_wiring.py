@@ -30,8 +30,6 @@ from helpers.probe_network import (
     received,
 )
 
-pytestmark = pytest.mark.backends
-
 L2 = 3e-4
 
 
