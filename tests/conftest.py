@@ -15,6 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # CI may get (the documentation's speed page), and the suite's numerics then do not depend
 # on the CPU's vendor.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# XLA (TensorFlow's jit_compile, every JAX computation) compiles the tests' tiny networks for
+# longer than they run: its CPU code generated without LLVM's optimizations computes the same
+# operations and compiles in about 60% of the time (the XLA training test: 57-64 s against
+# 99-101 s, on a loaded 2-core AMD EPYC).
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N runs N processes: one TensorFlow thread each keeps them from fighting over
     # the cores (the tests' tiny networks gain nothing from a second thread).
