@@ -36,6 +36,10 @@ setup(
         "numpy>=1.26",
         # Evaluation figures (reliability diagrams) as PNG.
         "matplotlib==3.10.8",
+        # --checkpoint=ROW: the authors' files on Google Drive, whose "can't scan for viruses"
+        # and quota pages gdown reads (its get_url_from_gdrive_confirmation, not in its __all__:
+        # hence the upper bound); it streams the file with a progress bar and checks its size.
+        "gdown>=6.5.1,<7",
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "scikit-learn>=1.5"],

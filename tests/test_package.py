@@ -53,6 +53,11 @@ from mixmo_tf.importing import authors_checkpoint
 checkpoint = authors_checkpoint.read_authors_checkpoint("tests/fixtures/authors/wrn10-1_m2_zip.pt")
 imported = authors_checkpoint.import_config(checkpoint.architecture, Config(), [])
 assert (imported.depth, imported.width, imported.dataset) == (10, 1, "cifar10"), imported
+# --checkpoint=ROW and --checkpoint=list: the released rows, their download and their list.
+from mixmo_tf.cli import released_rows
+from mixmo_tf.importing import downloads
+assert downloads.checkpoint_row("cifar10_wrn28-10_mimo").num_members == 2
+assert "cifar10_wrn28-10_mimo" in released_rows.listing()
 # A training run's oneDNN choice is made before TensorFlow starts (it reads the setting once).
 from mixmo_tf.cli import app
 from mixmo_tf.tuning import machine, onednn, rules, step_times

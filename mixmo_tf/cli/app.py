@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from absl import app, flags, logging
 
-from mixmo_tf.cli import exit_codes, flag_use, modes, onednn_start
+from mixmo_tf.cli import exit_codes, flag_use, modes, onednn_start, released_rows
 from mixmo_tf.cli import flags as mixmo_flags
 from mixmo_tf.config import run_record
 from mixmo_tf.config.errors import ConfigError
@@ -108,6 +108,9 @@ def _run_mode(quiet_tensorflow: bool) -> int:
         OSError: a file the checks read cannot be read.
     """
     values = flags.FLAGS
+    if values.checkpoint == released_rows.LIST:
+        print(released_rows.listing())
+        return exit_codes.SUCCESS
     mixmo_flags.check_flags_apply(values)
     config = mixmo_flags.config_from_flags(values)
     if values.mode in ("export", "predict"):
@@ -119,10 +122,12 @@ def _run_mode(quiet_tensorflow: bool) -> int:
         runs, options = _evaluation_inputs(config)
     given = mixmo_flags.given_fields(values)
     if values.mode == "import":
-        # The file is read and checked before TensorFlow starts: a bad one fails at once.
-        runs = [
-            modes.check_import_inputs(values.checkpoint, config, values["model_dir"].present, given)
-        ]
+        # The file is fetched (a row or a URL), read and checked before TensorFlow starts: a
+        # bad one fails at once.
+        imported = modes.check_import_inputs(
+            values.checkpoint, config, values["model_dir"].present, given
+        )
+        runs = [imported.config]
     flag_use.check_flags_used(values, runs)
     if not values["verbosity"].present:
         # tfds and checkpoint lines drown the bars and the messages; --verbosity=0 shows them.
@@ -138,7 +143,7 @@ def _run_mode(quiet_tensorflow: bool) -> int:
     if values.mode == "evaluate":
         return modes.evaluate(runs, options)
     if values.mode == "import":
-        return modes.import_checkpoint(values.checkpoint, config, given)
+        return modes.import_checkpoint(imported, config, given)
     if values.mode == "export":
         return modes.export(values.model_dir, values.export_dir, values.temperature)
     return modes.predict(
@@ -151,9 +156,22 @@ _SHORT_HELP = ("--help", "-h", "-?", "--helpshort")
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with its errors as one `ERROR:` line and exit code 2 (absl's own
-    parser prints a usage banner and exits 1, the code of an unexpected failure here)."""
+    parser prints a usage banner and exits 1, the code of an unexpected failure here).
+
+    `--mode=import --checkpoint=ROW` parses again with the row's flagfile first
+    (`released_rows.row_flagfile`): the flags given apply on top of its recipe.
+    """
     try:
-        return flags.FLAGS(argv)
+        remaining = flags.FLAGS(argv)
+        if flags.FLAGS.mode != "import":
+            return remaining
+        flagfile = released_rows.row_flagfile(flags.FLAGS.checkpoint, argv[1:])
+        if flagfile is None:
+            return remaining
+        flags.FLAGS.unparse_flags()
+        return flags.FLAGS([argv[0], f"--flagfile={flagfile}", *argv[1:]])
+    except ConfigError as error:
+        sys.exit(exit_codes.report_error(str(error)))
     except flags.Error as error:
         message = str(error).replace("ERROR:: ", "")
         sys.exit(exit_codes.report_error(f"{message}. `--help` lists the flags."))

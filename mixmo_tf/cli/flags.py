@@ -282,7 +282,11 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
         None,
         "--mode=import: a checkpoint file of the MixMo authors' code (mixmo-pytorch, e.g. one "
         "of their released models), either torch format; read without PyTorch, nothing in it "
-        "runs. The network comes from the file; give the row's --flagfile for its recipe.",
+        "runs. The network comes from the file; give the row's --flagfile for its recipe. Or a "
+        "released row's name (e.g. cifar100_wrn28-10_cut_mixmo_cutmix; `--checkpoint=list` "
+        "lists them): its file is downloaded once into $KERAS_HOME/mixmo_tf/checkpoints "
+        "(default ~/.keras), checked, and imported with the row's flagfile. Or an http(s):// "
+        "URL, downloaded the same way.",
         flag_values=values,
     )
     flags.DEFINE_bool(

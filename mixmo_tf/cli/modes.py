@@ -11,6 +11,7 @@ TensorFlow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -157,45 +158,81 @@ def _space_or_said(error: OSError) -> str:
     return describe_os_error(full) if full else str(error)
 
 
+@dataclasses.dataclass(frozen=True)
+class ImportInputs:
+    """What `--mode=import` imports, checked: the run's Config, the local file, and where a
+    downloaded file came from (imported_from.json's "released_row" and "url"; {} for a FILE)."""
+
+    config: Config
+    path: str
+    origin: dict
+
+
 def check_import_inputs(
-    path: str | None, flagged: Config, model_dir_given: bool, given: Sequence[str]
-) -> Config:
-    """Checks the flags and the file of `--mode=import` without TensorFlow; returns the
-    Config the import will record (the file's network, the flags' recipe). Nothing is
-    written before one of these errors is raised.
+    checkpoint: str | None, flagged: Config, model_dir_given: bool, given: Sequence[str]
+) -> ImportInputs:
+    """Checks the flags and the file of `--mode=import` without TensorFlow, downloading a
+    released row's file or a URL's first (`mixmo_tf.importing.downloads`; once the run folder
+    is known to be new); returns what the import will use. Nothing is written before one of
+    these errors is raised but the downloaded file, in its cache.
+
+    Args:
+        checkpoint: `--checkpoint`: a file, a released row's name, or an http(s) URL.
+        flagged: the settings given (for a row, on top of its flagfile).
+        model_dir_given: whether `--model_dir` was given (on the command line or a flagfile).
+        given: names of the Config fields given.
 
     Raises:
-        UserError: the flags lack the file or the folder, the folder is not new, the file is
-            refused (damaged, a global that a state dict never holds) or of another network,
-            or a flag contradicts it.
-        OSError: the file cannot be read.
+        UserError: the flags lack the checkpoint or the folder, the folder is not new, the
+            name is no file, row or URL (the closest rows named), the download fails, the file
+            is refused (damaged, a global that a state dict never holds) or of another
+            network than its row, or a flag contradicts it.
+        OSError: the file cannot be read, or the download cannot be written.
     """
     authors = importing.authors_checkpoint
-    if not path:
-        raise ConfigError("--mode=import needs --checkpoint=FILE, the authors' .pt file.")
+    if not checkpoint:
+        raise ConfigError(
+            "--mode=import needs --checkpoint: the authors' .pt file, a released row's name "
+            "(--checkpoint=list lists them) or an http(s):// URL."
+        )
     if not model_dir_given:
         raise ConfigError("--mode=import needs --model_dir=RUN, the new run folder to write.")
-    if not os.path.isfile(path):
-        raise ConfigError(f"--checkpoint={path} is not a file: give the downloaded .pt file.")
     check_new_run_folder(flagged.model_dir)
-    architecture = authors.read_authors_checkpoint(path).architecture
-    return authors.import_config(architecture, flagged, given)
+    if os.path.isfile(checkpoint):
+        path, origin = checkpoint, {}
+        architecture = authors.read_authors_checkpoint(path).architecture
+    else:
+        row = importing.downloads.checkpoint_row(checkpoint)
+        if row is not None:
+            # A flag that contradicts the row's network is refused before the download.
+            authors.import_config(authors.AuthorsArchitecture(**row.network), flagged, given)
+        fetched = importing.downloads.fetch_checkpoint(checkpoint)
+        path, architecture = fetched.path, fetched.architecture
+        origin = {"released_row": fetched.row.name if fetched.row else None, "url": fetched.url}
+    return ImportInputs(authors.import_config(architecture, flagged, given), path, origin)
 
 
-def import_checkpoint(path: str, flagged: Config, given: Sequence[str]) -> int:
+def import_checkpoint(imported: ImportInputs, flagged: Config, given: Sequence[str]) -> int:
     """`--mode=import`: writes the run folder of an authors' checkpoint; prints what it holds."""
-    return report_user_errors(lambda: _import_checkpoint(path, flagged, given))
+    return report_user_errors(lambda: _import_checkpoint(imported, flagged, given))
 
 
-def _import_checkpoint(path: str, flagged: Config, given: Sequence[str]) -> int:
+def _import_checkpoint(imported: ImportInputs, flagged: Config, given: Sequence[str]) -> int:
     """The import of `import_checkpoint`; its errors a user can fix propagate."""
-    _, config, record = importing.pytorch_import.import_run(path, flagged, given)
+    _, config, record = importing.pytorch_import.import_run(
+        imported.path, flagged, given, imported.origin
+    )
     architecture = importing.authors_checkpoint.AuthorsArchitecture(**record["architecture"])
+    row = imported.origin.get("released_row")
+    recipe = (
+        f"the recipe of {row}'s flagfile"
+        if row
+        else "the file holds the network, not its recipe: the row's --flagfile records that"
+    )
     print(
-        f"Imported {path} ({architecture.label}, epoch {record['epoch']}) into "
+        f"Imported {imported.path} ({architecture.label}, epoch {record['epoch']}) into "
         f"{config.model_dir} at step {record['step']}, recorded as --dataset={config.dataset} "
-        f"--mixing={config.mixing} --msda={config.msda} (the file holds the network, not its "
-        "recipe: the row's --flagfile records that)."
+        f"--mixing={config.mixing} --msda={config.msda} ({recipe})."
     )
     print(
         importing.authors_checkpoint.optimizer_note(record["optimizer"], record["momentum_buffers"])

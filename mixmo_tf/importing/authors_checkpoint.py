@@ -14,6 +14,7 @@ its SGD momentum buffer. `mixmo_tf.importing.pytorch_import` turns the result in
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import re
 import reprlib
@@ -473,6 +474,15 @@ def read_authors_checkpoint(path: str) -> AuthorsCheckpoint:
         momentum=momentum,
         optimizer_settings={k: groups[0][k] for k in _SGD_SETTINGS if k in groups[0]},
     )
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 (hex) of the file `path`, as imported_from.json records it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _as_float32(array: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ are updated as PyTorch's, and `PyTorchSGD`'s buffer is `torch.optim.SGD`'s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from mixmo_tf.config.run_record import record_run_config, record_spec
 from mixmo_tf.config.settings import Config
 from mixmo_tf.importing.authors_checkpoint import (
     AuthorsCheckpoint,
+    file_sha256,
     import_config,
     read_authors_checkpoint,
 )
@@ -126,19 +126,13 @@ def assign_authors_state(
     return step
 
 
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def import_record(checkpoint: AuthorsCheckpoint, step: int) -> dict:
-    """imported_from.json: which file, what it held, by which version of this project."""
+def import_record(checkpoint: AuthorsCheckpoint, step: int, origin: dict | None = None) -> dict:
+    """imported_from.json: which file, what it held, by which version of this project; with
+    `origin` (the released row and the URL of a downloaded file) added."""
     return {
+        **(origin or {}),
         "source": os.path.abspath(checkpoint.path),
-        "sha256": _file_digest(checkpoint.path),
+        "sha256": file_sha256(checkpoint.path),
         "epoch": checkpoint.epoch,
         "step": step,
         "architecture": dataclasses.asdict(checkpoint.architecture),
@@ -182,7 +176,9 @@ def import_checkpoint(checkpoint: AuthorsCheckpoint, config: Config) -> MixMoMod
     return model
 
 
-def import_run(path: str, flagged: Config, given: Iterable[str]) -> tuple[MixMoModel, Config, dict]:
+def import_run(
+    path: str, flagged: Config, given: Iterable[str], origin: dict | None = None
+) -> tuple[MixMoModel, Config, dict]:
     """Imports the authors' file `path` into the new run folder `flagged.model_dir`.
 
     The file is read once, here, so that its arrays (which map the whole file) are released
@@ -192,6 +188,8 @@ def import_run(path: str, flagged: Config, given: Iterable[str]) -> tuple[MixMoM
         path: the authors' file.
         flagged: the settings given (a flagfile's recipe), checked against the file.
         given: names of the fields the user gave (`authors_checkpoint.import_config`).
+        origin: where a downloaded file came from, recorded in imported_from.json
+            (`mixmo_tf.importing.downloads`: "released_row", "url").
 
     Returns:
         The model, the run's Config and the `import_record` written with them.
@@ -200,7 +198,7 @@ def import_run(path: str, flagged: Config, given: Iterable[str]) -> tuple[MixMoM
     checkpoint = read_authors_checkpoint(path)
     config = import_config(checkpoint.architecture, flagged, given)
     model = import_checkpoint(checkpoint, config)
-    record = import_record(checkpoint, int(model.optimizer.iterations.numpy()))
+    record = import_record(checkpoint, int(model.optimizer.iterations.numpy()), origin)
     del checkpoint
     write_imported_run(model, config, record)
     return model, config, record

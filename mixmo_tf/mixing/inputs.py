@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import tensorflow as tf
+from keras import ops
 
 from mixmo_tf.config.choices import MSDA_KINDS
-from mixmo_tf.mixing import features
+from mixmo_tf.mixing import features, keyed_random
+from mixmo_tf.mixing.keyed_random import Tensor
 
 _EPSILON = 1e-8
 
@@ -30,13 +31,13 @@ class InputMixingParams:
         centers: (batch, members, 2) box centres in pixels.
     """
 
-    apply: tf.Tensor
-    own_ratios: tf.Tensor
-    centers: tf.Tensor
+    apply: Tensor
+    own_ratios: Tensor
+    centers: Tensor
 
 
 def sample_input_mixing_params(
-    seed: tf.Tensor,
+    seed: Tensor,
     batch_size,
     num_members: int,
     prob: float,
@@ -44,50 +45,49 @@ def sample_input_mixing_params(
     height: int,
     width: int,
 ) -> InputMixingParams:
-    """Samples which slots are mixed, their ratios and CutMix box centres."""
-    apply_seed, ratio_seed, center_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 3)
-    )
+    """Samples which slots are mixed, their ratios and CutMix box centres from a
+    `keyed_random` key."""
+    apply_seed, ratio_seed, center_seed = keyed_random.split(seed, 3)
     count = batch_size * num_members
-    apply = tf.random.stateless_uniform([batch_size, num_members], apply_seed) < prob
+    apply = keyed_random.uniform(apply_seed, [batch_size, num_members]) < prob
     own_ratios = features.sample_beta(ratio_seed, count, alpha)
     centers = features.sample_box_centers(center_seed, count, height, width)
     return InputMixingParams(
         apply=apply,
-        own_ratios=tf.reshape(own_ratios, [batch_size, num_members]),
-        centers=tf.reshape(centers, [batch_size, num_members, 2]),
+        own_ratios=ops.reshape(own_ratios, (-1, num_members)),
+        centers=ops.reshape(centers, (-1, num_members, 2)),
     )
 
 
-def own_pixel_masks(params: InputMixingParams, kind: str, height: int, width: int) -> tf.Tensor:
+def own_pixel_masks(params: InputMixingParams, kind: str, height: int, width: int) -> Tensor:
     """Share of the member's own image at each pixel, shape (batch, members, H, W, 1).
 
     1 where a slot is not mixed; MixUp: lambda everywhere; CutMix: 0 inside the partner's box.
     """
     if kind not in MSDA_KINDS[1:]:
         raise ValueError(f"kind must be one of {MSDA_KINDS[1:]}. Received: kind={kind!r}")
-    batch_size, num_members = tf.unstack(tf.shape(params.apply))
+    num_members = params.apply.shape[1]
     if kind == "mixup":
-        own = tf.ones([batch_size, num_members, height, width]) * params.own_ratios[..., None, None]
+        own = ops.ones((height, width)) * params.own_ratios[..., None, None]
     else:
         partner_box = features.box_masks(
-            tf.reshape(1.0 - params.own_ratios, [-1]),
-            tf.reshape(params.centers, [-1, 2]),
+            ops.reshape(1.0 - params.own_ratios, (-1,)),
+            ops.reshape(params.centers, (-1, 2)),
             height,
             width,
         )
-        own = 1.0 - tf.reshape(partner_box, [batch_size, num_members, height, width])
-    own = tf.where(params.apply[..., None, None], own, 1.0)
-    return own[..., tf.newaxis]
+        own = 1.0 - ops.reshape(partner_box, (-1, num_members, height, width))
+    own = ops.where(params.apply[..., None, None], own, 1.0)
+    return own[..., None]
 
 
-def mix_images(images: tf.Tensor, partner_images: tf.Tensor, own_masks: tf.Tensor) -> tf.Tensor:
+def mix_images(images: Tensor, partner_images: Tensor, own_masks: Tensor) -> Tensor:
     """Pixel-space mix, all shaped (batch, members, H, W, C) (masks broadcast on channels)."""
-    own_masks = tf.cast(own_masks, images.dtype)
+    own_masks = ops.cast(own_masks, images.dtype)
     return own_masks * images + (1.0 - own_masks) * partner_images
 
 
-def corrected_own_share(own_masks: tf.Tensor, member_masks: tf.Tensor) -> tf.Tensor:
+def corrected_own_share(own_masks: Tensor, member_masks: Tensor) -> Tensor:
     """Own image's share of the area each member keeps after feature mixing, (batch, members).
 
     lambda' = mean(own_mask * m_member) / (mean(m_member) + 1e-8), with the pixel mask
@@ -97,20 +97,21 @@ def corrected_own_share(own_masks: tf.Tensor, member_masks: tf.Tensor) -> tf.Ten
         own_masks: (batch, members, H, W, 1) from `own_pixel_masks`.
         member_masks: (batch, h, w, members) feature-mixing masks; H and W multiples of h, w.
     """
-    batch_members = tf.shape(own_masks)[:2]
-    height, width = own_masks.shape[2], own_masks.shape[3]
+    num_members, height, width = own_masks.shape[1:4]
     grid_h, grid_w = member_masks.shape[1], member_masks.shape[2]
-    pooled = tf.reshape(own_masks, [-1, height, width, 1])
+    pooled = ops.reshape(own_masks, (-1, height, width, 1))
     if (height, width) != (grid_h, grid_w):
         pool = (height // grid_h, width // grid_w)
-        pooled = tf.nn.avg_pool2d(pooled, ksize=pool, strides=pool, padding="VALID")
-    pooled = tf.reshape(pooled, tf.concat([batch_members, [grid_h, grid_w]], axis=0))
-    area = tf.transpose(member_masks, [0, 3, 1, 2])
-    kept = tf.reduce_mean(pooled * area, axis=[2, 3])
-    return kept / (tf.reduce_mean(area, axis=[2, 3]) + _EPSILON)
+        pooled = ops.average_pool(
+            pooled, pool, strides=pool, padding="valid", data_format="channels_last"
+        )
+    pooled = ops.reshape(pooled, (-1, num_members, grid_h, grid_w))
+    area = ops.transpose(member_masks, (0, 3, 1, 2))
+    kept = ops.mean(pooled * area, axis=(2, 3))
+    return kept / (ops.mean(area, axis=(2, 3)) + _EPSILON)
 
 
-def own_majority(own_masks: tf.Tensor, own_share: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def own_majority(own_masks: Tensor, own_share: Tensor) -> tuple[Tensor, Tensor]:
     """Swaps the roles of own image and partner where the own image is the minor part.
 
     Where the own image keeps less than half of what its member sees (lambda' < 0.5), the
@@ -127,15 +128,15 @@ def own_majority(own_masks: tf.Tensor, own_share: tf.Tensor) -> tuple[tf.Tensor,
         The own masks and own shares after the swap, same shapes.
     """
     swap = own_share < 0.5
-    own_masks = tf.where(swap[..., tf.newaxis, tf.newaxis, tf.newaxis], 1.0 - own_masks, own_masks)
-    return own_masks, tf.where(swap, 1.0 - own_share, own_share)
+    own_masks = ops.where(swap[..., None, None, None], 1.0 - own_masks, own_masks)
+    return own_masks, ops.where(swap, 1.0 - own_share, own_share)
 
 
 def soft_labels(
-    labels: tf.Tensor, partner_labels: tf.Tensor, own_share: tf.Tensor, num_classes: int
-) -> tf.Tensor:
+    labels: Tensor, partner_labels: Tensor, own_share: Tensor, num_classes: int
+) -> Tensor:
     """Soft targets lambda' * onehot(own) + (1 - lambda') * onehot(partner), (batch, M, classes)."""
-    own_share = own_share[..., tf.newaxis]
-    return own_share * tf.one_hot(labels, num_classes) + (1.0 - own_share) * tf.one_hot(
+    own_share = own_share[..., None]
+    return own_share * ops.one_hot(labels, num_classes) + (1.0 - own_share) * ops.one_hot(
         partner_labels, num_classes
     )

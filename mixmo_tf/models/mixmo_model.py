@@ -6,34 +6,82 @@ probabilities; its `train_step` samples the batch's mixing from a stateless RNG 
 (seed, step), so a resumed run continues the same random stream, and minimises the root-r
 weighted cross-entropy plus the L2 term over all trainable variables (docs/method.md §3-7).
 Paper: https://arxiv.org/abs/2103.06132.
+
+The method is written once, in `keras.ops`: `mix_batch` draws the mixing, `compute_mixmo_loss`
+computes the loss, `update_training_metrics` and `evaluate_batch` the logs. What differs per
+backend is only how gradients are taken and state is carried: the thin steps of
+`steps_tensorflow`, `steps_jax` and `steps_torch`, one of which this class inherits.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from mixmo_tf.config.choices import MSDA_KINDS
-from mixmo_tf.mixing import features, inputs
+from mixmo_tf.mixing import features, inputs, keyed_random
+from mixmo_tf.mixing.keyed_random import Tensor
 from mixmo_tf.models import metrics
 from mixmo_tf.models.legacy import is_legacy_network_config, network_from_legacy_config
 from mixmo_tf.models.network import MixMoNetwork
 
+if keras.backend.backend() == "jax":
+    from mixmo_tf.models.steps_jax import JaxSteps as _BackendSteps
+elif keras.backend.backend() == "torch":
+    from mixmo_tf.models.steps_torch import TorchSteps as _BackendSteps
+elif keras.backend.backend() == "tensorflow":
+    from mixmo_tf.models.steps_tensorflow import TensorFlowSteps as _BackendSteps
+else:
+    raise ImportError(
+        "MixMoModel trains with KERAS_BACKEND=tensorflow, jax or torch. "
+        f"Received: KERAS_BACKEND={keras.backend.backend()}"
+    )
+
 _BATCH_STREAM, _REPLICA_STREAM, _SAMPLE_STREAM, _INPUT_MIXING_STREAM = 0, 1, 2, 3
 
 
-def _stack_float32(logits: list[tf.Tensor]) -> tf.Tensor:
+class MixMoLoss(NamedTuple):
+    """`compute_mixmo_loss`'s result, float32 scalars but the logits.
+
+    Attributes:
+        scaled_loss: what the optimizer differentiates: `loss` divided among tf.distribute
+            replicas and scaled under mixed_float16.
+        loss: cross_entropy + l2 * l2_loss.
+        cross_entropy: batch mean of sum_i w_i * CE(targets_i, logits_i).
+        l2_loss: sum of squares of every trainable variable.
+        logits: `(batch, members, classes)` the members' logits.
+    """
+
+    scaled_loss: Tensor
+    loss: Tensor
+    cross_entropy: Tensor
+    l2_loss: Tensor
+    logits: Tensor
+
+
+def _stack_float32(logits: list[Tensor]) -> Tensor:
     """M logits `(batch, classes)` -> `(batch, M, classes)` float32.
 
     Losses and probabilities are computed in float32 whatever the network's compute precision.
     """
-    return tf.cast(tf.stack(logits, axis=1), tf.float32)
+    return ops.cast(ops.stack(logits, axis=1), "float32")
+
+
+def _replica_id():
+    """This replica's index in a `tf.distribute` strategy; 0 outside one and off TensorFlow."""
+    if keras.backend.backend() != "tensorflow":
+        return 0
+    import tensorflow as tf
+
+    replica = tf.distribute.get_replica_context()
+    return 0 if replica is None else replica.replica_id_in_sync_group
 
 
 @keras.saving.register_keras_serializable(package="mixmo_tf")
-class MixMoModel(keras.Model):
+class MixMoModel(_BackendSteps, keras.Model):
     """A MixMo ensemble of M subnetworks sharing one core.
 
     Training data: dicts with `images` `(batch, members, H, W, C)` and `labels`
@@ -141,7 +189,7 @@ class MixMoModel(keras.Model):
 
     # ---- inference -------------------------------------------------------------------------
 
-    def member_logits(self, member_images, masks, training: bool = False) -> tf.Tensor:
+    def member_logits(self, member_images, masks, training: bool = False) -> Tensor:
         """Logits of each member, `(batch, members, classes)`.
 
         Args:
@@ -151,7 +199,7 @@ class MixMoModel(keras.Model):
         """
         return _stack_float32(self.network.mixed_logits(member_images, masks, training=training))
 
-    def prediction_logits(self, images, training: bool = False) -> tf.Tensor:
+    def prediction_logits(self, images, training: bool = False) -> Tensor:
         """Each member's logits `(batch, members, classes)` float32, every member seeing `images`.
 
         This is the network with masks 1/M, computed as the plain sum of the stem features
@@ -162,7 +210,7 @@ class MixMoModel(keras.Model):
         """
         return _stack_float32(self.network.summed_logits(images, training=training))
 
-    def call(self, images, training: bool = False) -> dict[str, tf.Tensor]:
+    def call(self, images, training: bool = False) -> dict[str, Tensor]:
         """Ensemble prediction: the same image to every member, features summed.
 
         Args:
@@ -174,41 +222,53 @@ class MixMoModel(keras.Model):
         """
         logits = self.prediction_logits(images, training=training)
         return {
-            "ensemble": tf.nn.softmax(tf.reduce_mean(logits, axis=1)),
-            "members": tf.nn.softmax(logits),
+            "ensemble": ops.softmax(ops.mean(logits, axis=1)),
+            "members": ops.softmax(logits),
         }
 
     # ---- training --------------------------------------------------------------------------
 
-    def _step_seeds(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Stateless seeds of this step: per global batch, and per replica for per-sample draws."""
-        step_key = tf.stack(
-            [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
+    def _step_seeds(self, step=None) -> tuple[Tensor, Tensor, Tensor]:
+        """`keyed_random` keys of this step: per global batch, and per replica for per-sample
+        draws (the replica of a `tf.distribute` strategy on TensorFlow, 0 elsewhere).
+
+        Args:
+            step: this step's optimizer iteration; defaults to `self.optimizer.iterations`.
+        """
+        step = self.optimizer.iterations if step is None else step
+        step_key = keyed_random.key(self.seed, step)
+        batch_seed = keyed_random.fold_in(step_key, _BATCH_STREAM)
+        replica_key = keyed_random.fold_in(
+            keyed_random.fold_in(step_key, _REPLICA_STREAM), _replica_id()
         )
-        replica = tf.distribute.get_replica_context()
-        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
-        batch_seed = tf.random.experimental.stateless_fold_in(step_key, _BATCH_STREAM)
-        replica_key = tf.random.experimental.stateless_fold_in(
-            tf.random.experimental.stateless_fold_in(step_key, _REPLICA_STREAM), replica_id
-        )
-        sample_seed = tf.random.experimental.stateless_fold_in(replica_key, _SAMPLE_STREAM)
-        input_mixing_seed = tf.random.experimental.stateless_fold_in(
-            replica_key, _INPUT_MIXING_STREAM
-        )
+        sample_seed = keyed_random.fold_in(replica_key, _SAMPLE_STREAM)
+        input_mixing_seed = keyed_random.fold_in(replica_key, _INPUT_MIXING_STREAM)
         return batch_seed, sample_seed, input_mixing_seed
 
-    def current_cut_probability(self) -> tf.Tensor:
+    def current_cut_probability(self, step=None) -> Tensor:
         """Cut probability in the current epoch: progress = epoch / epochs, epochs counted
         from 1 as in the authors' code, so the last epoch has progress 1 and p = 0
-        (docs/method.md §3)."""
-        completed = tf.math.floordiv(
-            tf.cast(self.optimizer.iterations, tf.int64), self.steps_per_epoch
-        )
-        progress = tf.cast(completed + 1, tf.float32) / self.epochs
+        (docs/method.md §3).
+
+        Args:
+            step: this step's optimizer iteration; defaults to `self.optimizer.iterations`.
+        """
+        step = self.optimizer.iterations if step is None else step
+        completed = keras.ops.floor_divide(step, self.steps_per_epoch)
+        progress = keras.ops.cast(completed + 1, "float32") / self.epochs
         return features.cut_probability(progress, self.cut_prob, self.cut_prob_decay_start)
 
-    def mix_batch(self, data: dict) -> dict[str, tf.Tensor]:
+    def mix_batch(self, data: dict, step=None) -> dict:
         """Samples this step's mixing and returns the members' inputs, masks and targets.
+
+        The draws depend only on (seed, step, replica), so a resumed run continues the same
+        random stream.
+
+        Args:
+            data: a training batch (see the class docstring).
+            step: this step's optimizer iteration, an integer scalar tensor; defaults to
+                `self.optimizer.iterations`. A stateless (JAX) step passes the iteration
+                from the optimizer state it is given.
 
         Returns:
             dict with `images` (list of M `(batch, H, W, C)`), `masks` `(batch, h, w, M)`,
@@ -216,22 +276,23 @@ class MixMoModel(keras.Model):
             weights from the masks' actual areas.
         """
         images, labels = data["images"], data["labels"]
-        batch_size = tf.shape(images)[0]
+        batch_size = keras.ops.shape(images)[0]
+        image_height, image_width = images.shape[2], images.shape[3]
         height, width = self.mask_shape
-        batch_seed, sample_seed, input_mixing_seed = self._step_seeds()
+        batch_seed, sample_seed, input_mixing_seed = self._step_seeds(step)
         params = features.sample_mixing_params(
             batch_seed,
             sample_seed,
             batch_size,
             self.num_members,
             self.mixing_alpha,
-            self.current_cut_probability(),
+            self.current_cut_probability(step),
             height,
             width,
         )
         masks = features.mixing_masks(params, height, width)
         if self.msda == "none":
-            targets = tf.one_hot(labels, self.num_classes)
+            targets = keras.ops.one_hot(labels, self.num_classes)
         else:
             msda_params = inputs.sample_input_mixing_params(
                 input_mixing_seed,
@@ -239,10 +300,10 @@ class MixMoModel(keras.Model):
                 self.num_members,
                 self.msda_prob,
                 self.msda_alpha,
-                images.shape[2],
-                images.shape[3],
+                image_height,
+                image_width,
             )
-            own = inputs.own_pixel_masks(msda_params, self.msda, images.shape[2], images.shape[3])
+            own = inputs.own_pixel_masks(msda_params, self.msda, image_height, image_width)
             own_share = inputs.corrected_own_share(own, masks)
             if self.num_members > 1:
                 # Single-network MSDA baselines keep the plain roles (docs/method.md §6).
@@ -251,64 +312,65 @@ class MixMoModel(keras.Model):
             targets = inputs.soft_labels(
                 labels, data["partner_labels"], own_share, self.num_classes
             )
-        ratios = tf.reduce_mean(masks, axis=[1, 2])
+        ratios = keras.ops.mean(masks, axis=(1, 2))
         return {
-            "images": tf.unstack(images, num=self.num_members, axis=1),
+            "images": keras.ops.unstack(images, num=self.num_members, axis=1),
             "masks": masks,
             "targets": targets,
             "weights": features.loss_weights(ratios, self.loss_power),
         }
 
-    def l2_loss(self) -> tf.Tensor:
+    def l2_loss(self) -> Tensor:
         """Sum of squares of every trainable variable (convs, dense, BN gamma and beta)."""
-        return tf.add_n([tf.reduce_sum(tf.square(v)) for v in self.trainable_variables])
+        return ops.sum(ops.stack([ops.sum(ops.square(v)) for v in self.trainable_variables]))
 
-    def weighted_cross_entropy(self, targets, logits, weights) -> tf.Tensor:
+    def weighted_cross_entropy(self, targets, logits, weights) -> Tensor:
         """Batch mean of sum_i w_i * CE(targets_i, logits_i)."""
         cross_entropy = keras.losses.categorical_crossentropy(targets, logits, from_logits=True)
-        return tf.reduce_mean(tf.reduce_sum(weights * cross_entropy, axis=-1))
+        return ops.mean(ops.sum(ops.multiply(weights, cross_entropy), axis=-1))
 
-    def train_step(self, data):
-        data, _, _ = keras.utils.unpack_x_y_sample_weight(data)  # also from train_on_batch(x)
-        return self.step_on_mixed_batch(self.mix_batch(data), data["labels"])
+    def compute_mixmo_loss(self, batch: dict) -> MixMoLoss:
+        """The loss of a mixed batch under the current variables: the method, on every backend.
 
-    def step_on_mixed_batch(self, batch: dict, labels) -> dict[str, tf.Tensor]:
-        """One optimizer step on a batch whose mixing is drawn: the loss, its gradients, SGD.
-
-        `train_step` is `mix_batch` then this; a test (or a study) feeds its own masks,
-        targets and weights here to compare a step with another implementation's.
+        Runs the network in training mode (so it updates the BatchNorm moving statistics) and
+        computes everything a step needs; the backend's step differentiates `scaled_loss`
+        with respect to the trainable variables.
 
         Args:
             batch: `mix_batch`'s dict (`images`, `masks`, `targets`, `weights`).
-            labels: `(batch, M)` each slot's own label, for the training accuracies.
+        """
+        logits = self.member_logits(batch["images"], batch["masks"], training=True)
+        cross_entropy = self.weighted_cross_entropy(batch["targets"], logits, batch["weights"])
+        l2_loss = self.l2_loss()
+        loss = cross_entropy + self.l2 * l2_loss
+        # fit sums gradients over tf.distribute replicas: each contributes its share. Under
+        # mixed_float16 the optimizer is a LossScaleOptimizer: it scales the loss here and
+        # unscales (or skips non-finite) gradients when it applies them.
+        scaled_loss = self.optimizer.scale_loss(loss / self.replicas_in_sync())
+        return MixMoLoss(scaled_loss, loss, cross_entropy, l2_loss, logits)
+
+    def update_training_metrics(self, loss: MixMoLoss, labels) -> dict[str, Tensor]:
+        """Adds a step's loss terms and member accuracies to the training metrics.
+
+        Args:
+            loss: `compute_mixmo_loss`'s result.
+            labels: `(batch, M)` each slot's own label.
 
         Returns:
             The training metrics' current values.
         """
-        with tf.GradientTape() as tape:
-            logits = self.member_logits(batch["images"], batch["masks"], training=True)
-            cross_entropy = self.weighted_cross_entropy(batch["targets"], logits, batch["weights"])
-            l2_loss = self.l2_loss()
-            loss = cross_entropy + self.l2 * l2_loss
-            # fit sums gradients over replicas: each replica contributes its share. Under
-            # mixed_float16 the optimizer is a LossScaleOptimizer: it scales the loss here
-            # and unscales (or skips non-finite) gradients in apply.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-
-        self.loss_tracker.update_state(loss)
-        self.cross_entropy_tracker.update_state(cross_entropy)
-        self.l2_tracker.update_state(l2_loss)
+        self.loss_tracker.update_state(loss.loss)
+        self.cross_entropy_tracker.update_state(loss.cross_entropy)
+        self.l2_tracker.update_state(loss.l2_loss)
         for member, accuracy in enumerate(self.train_member_accuracies):
-            accuracy.update_state(labels[:, member], logits[:, member])
+            accuracy.update_state(labels[:, member], loss.logits[:, member])
         return {m.name: m.result() for m in self.training_metrics}
 
     # ---- evaluation ------------------------------------------------------------------------
 
-    def test_step(self, data):
-        data, _, _ = keras.utils.unpack_x_y_sample_weight(data)  # also from test_on_batch(x)
+    def evaluate_batch(self, data: dict) -> dict[str, Tensor]:
+        """Adds an evaluation batch (`images` `(batch, H, W, C)`, `labels` `(batch,)`) to the
+        evaluation metrics and returns their current values."""
         labels = data["labels"]
         outputs = self(data["images"], training=False)
         for metric in self.ensemble_metrics:
@@ -316,11 +378,6 @@ class MixMoModel(keras.Model):
         for member, accuracy in enumerate(self.member_accuracies):
             accuracy.update_state(labels, outputs["members"][:, member])
         return {m.name: m.result() for m in self.evaluation_metrics}
-
-    def predict_step(self, data):
-        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        images = inputs["images"] if isinstance(inputs, dict) else inputs
-        return self(images, training=False)
 
     # ---- serialization ---------------------------------------------------------------------
 

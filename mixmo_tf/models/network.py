@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import keras
-import tensorflow as tf
 
 from mixmo_tf.config.backbones import Backbone
 from mixmo_tf.mixing.features import FeatureMixing
@@ -88,7 +87,7 @@ class MixMoNetwork(keras.Model):
         self.num_classes = int(logits[0].shape[-1])
         self.mask_shape = mask_shape
 
-    def mixed_logits(self, member_images, masks, training: bool = False) -> list[tf.Tensor]:
+    def mixed_logits(self, member_images, masks, training: bool = False) -> list:
         """The training path: member i's stem sees `member_images[i]`, features mixed by `masks`.
 
         Args:
@@ -103,7 +102,7 @@ class MixMoNetwork(keras.Model):
         # A functional model with one output (M = 1) returns the tensor, not a list.
         return list(logits) if isinstance(logits, (list, tuple)) else [logits]
 
-    def summed_logits(self, images, training: bool = False) -> list[tf.Tensor]:
+    def summed_logits(self, images, training: bool = False) -> list:
         """The prediction path: every stem sees `images`, the stem features are summed.
 
         Equal to `mixed_logits([images] * M, masks 1/M)`: with masks 1/M the mixing
@@ -116,8 +115,10 @@ class MixMoNetwork(keras.Model):
         Returns:
             M tensors `(batch, num_classes)`.
         """
-        features = [stem(images, training=training) for stem in self.stems]
-        pooled = self.core(tf.add_n(features), training=training)
+        summed = self.stems[0](images, training=training)
+        for stem in self.stems[1:]:
+            summed = summed + stem(images, training=training)
+        pooled = self.core(summed, training=training)
         return [head(pooled, training=training) for head in self.heads]
 
     def get_config(self):

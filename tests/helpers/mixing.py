@@ -1,5 +1,6 @@
-"""Independent references for the mixing tests: the authors' CutMix box in plain Python, and
-checks of sample moments against closed forms within a few standard errors."""
+"""Independent references for the mixing tests: the authors' CutMix box in plain Python, the
+label correction in numpy, and checks of sample moments against closed forms within a few
+standard errors."""
 
 from __future__ import annotations
 
@@ -25,6 +26,25 @@ def reference_box_mask(
     (top, bottom), (left, right) = bounds
     mask[top:bottom, left:right] = 1.0
     return mask
+
+
+def numpy_corrected_share(own: np.ndarray, member_masks: np.ndarray) -> np.ndarray:
+    """The label correction lambda' per (batch, member) in plain numpy: own masks
+    (B, M, H, W, 1) average-pooled to the member masks' grid (B, h, w, M)."""
+    batch_size, num_members, height, width, _ = own.shape
+    grid_h, grid_w = member_masks.shape[1:3]
+    pool_h, pool_w = height // grid_h, width // grid_w
+    pooled = (
+        own[..., 0]
+        .reshape(batch_size, num_members, grid_h, pool_h, grid_w, pool_w)
+        .mean(axis=(3, 5))
+    )
+    shares = np.zeros((batch_size, num_members))
+    for b in range(batch_size):
+        for m in range(num_members):
+            area = member_masks[b, :, :, m]
+            shares[b, m] = np.mean(pooled[b, m] * area) / (np.mean(area) + 1e-8)
+    return shares
 
 
 def standard_errors(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

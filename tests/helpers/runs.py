@@ -83,11 +83,10 @@ def run_main_in_process(*args: str) -> tuple[int, str, str]:
 
     out, err = io.StringIO(), io.StringIO()
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["main.py", *args])
     code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            app.main(["main.py"])
+            app.main(app._parse_flags(["main.py", *args]))
     except SystemExit as exit_:
         code = exit_.code
     finally:

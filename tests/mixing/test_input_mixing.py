@@ -20,7 +20,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import probe_network
-from helpers.mixing import NUM_STANDARD_ERRORS, assert_moments, reference_box_mask
+from helpers.mixing import (
+    NUM_STANDARD_ERRORS,
+    assert_moments,
+    numpy_corrected_share,
+    reference_box_mask,
+)
 from scipy import stats
 
 from mixmo_tf.mixing import features as feature_mixing
@@ -49,24 +54,6 @@ def random_params(rng, batch_size, num_members, height, width) -> input_mixing.I
             axis=-1,
         ),
     )
-
-
-def numpy_corrected_share(own, member_masks):
-    """lambda' per (batch, member), own (B, M, H, W, 1) and member masks (B, h, w, M)."""
-    batch_size, num_members, height, width, _ = own.shape
-    grid_h, grid_w = member_masks.shape[1:3]
-    pool_h, pool_w = height // grid_h, width // grid_w
-    pooled = (
-        own[..., 0]
-        .reshape(batch_size, num_members, grid_h, pool_h, grid_w, pool_w)
-        .mean(axis=(3, 5))
-    )
-    shares = np.zeros((batch_size, num_members))
-    for b in range(batch_size):
-        for m in range(num_members):
-            area = member_masks[b, :, :, m]
-            shares[b, m] = np.mean(pooled[b, m] * area) / (np.mean(area) + 1e-8)
-    return shares
 
 
 # ---- sampling ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmo_tf.models import FusedBatchNormalization
+from mixmo_tf.models import FusedBatchNormalization, batch_norm, batch_norm_tensorflow
 
 SHAPE = (6, 5, 5, 4)
 SETTINGS = {"epsilon": 1e-5, "momentum": 0.9}
@@ -105,3 +105,30 @@ def test_refuses_what_it_cannot_fuse():
         FusedBatchNormalization(axis=1)(tf.zeros((2, 3, 4, 5)))
     with pytest.raises(ValueError, match="renorm"):
         FusedBatchNormalization(renorm=True)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_keras_ops_form_of_other_backends_is_the_fused_kernel(training):
+    """JAX and PyTorch run `normalize` / `normalize_batch`; TensorFlow the fused kernel."""
+    x = _inputs()
+    rng = np.random.default_rng(2)
+    scale, offset, mean, variance = (
+        tf.constant(rng.uniform(0.5, 1.5, SHAPE[-1]).astype(np.float32)) for _ in range(4)
+    )
+    results = []
+    for normalize, normalize_batch in (
+        (batch_norm.normalize, batch_norm.normalize_batch),
+        (batch_norm_tensorflow.fused_normalize, batch_norm_tensorflow.fused_normalize_batch),
+    ):
+        with tf.GradientTape() as tape:
+            tape.watch([x, scale, offset])
+            if training:
+                y, batch_mean, batch_variance = normalize_batch(x, scale, offset, 1e-5)
+                statistics = [batch_mean, batch_variance]
+            else:
+                y = normalize(x, mean, variance, scale, offset, 1e-5)
+                statistics = []
+            loss = tf.reduce_sum(y * tf.range(y.shape[-1], dtype=y.dtype) * y)
+        results.append([y, *statistics, *tape.gradient(loss, [x, scale, offset])])
+    for ops_value, fused_value in zip(*results):
+        np.testing.assert_allclose(ops_value, fused_value, rtol=1e-5, atol=1e-5)

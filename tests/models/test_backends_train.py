@@ -1,0 +1,77 @@
+"""MixMo trains on JAX and PyTorch without TensorFlow, and its .keras files cross backends.
+
+Each backend runs `helpers.backend_fit` in its own process, TensorFlow unimportable off the
+TensorFlow backend: the public builder, `fit` on NumPy arrays for 2 steps with `PyTorchSGD`,
+`model.save` and `load_model`, then the other backends' files. PyTorch trains first, JAX loads
+its file, and this (TensorFlow) process loads both.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import backend_fit
+from helpers.paths import REPO
+
+from mixmo_tf.models import load_model
+
+pytestmark = [
+    pytest.mark.slow,
+    # Needs the mixing in keras.ops (branch i26-mixing: mix_batch(data, step)) and
+    # helpers.no_tensorflow (branch i26-suite); passes once both are merged: remove then.
+    pytest.mark.xfail(strict=True, reason="waits for the i26-mixing and i26-suite merges"),
+]
+
+
+def _run(backend: str, out: str, *keras_files: str) -> dict[str, np.ndarray]:
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+    }
+    process = subprocess.run(
+        [sys.executable, "-m", "helpers.backend_fit", out, *keras_files],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    return dict(np.load(os.path.join(out, f"{backend}.npz")))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
+    out = str(tmp_path_factory.mktemp("backends"))
+    torch = _run("torch", out)
+    jax = _run("jax", out, os.path.join(out, "torch.keras"))
+    return out, {"torch": torch, "jax": jax}
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_trains_saves_and_reloads_without_tensorflow(trained, backend):
+    _, results = trained
+    result = results[backend]
+    assert not result["imported_tensorflow"]
+    assert int(result["iterations"]) == backend_fit.STEPS
+    assert np.all(np.isfinite(result["log/loss"]))
+    np.testing.assert_allclose(result["reloaded"], result["trained"], rtol=1e-6, atol=1e-7)
+
+
+def test_a_keras_file_predicts_the_same_on_every_backend(trained):
+    out, results = trained
+    images = backend_fit.probe_images()
+    for backend in ("torch", "jax"):
+        path = os.path.join(out, f"{backend}.keras")
+        on_tensorflow = np.asarray(load_model(path).predict_on_batch(images)["members"])
+        np.testing.assert_allclose(on_tensorflow, results[backend]["trained"], atol=1e-6)
+    np.testing.assert_allclose(
+        results["jax"][f"file/{os.path.join(out, 'torch.keras')}"],
+        results["torch"]["trained"],
+        atol=1e-6,
+    )
