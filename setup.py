@@ -2,6 +2,12 @@
 
 from setuptools import find_packages, setup
 
+# Pinned to the version of the CPU wheel the tests and the bench results were measured with
+# (2.13.0+cpu): an unpinned `torch` can pull a newer multi-GB CUDA build. PyPI's Linux wheel of
+# 2.13.0 is a CUDA build too; for the CPU one add
+# --extra-index-url https://download.pytorch.org/whl/cpu.
+_TORCH = "torch==2.13.0"
+
 setup(
     name="mixmo-tf",
     version="0.1.0",
@@ -47,14 +53,15 @@ setup(
             "myst-parser==4.0.1; python_version < '3.11'",
             "furo==2025.12.19",
         ],
-        # bench/pytorch_step.py only: the MixMo authors' PyTorch step, timed against ours.
-        # torch is pinned to the version of the CPU wheel the results were measured with
-        # (2.13.0+cpu): an unpinned `torch` can pull a newer multi-GB CUDA build. PyPI's Linux
-        # wheel of 2.13.0 is a CUDA build too; for the CPU one add
-        # --extra-index-url https://download.pytorch.org/whl/cpu. The other packages are what
-        # the authors' modules import.
+        # The other two Keras 3 backends, chosen with KERAS_BACKEND=jax or torch; CI runs the
+        # backend-agnostic tests on each (pytest.ini's `backends` marker). CPU builds; for a GPU,
+        # install JAX's CUDA extra of the same version in the venv afterwards.
+        "jax": ["jax[cpu]==0.10.2"],
+        "torch": [_TORCH],
+        # bench/pytorch_step.py only: the MixMo authors' PyTorch step, timed against ours. The
+        # other packages are what the authors' modules import.
         "bench_torch": [
-            "torch==2.13.0",
+            _TORCH,
             "pyyaml>=6.0",
             "easydict>=1.10",
             "coloredlogs>=15.0",

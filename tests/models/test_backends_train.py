@@ -19,12 +19,7 @@ from helpers.paths import REPO
 
 from mixmo_tf.models import load_model
 
-pytestmark = [
-    pytest.mark.slow,
-    # Needs the mixing in keras.ops (branch i26-mixing: mix_batch(data, step)) and
-    # helpers.no_tensorflow (branch i26-suite); passes once both are merged: remove then.
-    pytest.mark.xfail(strict=True, reason="waits for the i26-mixing and i26-suite merges"),
-]
+pytestmark = pytest.mark.slow
 
 
 def _run(backend: str, out: str, *keras_files: str) -> dict[str, np.ndarray]:

@@ -20,12 +20,13 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mixmo_tf.config import Config, run_folder, run_record
 from mixmo_tf.models.build import build_model
 from mixmo_tf.models.optimizers import PyTorchSGD
 from mixmo_tf.models.schedules import WarmupStepDecay
+
+pytestmark = pytest.mark.backends
 
 MOMENTUM = 0.9
 STEPS = 12
@@ -55,7 +56,7 @@ def _run(optimizer: keras.optimizers.Optimizer, start: np.ndarray) -> np.ndarray
     optimizer.build([variable])
     history = []
     for gradient in _gradients():
-        optimizer.apply([tf.constant(gradient)], [variable])
+        optimizer.apply([keras.ops.convert_to_tensor(gradient)], [variable])
         history.append(keras.ops.convert_to_numpy(variable).copy())
     return np.array(history)
 
@@ -91,7 +92,10 @@ def test_plain_momentum_and_no_momentum_follow_pytorch():
     )
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow checkpoint")
 def test_serializes_and_resumes_from_a_checkpoint(tmp_path):
+    import tensorflow as tf
+
     optimizer = PyTorchSGD(_schedule(), momentum=MOMENTUM, nesterov=True)
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert type(restored) is PyTorchSGD

@@ -9,6 +9,8 @@ from helpers.models import perturb_batchnorm, random_images, tiny_mixmo_model
 
 import mixmo_tf
 
+pytestmark = pytest.mark.backends
+
 
 def test_load_model_gives_back_the_same_predictions(tmp_path):
     model = tiny_mixmo_model()
