@@ -147,7 +147,9 @@ def test_missing_data_fails_fast_with_instructions(name, tmp_path, download_atte
     start = time.monotonic()
     with pytest.raises(data.DataNotFoundError) as caught:
         data.load_split(spec, "train", str(tmp_path))
-    assert time.monotonic() - start < 10
+    # Far below the ~3.5 min tfds spends retrying a download with no network; the first call
+    # of a process also imports tensorflow_datasets, which took 25 s on a loaded 2-core CI.
+    assert time.monotonic() - start < 60
     message = str(caught.value)
     assert f"--data_dir={tmp_path}" in message
     assert os.path.join(str(tmp_path), "downloads", "manual") in message
