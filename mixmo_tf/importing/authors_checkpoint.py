@@ -28,6 +28,7 @@ from mixmo_tf.config.dataset_names import source_kind
 from mixmo_tf.config.errors import ConfigError, UserError
 from mixmo_tf.config.settings import MAX_EPOCHS, MAX_MEMBERS, Config
 from mixmo_tf.data.sources import resolved_spec
+from mixmo_tf.importing.released import network_label
 from mixmo_tf.importing.torch_format import read_torch_file
 
 STATE_KEY = "classifier_state_dict"
@@ -69,12 +70,7 @@ class AuthorsArchitecture:
 
     @property
     def label(self) -> str:
-        network = (
-            f"WRN-{self.depth}-{self.width}"
-            if self.backbone == "wrn"
-            else f"PreActResNet-18-{self.width}"
-        )
-        return f"{network}, M={self.num_members}, {self.num_classes} classes"
+        return network_label(**dataclasses.asdict(self))
 
 
 def _conv(name: str, out: int, inp: int, kernel: int) -> list[tuple[str, tuple[int, ...]]]:

@@ -97,13 +97,15 @@ class ReleasedRow:
 
     @property
     def network_label(self) -> str:
-        """E.g. "WRN-28-10, M=2, 100 classes" (as `AuthorsArchitecture.label`)."""
-        network = (
-            f"WRN-{self.depth}-{self.width}"
-            if self.backbone == "wrn"
-            else f"PreActResNet-18-{self.width}"
-        )
-        return f"{network}, M={self.num_members}, {self.num_classes} classes"
+        """E.g. "WRN-28-10, M=2, 100 classes"."""
+        return network_label(**self.network)
+
+
+def network_label(backbone: str, depth: int, width: int, num_members: int, num_classes: int) -> str:
+    """How a message names an authors' network: "WRN-28-10, M=2, 100 classes" or
+    "PreActResNet-18-2, M=2, 200 classes" (a released row's and a checkpoint's alike)."""
+    network = f"WRN-{depth}-{width}" if backbone == "wrn" else f"PreActResNet-18-{width}"
+    return f"{network}, M={num_members}, {num_classes} classes"
 
 
 # The CIFAR rows, per recipe: M and the authors' config (after `exp_<dataset>_`).

@@ -9,18 +9,13 @@ buffer of `PyTorchSGD` (after the first step: the gradient itself) agree with Te
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 from helpers import backend_step
+from helpers.backend_process import run_helper
 from helpers.models import perturb_batchnorm
-from helpers.paths import REPO
 
-TESTS = os.path.join(REPO, "tests")
 BATCH = 8
 MEMBERS = 2
 CLASSES = 10
@@ -93,20 +88,7 @@ def _steps(spec: dict, grid: tuple[int, int], seed: int) -> list[dict]:
 
 
 def _run(backend: str, case: str, results: str) -> dict[str, np.ndarray]:
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": backend,
-        "PYTHONPATH": os.pathsep.join([REPO, TESTS]),
-    }
-    process = subprocess.run(
-        [sys.executable, "-m", "helpers.backend_step", case, results],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
+    run_helper(backend, "backend_step", case, results)
     return dict(np.load(results))
 
 

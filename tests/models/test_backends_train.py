@@ -9,13 +9,11 @@ PyTorch trains first, JAX loads its file, and this (TensorFlow) process loads bo
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from helpers import backend_fit
-from helpers.paths import REPO
+from helpers.backend_process import run_helper
 
 from mixmo_tf.models import load_model
 
@@ -23,20 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(backend: str, out: str, *keras_files: str) -> dict[str, np.ndarray]:
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": backend,
-        "PYTHONPATH": os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
-    }
-    process = subprocess.run(
-        [sys.executable, "-m", "helpers.backend_fit", out, *keras_files],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
+    run_helper(backend, "backend_fit", out, *keras_files)
     return dict(np.load(os.path.join(out, f"{backend}.npz")))
 
 
